@@ -1,0 +1,1 @@
+//! AWS SDK and embedded implementations of the ports defined in `streamwatch-core`.

@@ -1,0 +1,3 @@
+//! The `alerter` Lambda function (built in its own issue).
+
+fn main() {}

@@ -1,0 +1,3 @@
+//! The `metrics-publisher` Lambda function (built in its own issue).
+
+fn main() {}

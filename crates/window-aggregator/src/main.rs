@@ -1,0 +1,3 @@
+//! The `window-aggregator` Lambda function (built in its own issue).
+
+fn main() {}
