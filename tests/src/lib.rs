@@ -1,1 +1,152 @@
-//! Test harness shared by the end-to-end tests.
+//! Test harness shared by every AWS adapter test and end-to-end test: a moto server on a
+//! free loopback port, started per test and killed when the handle drops (also on panic).
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running moto server. Point SDK clients at [`MotoServer::endpoint`].
+pub struct MotoServer {
+    child: Child,
+    port: u16,
+}
+
+/// Root of the workspace (the directory holding `.venv`).
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+fn moto_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("MOTO_SERVER") {
+        return PathBuf::from(path);
+    }
+    let venv = workspace_root().join(".venv/bin/moto_server");
+    if venv.exists() {
+        return venv;
+    }
+    PathBuf::from("moto_server")
+}
+
+impl MotoServer {
+    /// Starts moto server and waits until it answers. Panics with a hint when it cannot
+    /// (run `make test` once to create `.venv`).
+    pub fn start() -> Self {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free loopback port");
+        let binary = moto_binary();
+        let child = Command::new(&binary)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start {} ({e}); run `make test` to create .venv",
+                    binary.display()
+                )
+            });
+        let server = Self { child, port };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if server.get("/moto-api/data.json").is_ok() {
+                return server;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("moto server did not answer on port {port} within 60 s");
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Sets the environment an SDK client built by `aws_config` needs to talk to this server.
+    /// Tests in one binary share the process environment: call it before building clients,
+    /// and prefer passing the endpoint explicitly where the code allows.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ENDPOINT_URL", self.endpoint()),
+            ("AWS_ACCESS_KEY_ID", "testing".into()),
+            ("AWS_SECRET_ACCESS_KEY", "testing".into()),
+            ("AWS_REGION", "us-east-1".into()),
+        ]
+    }
+
+    /// moto's whole state (`GET /moto-api/data.json`), e.g. `["sns"]["Topic"]`.
+    pub fn state(&self) -> serde_json::Value {
+        let body = self
+            .get("/moto-api/data.json")
+            .expect("moto state readable");
+        serde_json::from_str(&body).expect("moto state is JSON")
+    }
+
+    /// Every SNS message moto recorded as published: (topic ARN, message, subject) triples,
+    /// as `sent_notifications` lists them.
+    pub fn sns_notifications(&self) -> Vec<serde_json::Value> {
+        let state = self.state();
+        let mut out = Vec::new();
+        if let Some(topics) = state["sns"]["Topic"].as_array() {
+            for topic in topics {
+                if let Some(sent) = topic["sent_notifications"].as_array() {
+                    out.extend(sent.iter().cloned());
+                }
+            }
+        }
+        out
+    }
+
+    /// Clears moto's state (`POST /moto-api/reset`).
+    pub fn reset(&self) {
+        self.request("POST", "/moto-api/reset").expect("moto reset");
+    }
+
+    fn get(&self, path: &str) -> std::io::Result<String> {
+        self.request("GET", path)
+    }
+
+    /// A minimal HTTP/1.0 client: enough for moto's own API, no extra dependency.
+    fn request(&self, method: &str, path: &str) -> std::io::Result<String> {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port))?;
+        stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+        write!(
+            stream,
+            "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n"
+        )?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response)?;
+        let (head, body) = response
+            .split_once("\r\n\r\n")
+            .ok_or_else(|| std::io::Error::other("no HTTP header end"))?;
+        if !head.starts_with("HTTP/1.0 200") && !head.starts_with("HTTP/1.1 200") {
+            return Err(std::io::Error::other(format!(
+                "moto answered {}",
+                head.lines().next().unwrap_or("")
+            )));
+        }
+        Ok(body.to_owned())
+    }
+}
+
+impl Drop for MotoServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Reads a fixture from `tests/fixtures/` (copied from the reference implementations).
+pub fn fixture(name: &str) -> Vec<u8> {
+    let path = workspace_root().join("tests/fixtures").join(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("fixture {}: {e}", path.display()))
+}

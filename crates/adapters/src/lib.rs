@@ -1,1 +1,8 @@
 //! AWS SDK and embedded implementations of the ports defined in `streamwatch-core`.
+//! Each port has both; the embedded ones keep the AWS ones' semantics (conditional writes,
+//! atomic adds) so the local pipeline and fast tests exercise the same logic.
+
+pub mod alerts;
+pub mod aws;
+
+pub use alerts::{DynamoDbAlertOutbox, EmbeddedAlertOutbox};

@@ -2,16 +2,23 @@
 //! records, DynamoDB JSON), field paths, event time, and the logic every function shares.
 //! No AWS SDK here: AWS lives behind the ports, in `streamwatch-adapters`.
 
+pub mod alert;
 pub mod change;
+pub mod config;
 pub mod json;
 pub mod kinesis;
 pub mod kpl;
 pub mod path;
+pub mod ports;
 pub mod record;
+pub mod rule;
 pub mod time;
 
+pub use alert::{AlertKind, AlertRecord, WindowSummary};
 pub use change::{AttributeValue, ChangeRecord, EventName, Item};
 pub use json::JsonObject;
 pub use kinesis::KinesisEvent;
 pub use path::{FieldPath, FieldValue, Fields};
+pub use ports::{AlertOutbox, PortError, PutOutcome, Retry};
 pub use record::{MalformedParent, ParentError, ParentRecord, UserRecord};
+pub use rule::{Condition, EvalError};

@@ -1,0 +1,115 @@
+//! The DynamoDB alerts outbox against moto server: an alert is written once, whatever the
+//! retries, and reads back whole.
+
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+};
+use streamwatch_adapters::alerts::alert_from_item;
+use streamwatch_adapters::{DynamoDbAlertOutbox, EmbeddedAlertOutbox};
+use streamwatch_core::{AlertKind, AlertOutbox, AlertRecord, PutOutcome};
+use streamwatch_tests::MotoServer;
+
+fn alert(id: &str) -> AlertRecord {
+    AlertRecord {
+        id: id.into(),
+        rule: "accident-severity".into(),
+        key: "A-1".into(),
+        kind: AlertKind::Event,
+        severity: "4".into(),
+        summary: "Severity 4 accident in Dallas".into(),
+        event_time_micros: 1_795_262_400_000_000,
+        window: None,
+        details: [("City".to_owned(), "Dallas".to_owned())].into(),
+        source: vec!["shardId-0/1/0".into()],
+    }
+}
+
+async fn client(moto: &MotoServer) -> aws_sdk_dynamodb::Client {
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(moto.endpoint())
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_dynamodb::config::Credentials::for_tests())
+        .load()
+        .await;
+    aws_sdk_dynamodb::Client::new(&config)
+}
+
+#[tokio::test]
+async fn conditional_put_writes_each_alert_once() {
+    let moto = MotoServer::start();
+    let ddb = client(&moto).await;
+    ddb.create_table()
+        .table_name("alerts")
+        .key_schema(
+            KeySchemaElement::builder()
+                .attribute_name("alert_id")
+                .key_type(KeyType::Hash)
+                .build()
+                .unwrap(),
+        )
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name("alert_id")
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .unwrap(),
+        )
+        .billing_mode(BillingMode::PayPerRequest)
+        .send()
+        .await
+        .unwrap();
+    let outbox = DynamoDbAlertOutbox::new(ddb.clone(), "alerts");
+    let a = alert("accident-severity#shardId-0#1#0");
+    assert_eq!(outbox.put_alert(&a).await.unwrap(), PutOutcome::Created);
+    let mut changed = a.clone();
+    changed.summary = "a retry must not overwrite".into();
+    assert_eq!(
+        outbox.put_alert(&changed).await.unwrap(),
+        PutOutcome::AlreadyExists
+    );
+    assert_eq!(
+        outbox.put_alert(&alert("other")).await.unwrap(),
+        PutOutcome::Created
+    );
+
+    let items = ddb
+        .scan()
+        .table_name("alerts")
+        .send()
+        .await
+        .unwrap()
+        .items
+        .unwrap_or_default();
+    assert_eq!(items.len(), 2);
+    let stored = items
+        .iter()
+        .find(|i| i["alert_id"].as_s().unwrap() == &a.id)
+        .unwrap();
+    assert_eq!(alert_from_item(stored).unwrap(), a);
+    assert_eq!(stored["record_type"].as_s().unwrap(), "alert");
+    assert_eq!(stored["kind"].as_s().unwrap(), "event");
+    assert!(stored["ttl"].as_n().unwrap().parse::<u64>().unwrap() > 1_700_000_000);
+
+    // A missing table is a permanent error, not something to retry forever.
+    let err = DynamoDbAlertOutbox::new(ddb, "no-such-table")
+        .put_alert(&a)
+        .await
+        .unwrap_err();
+    assert!(!err.is_transient(), "{err}");
+}
+
+#[tokio::test]
+async fn embedded_outbox_has_the_same_semantics() {
+    let outbox = EmbeddedAlertOutbox::new();
+    assert_eq!(
+        outbox.put_alert(&alert("x")).await.unwrap(),
+        PutOutcome::Created
+    );
+    assert_eq!(outbox.take_new().len(), 1);
+    assert_eq!(
+        outbox.put_alert(&alert("x")).await.unwrap(),
+        PutOutcome::AlreadyExists
+    );
+    assert!(outbox.take_new().is_empty());
+    assert_eq!(outbox.alerts().len(), 1);
+}
