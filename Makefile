@@ -1,0 +1,38 @@
+# The two commands: `make demo` (the main job) and `make test` (everything CI checks).
+# Both set up what they need on a fresh machine: a Rust toolchain and Python 3.11 are
+# assumed, everything else (moto server, cfn-lint, cargo-lambda) goes into .venv here.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+PYTHON ?= python3
+VENV := .venv
+VENV_STAMP := $(VENV)/.installed-$(shell cksum requirements-dev.txt | cut -d' ' -f1)
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+export MOTO_SERVER := $(CURDIR)/$(VENV)/bin/moto_server
+
+.PHONY: demo test lint unit bench venv
+
+demo:
+	cargo run --quiet --release -p streamwatch -- decode --data json tests/fixtures/kinesis-windspeed-changes.json | head -n 5
+	cargo run --quiet --release -p streamwatch -- decode tests/fixtures/kinesis-kpl-edge-cases.json | wc -l
+
+test: venv lint unit
+
+venv: $(VENV_STAMP)
+
+$(VENV_STAMP): requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -r requirements-dev.txt
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+lint:
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets --locked -- -D warnings
+
+unit:
+	cargo test --workspace --locked
+
+bench:
+	bench/decode.sh
