@@ -30,6 +30,10 @@ $(VENV_STAMP): requirements-dev.txt
 lint:
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets --locked -- -D warnings
+	cfn-lint template.yaml
+	mkdir -p target
+	$(VENV)/bin/python tools/sam_translate.py template.yaml target/template.cfn.json
+	cfn-lint target/template.cfn.json
 
 unit:
 	cargo test --workspace --locked
