@@ -2,7 +2,8 @@
 
 cfn-lint 1.x checks AWS::Serverless::* resources only against their own schema, so wrong
 enum values or ranges inside them pass; linting the translation catches those too.
-Usage: sam_translate.py TEMPLATE OUT.json
+Usage: sam_translate.py TEMPLATE OUT.json        (translated to CloudFormation)
+       sam_translate.py --raw TEMPLATE OUT.json  (the SAM template itself as JSON, for tests)
 """
 import json
 import os
@@ -20,7 +21,8 @@ class NoIamPolicies:
 
 
 def main():
-    src, out = sys.argv[1], sys.argv[2]
+    raw = sys.argv[1] == "--raw"
+    src, out = sys.argv[-2], sys.argv[-1]
     # The translator fills AWS::Region from the environment; any region will do offline.
     os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
     template, matches = decode(src)
@@ -28,6 +30,10 @@ def main():
         for m in matches:
             print(m, file=sys.stderr)
         sys.exit(1)
+    if raw:
+        with open(out, "w") as fh:
+            json.dump(template, fh, indent=1, default=str)
+        return
     # `sam package` would upload local code and put S3 URIs here; do the same with dummies.
     for name, res in template.get("Resources", {}).items():
         props = res.get("Properties", {})

@@ -150,3 +150,32 @@ pub fn fixture(name: &str) -> Vec<u8> {
     let path = workspace_root().join("tests/fixtures").join(name);
     std::fs::read(&path).unwrap_or_else(|e| panic!("fixture {}: {e}", path.display()))
 }
+
+/// template.yaml as JSON (intrinsic functions as `{"Ref": ..}`, `{"Fn::GetAtt": ..}`),
+/// decoded by cfn-lint's own loader in `.venv` so no YAML parser is needed here.
+pub fn template() -> serde_json::Value {
+    let root = workspace_root();
+    let python = root.join(".venv/bin/python");
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let out = std::env::temp_dir().join(format!(
+        "streamwatch-template-{}-{n}.json",
+        std::process::id()
+    ));
+    let status = Command::new(&python)
+        .arg(root.join("tools/sam_translate.py"))
+        .args(["--raw", "template.yaml"])
+        .arg(&out)
+        .current_dir(&root)
+        .status()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run {} ({e}); run `make test` to create .venv",
+                python.display()
+            )
+        });
+    assert!(status.success(), "template.yaml does not decode");
+    let text = std::fs::read_to_string(&out).expect("decoded template");
+    let _ = std::fs::remove_file(&out);
+    serde_json::from_str(&text).expect("decoded template is JSON")
+}
