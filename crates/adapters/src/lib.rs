@@ -4,5 +4,6 @@
 
 pub mod alerts;
 pub mod aws;
+pub mod esm;
 
 pub use alerts::{DynamoDbAlertOutbox, EmbeddedAlertOutbox};
