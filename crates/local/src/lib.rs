@@ -1,0 +1,7 @@
+//! The whole streamwatch pipeline on one machine, for `streamwatch demo`: the scenario
+//! sources, an embedded readings table with Kinesis Data Streams for DynamoDB, the real
+//! handlers fed through the embedded event source mapping, and the report.
+
+pub mod readings;
+pub mod rng;
+pub mod scenario;
