@@ -3,5 +3,6 @@
 //! handlers fed through the embedded event source mapping, and the report.
 
 pub mod readings;
+pub mod report;
 pub mod rng;
 pub mod scenario;
