@@ -1,6 +1,8 @@
 //! Test harness shared by every AWS adapter test and end-to-end test: a moto server on a
 //! free loopback port, started per test and killed when the handle drops (also on panic).
 
+pub mod faults;
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;

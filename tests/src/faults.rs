@@ -1,0 +1,333 @@
+//! A fault-injecting HTTP proxy between the AWS SDK clients and moto server.
+//!
+//! Per call, a [`FaultPlan`] decides from the operation (the `X-Amz-Target` header of JSON
+//! protocols, the `Action=` of query protocols) whether to pass the request through or to
+//! inject: throttling, HTTP 500/503, a connection reset, a response slower than the client's
+//! timeout, or — the nastiest case for exactly-once — a response lost *after* moto applied
+//! the request. Every decision is counted so a test can report what it survived.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// What to do with one call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Fault {
+    Pass,
+    /// 400 with the protocol's throttling error (`ThrottlingException`, or
+    /// `ProvisionedThroughputExceededException` for DynamoDB).
+    Throttle,
+    Http500,
+    Http503,
+    /// Close the connection without answering, before forwarding.
+    Reset,
+    /// Answer only after `delay` (longer than the client's timeout), without forwarding.
+    Slow,
+    /// Forward to moto (the write happens), then close without answering.
+    LoseResponse,
+}
+
+/// Decides the fault for each call: `(operation, call number of that operation) -> Fault`.
+pub type FaultPlan = Arc<dyn Fn(&str, u64) -> Fault + Send + Sync>;
+
+/// A plan that injects `fault` with probability `rate` per call, from a seeded generator,
+/// on every operation `applies` accepts.
+pub fn random_plan(
+    seed: u64,
+    rate: f64,
+    faults: Vec<Fault>,
+    applies: fn(&str) -> bool,
+) -> FaultPlan {
+    let state = Mutex::new(seed ^ 0xD1B5_4A32_D192_ED03);
+    Arc::new(move |op: &str, _n: u64| {
+        if !applies(op) || faults.is_empty() {
+            return Fault::Pass;
+        }
+        let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
+        *s ^= *s << 13;
+        *s ^= *s >> 7;
+        *s ^= *s << 17;
+        let r = (*s >> 11) as f64 / (1u64 << 53) as f64;
+        if r < rate {
+            faults[(*s % faults.len() as u64) as usize]
+        } else {
+            Fault::Pass
+        }
+    })
+}
+
+/// Counts of what the proxy did, per (operation, fault).
+pub type FaultCounts = BTreeMap<(String, Fault), u64>;
+
+/// A running proxy; stops when dropped.
+pub struct FaultProxy {
+    port: u16,
+    counts: Arc<Mutex<FaultCounts>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl FaultProxy {
+    /// Listens on a free loopback port and forwards to `upstream` (`http://127.0.0.1:PORT`).
+    pub async fn start(upstream: &str, plan: FaultPlan, slow: Duration) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let port = listener.local_addr().expect("proxy address").port();
+        let upstream = upstream.trim_start_matches("http://").to_owned();
+        let counts = Arc::new(Mutex::new(FaultCounts::new()));
+        let calls = Arc::new(Mutex::new(BTreeMap::<String, u64>::new()));
+        let task_counts = counts.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((client, _)) = listener.accept().await else {
+                    break;
+                };
+                let (upstream, plan, counts, calls) = (
+                    upstream.clone(),
+                    plan.clone(),
+                    task_counts.clone(),
+                    calls.clone(),
+                );
+                tokio::spawn(async move {
+                    let _ = serve(client, &upstream, plan, counts, calls, slow).await;
+                });
+            }
+        });
+        Self { port, counts, task }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// What was injected so far.
+    pub fn counts(&self) -> FaultCounts {
+        self.counts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Calls that got `fault`, over all operations.
+    pub fn total(&self, fault: Fault) -> u64 {
+        self.counts()
+            .iter()
+            .filter(|((_, f), _)| *f == fault)
+            .map(|(_, n)| n)
+            .sum()
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// One HTTP/1.1 request read off a connection.
+struct Request {
+    head: Vec<u8>,
+    body: Vec<u8>,
+    operation: String,
+    json_protocol: bool,
+}
+
+async fn read_request(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+) -> std::io::Result<Option<Request>> {
+    loop {
+        if let Some(end) = find(buf, b"\r\n\r\n") {
+            let head = buf[..end + 4].to_vec();
+            let text = String::from_utf8_lossy(&head).to_string();
+            let length = header(&text, "content-length")
+                .and_then(|v| v.parse::<usize>().ok())
+                .unwrap_or(0);
+            while buf.len() < end + 4 + length {
+                let mut chunk = [0u8; 65536];
+                let n = stream.read(&mut chunk).await?;
+                if n == 0 {
+                    return Ok(None);
+                }
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            let body = buf[end + 4..end + 4 + length].to_vec();
+            buf.drain(..end + 4 + length);
+            let target = header(&text, "x-amz-target");
+            let json_protocol = target.is_some();
+            let operation = match target {
+                Some(t) => t.rsplit('.').next().unwrap_or(&t).to_owned(),
+                None => action(&body).unwrap_or_else(|| "unknown".into()),
+            };
+            return Ok(Some(Request {
+                head,
+                body,
+                operation,
+                json_protocol,
+            }));
+        }
+        let mut chunk = [0u8; 65536];
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(None);
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+fn header(head: &str, name: &str) -> Option<String> {
+    head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim()
+            .eq_ignore_ascii_case(name)
+            .then(|| v.trim().to_owned())
+    })
+}
+
+fn action(body: &[u8]) -> Option<String> {
+    String::from_utf8_lossy(body)
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("Action=").map(str::to_owned))
+}
+
+async fn serve(
+    mut client: TcpStream,
+    upstream: &str,
+    plan: FaultPlan,
+    counts: Arc<Mutex<FaultCounts>>,
+    calls: Arc<Mutex<BTreeMap<String, u64>>>,
+    slow: Duration,
+) -> std::io::Result<()> {
+    let mut buf = Vec::new();
+    while let Some(req) = read_request(&mut client, &mut buf).await? {
+        let n = {
+            let mut c = calls.lock().unwrap_or_else(|e| e.into_inner());
+            let e = c.entry(req.operation.clone()).or_insert(0);
+            *e += 1;
+            *e
+        };
+        let fault = plan(&req.operation, n);
+        *counts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry((req.operation.clone(), fault))
+            .or_insert(0) += 1;
+        match fault {
+            Fault::Pass => {
+                let response = forward(upstream, &req).await?;
+                client.write_all(&response).await?;
+            }
+            Fault::LoseResponse => {
+                let _ = forward(upstream, &req).await?;
+                return Ok(());
+            }
+            Fault::Reset => return Ok(()),
+            Fault::Slow => {
+                tokio::time::sleep(slow).await;
+                return Ok(());
+            }
+            Fault::Throttle => client.write_all(&throttle(&req)).await?,
+            Fault::Http500 => {
+                client
+                    .write_all(&error_response(
+                        &req,
+                        500,
+                        "InternalFailure",
+                        "injected 500",
+                    ))
+                    .await?
+            }
+            Fault::Http503 => {
+                client
+                    .write_all(&error_response(
+                        &req,
+                        503,
+                        "ServiceUnavailable",
+                        "injected 503",
+                    ))
+                    .await?
+            }
+        }
+    }
+    Ok(())
+}
+
+fn throttle(req: &Request) -> Vec<u8> {
+    let code = if req.json_protocol && req.operation != "PutMetricData" {
+        "ProvisionedThroughputExceededException"
+    } else {
+        "ThrottlingException"
+    };
+    error_response(req, 400, code, "injected throttling")
+}
+
+fn error_response(req: &Request, status: u16, code: &str, message: &str) -> Vec<u8> {
+    let (content_type, body) = if req.json_protocol {
+        (
+            "application/x-amz-json-1.0",
+            format!(
+                r#"{{"__type":"com.amazonaws.dynamodb.v20120810#{code}","message":"{message}"}}"#
+            ),
+        )
+    } else {
+        (
+            "text/xml",
+            format!(
+                "<ErrorResponse><Error><Type>Sender</Type><Code>{code}</Code><Message>{message}</Message></Error><RequestId>fault</RequestId></ErrorResponse>"
+            ),
+        )
+    };
+    let reason = match status {
+        400 => "Bad Request",
+        500 => "Internal Server Error",
+        _ => "Service Unavailable",
+    };
+    format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nx-amzn-ErrorType: {code}\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// Sends the request to moto on a fresh connection and returns its whole response.
+async fn forward(upstream: &str, req: &Request) -> std::io::Result<Vec<u8>> {
+    let mut up = TcpStream::connect(upstream).await?;
+    // One request per upstream connection: ask moto to close, so the response ends at EOF.
+    let head = String::from_utf8_lossy(&req.head)
+        .lines()
+        .filter(|l| !l.to_ascii_lowercase().starts_with("connection:") && !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("\r\n");
+    up.write_all(format!("{head}\r\nConnection: close\r\n\r\n").as_bytes())
+        .await?;
+    up.write_all(&req.body).await?;
+    let mut response = Vec::new();
+    up.read_to_end(&mut response).await?;
+    // Tell our client the connection stays open regardless of what moto said.
+    let text = String::from_utf8_lossy(&response);
+    if let Some(end) = find(&response, b"\r\n\r\n") {
+        let head: Vec<&str> = text[..end]
+            .lines()
+            .filter(|l| !l.to_ascii_lowercase().starts_with("connection:"))
+            .collect();
+        let mut out = head.join("\r\n").into_bytes();
+        let framed = head.iter().any(|l| {
+            let l = l.to_ascii_lowercase();
+            l.starts_with("content-length:") || l.starts_with("transfer-encoding:")
+        });
+        if !framed {
+            out.extend_from_slice(
+                format!("\r\nContent-Length: {}", response.len() - end - 4).as_bytes(),
+            );
+        }
+        out.extend_from_slice(b"\r\n\r\n");
+        out.extend_from_slice(&response[end + 4..]);
+        return Ok(out);
+    }
+    Ok(response)
+}

@@ -1,0 +1,119 @@
+//! The fault proxy itself: each injected fault reaches the SDK as the error it imitates,
+//! and a lost response still leaves the write applied in moto.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
+    ScalarAttributeType,
+};
+use streamwatch_tests::MotoServer;
+use streamwatch_tests::faults::{Fault, FaultProxy};
+
+async fn client(endpoint: String) -> aws_sdk_dynamodb::Client {
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_dynamodb::config::Credentials::for_tests())
+        .retry_config(aws_config::retry::RetryConfig::disabled())
+        .timeout_config(
+            aws_config::timeout::TimeoutConfig::builder()
+                .operation_attempt_timeout(Duration::from_millis(500))
+                .build(),
+        )
+        .load()
+        .await;
+    aws_sdk_dynamodb::Client::new(&config)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn injects_each_fault_and_lost_responses_still_apply() {
+    let moto = MotoServer::start();
+    let direct = client(moto.endpoint()).await;
+    direct
+        .create_table()
+        .table_name("t")
+        .key_schema(
+            KeySchemaElement::builder()
+                .attribute_name("k")
+                .key_type(KeyType::Hash)
+                .build()
+                .unwrap(),
+        )
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name("k")
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .unwrap(),
+        )
+        .billing_mode(BillingMode::PayPerRequest)
+        .send()
+        .await
+        .unwrap();
+    let script = [
+        Fault::Throttle,
+        Fault::Http500,
+        Fault::Http503,
+        Fault::Reset,
+        Fault::Slow,
+        Fault::LoseResponse,
+        Fault::Pass,
+    ];
+    let plan = Arc::new(move |op: &str, n: u64| {
+        if op == "PutItem" {
+            script[(n as usize - 1) % script.len()]
+        } else {
+            Fault::Pass
+        }
+    });
+    let proxy = FaultProxy::start(&moto.endpoint(), plan, Duration::from_secs(2)).await;
+    let ddb = client(proxy.endpoint()).await;
+    let mut errors = Vec::new();
+    for i in 0..7 {
+        let r = ddb
+            .put_item()
+            .table_name("t")
+            .item("k", AttributeValue::S(format!("item{i}")))
+            .send()
+            .await;
+        errors.push(
+            r.map(|_| ())
+                .map_err(|e| format!("{}", aws_sdk_dynamodb::error::DisplayErrorContext(e))),
+        );
+    }
+    assert!(
+        errors[0]
+            .as_ref()
+            .unwrap_err()
+            .contains("ProvisionedThroughputExceeded"),
+        "{:?}",
+        errors[0]
+    );
+    assert!(
+        errors[1].as_ref().unwrap_err().contains("500")
+            || errors[1].as_ref().unwrap_err().contains("InternalFailure"),
+        "{:?}",
+        errors[1]
+    );
+    assert!(errors[2].is_err() && errors[3].is_err() && errors[4].is_err() && errors[5].is_err());
+    assert!(errors[6].is_ok());
+    // Only the lost response (item5) and the passed call (item6) reached moto.
+    let items = direct
+        .scan()
+        .table_name("t")
+        .send()
+        .await
+        .unwrap()
+        .items
+        .unwrap_or_default();
+    let mut keys: Vec<String> = items
+        .iter()
+        .map(|i| i["k"].as_s().unwrap().clone())
+        .collect();
+    keys.sort();
+    assert_eq!(keys, vec!["item5".to_owned(), "item6".to_owned()]);
+    assert_eq!(proxy.total(Fault::LoseResponse), 1);
+    assert_eq!(proxy.total(Fault::Throttle), 1);
+}
