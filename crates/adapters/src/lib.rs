@@ -2,8 +2,10 @@
 //! Each port has both; the embedded ones keep the AWS ones' semantics (conditional writes,
 //! atomic adds) so the local pipeline and fast tests exercise the same logic.
 
+pub mod alert_state;
 pub mod alerts;
 pub mod aws;
 pub mod esm;
+pub mod sns;
 
 pub use alerts::{DynamoDbAlertOutbox, EmbeddedAlertOutbox};

@@ -1,3 +1,39 @@
-//! The `alerter` Lambda function (built in its own issue).
+//! The `alerter` Lambda binary: configuration and clients once per cold start, then the
+//! runtime loop. Everything else is in the library.
 
-fn main() {}
+// The AWS SDK futures nested in the handler's future exceed the default type-layout depth.
+#![recursion_limit = "256"]
+
+use alerter::config::PUBLISH_TIMEOUT;
+use alerter::{Config, Deps, SystemClock, handler};
+use aws_config::timeout::TimeoutConfig;
+use lambda_runtime::{Error, service_fn};
+use streamwatch_adapters::alert_state::DynamoDbAlertStateStore;
+use streamwatch_adapters::sns::SnsNotifier;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    lambda_runtime::tracing::init_default_subscriber();
+    let config = Config::from_env()?;
+    let aws = streamwatch_adapters::aws::load_config().await;
+    // Bounded publish calls: a claim's lease (at least PUBLISH_TIMEOUT + 5 s) then always
+    // outlasts a live publisher's call, so only a dead one's claim can be taken over.
+    let sns = aws_sdk_sns::config::Builder::from(&aws)
+        .timeout_config(
+            TimeoutConfig::builder()
+                .operation_attempt_timeout(PUBLISH_TIMEOUT / 2)
+                .operation_timeout(PUBLISH_TIMEOUT)
+                .build(),
+        )
+        .build();
+    let deps = Deps {
+        store: DynamoDbAlertStateStore::new(
+            aws_sdk_dynamodb::Client::new(&aws),
+            &config.alerts_table,
+        ),
+        notifier: SnsNotifier::new(aws_sdk_sns::Client::from_conf(sns), &config.topic_arn),
+        clock: SystemClock,
+        settings: config.settings(),
+    };
+    lambda_runtime::run(service_fn(|event| handler(&deps, event))).await
+}

@@ -40,6 +40,37 @@ impl<const N: usize> Source for [(&str, &str); N] {
     }
 }
 
+/// A source that remembers every name asked for: lets a test check that the variables a
+/// deployment sets are exactly the ones a `Config` reads.
+#[derive(Debug, Default)]
+pub struct Recording<S> {
+    pub inner: S,
+    pub asked: std::sync::Mutex<std::collections::BTreeSet<String>>,
+}
+
+impl<S: Source> Recording<S> {
+    pub fn new(inner: S) -> Self {
+        Self {
+            inner,
+            asked: Default::default(),
+        }
+    }
+
+    pub fn asked(&self) -> std::collections::BTreeSet<String> {
+        self.asked.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+impl<S: Source> Source for Recording<S> {
+    fn get(&self, name: &str) -> Option<String> {
+        self.asked
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.to_owned());
+        self.inner.get(name)
+    }
+}
+
 /// A required variable, non-empty.
 pub fn required(src: &impl Source, name: &str) -> Result<String, ConfigError> {
     match src.get(name) {

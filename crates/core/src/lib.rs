@@ -8,6 +8,7 @@ pub mod config;
 pub mod json;
 pub mod kinesis;
 pub mod kpl;
+pub mod notify;
 pub mod path;
 pub mod ports;
 pub mod record;

@@ -1,0 +1,556 @@
+//! The handler: for each alert in a DynamoDB stream batch, decide (once, atomically with the
+//! (rule, key) state), claim, publish, mark sent.
+//!
+//! Exactly one notification per alert, with one documented exception:
+//!
+//! * A decision is a conditional write of the alert's notification record together with
+//!   the (rule, key) state, so duplicates, retries and concurrent invocations agree on one
+//!   decision per alert, and on the state it leads to.
+//! * Publishing is claimed: `pending → sending` with a lease, then `sent` with the SNS
+//!   message id. Another invocation finding a live claim waits for it (up to
+//!   `claim_wait`) and otherwise reports the record for a retry.
+//! * **At-least-once across crashes**: if an invocation dies (or cannot write `sent`)
+//!   after SNS accepted the message, the lease expires and the next delivery sends it
+//!   again. A publish that failed is released at once, so its retry need not wait.
+//!
+//! Failures: transient ones are retried with exponential backoff; when they persist (or a
+//! call fails permanently, e.g. a missing topic or table), the record and everything after
+//! it are reported as `batchItemFailures`, so Lambda retries from there (and after its
+//! bounded retries sends the batch to the on-failure destination instead of dropping the
+//! alert). Malformed alert records are skipped, counted and logged.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aws_lambda_events::event::dynamodb::Event;
+use aws_lambda_events::event::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
+use lambda_runtime::LambdaEvent;
+use serde::Serialize;
+use streamwatch_core::notify::{
+    AlertStateStore, ClaimOutcome, MarkOutcome, MessageContext, NotificationKind,
+    NotificationRecord, NotificationStatus, Notifier, Outcome, RecordOutcome, decide, render,
+};
+use streamwatch_core::time::{Micros, format_micros};
+use streamwatch_core::{AlertKind, AlertRecord, PortError};
+use tracing::{debug, error, info, instrument, warn};
+
+use crate::stream::{StreamItem, classify};
+
+/// Wall-clock time, for leases only (decisions use event time).
+pub trait Clock: Send + Sync {
+    fn now_micros(&self) -> Micros;
+}
+
+/// The system clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_micros(&self) -> Micros {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_micros() as Micros
+    }
+}
+
+/// A clock that moves only when told to: deterministic lease expiry in tests and
+/// simulations.
+#[derive(Debug, Default)]
+pub struct ManualClock(AtomicI64);
+
+impl ManualClock {
+    pub fn new(now_micros: Micros) -> Self {
+        Self(AtomicI64::new(now_micros))
+    }
+
+    pub fn advance(&self, by: Duration) {
+        self.0.fetch_add(micros(by), Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now_micros(&self) -> Micros {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+fn micros(d: Duration) -> Micros {
+    Micros::try_from(d.as_micros()).unwrap_or(Micros::MAX)
+}
+
+/// Retries of transient failures: `attempts` calls in all, exponential backoff between.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    pub attempts: u32,
+    pub base_delay: Duration,
+    pub max_delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            attempts: 3,
+            base_delay: Duration::from_millis(100),
+            max_delay: Duration::from_secs(2),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The pause after failed attempt `attempt` (1-based).
+    pub fn delay(&self, attempt: u32) -> Duration {
+        let factor = 1u32 << attempt.saturating_sub(1).min(16);
+        self.base_delay.saturating_mul(factor).min(self.max_delay)
+    }
+}
+
+/// What the handler needs to know besides its ports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Settings {
+    pub repeat_interval: Duration,
+    pub claim_lease: Duration,
+    pub claim_wait: Duration,
+    pub retry: RetryPolicy,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            repeat_interval: Duration::from_secs(900),
+            claim_lease: Duration::from_secs(30),
+            claim_wait: Duration::from_secs(20),
+            retry: RetryPolicy::default(),
+        }
+    }
+}
+
+/// The handler's dependencies, built once per cold start.
+pub struct Deps<S, N, C = SystemClock> {
+    pub store: S,
+    pub notifier: N,
+    pub clock: C,
+    pub settings: Settings,
+}
+
+/// What one invocation did; logged, and emitted as metrics.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
+pub struct BatchReport {
+    pub records: usize,
+    pub alerts: usize,
+    pub ignored: usize,
+    pub malformed: usize,
+    pub firing: usize,
+    pub reminders: usize,
+    pub resolved: usize,
+    pub events: usize,
+    pub suppressed: usize,
+    /// Alerts decided or sent before (redeliveries, duplicates, another invocation).
+    pub duplicates: usize,
+    /// Sent, but another invocation had taken the expired claim: possibly sent twice.
+    pub lease_lost: usize,
+    /// Alerts that failed (0 or 1: the batch stops at the first one).
+    pub failed: usize,
+    /// Records not looked at because an earlier one failed (Lambda redelivers them).
+    pub not_processed: usize,
+}
+
+impl BatchReport {
+    /// Notifications this invocation published.
+    pub fn sent(&self) -> usize {
+        self.firing + self.reminders + self.resolved + self.events
+    }
+
+    /// One CloudWatch Embedded Metric Format line (no API call, no permission needed).
+    pub fn emf(&self, function: &str, timestamp_ms: u128) -> String {
+        let counts = [
+            ("Records", self.records),
+            ("Alerts", self.alerts),
+            ("Ignored", self.ignored),
+            ("Malformed", self.malformed),
+            ("NotificationsSent", self.sent()),
+            ("Reminders", self.reminders),
+            ("Suppressed", self.suppressed),
+            ("Duplicates", self.duplicates),
+            ("LeaseLost", self.lease_lost),
+            ("Failed", self.failed),
+        ];
+        let mut line = serde_json::json!({
+            "_aws": {
+                "Timestamp": timestamp_ms as u64,
+                "CloudWatchMetrics": [{
+                    "Namespace": "streamwatch/alerter",
+                    "Dimensions": [["FunctionName"]],
+                    "Metrics": counts.iter().map(|(name, _)| serde_json::json!({"Name": name, "Unit": "Count"})).collect::<Vec<_>>(),
+                }],
+            },
+            "FunctionName": function,
+        });
+        if let Some(obj) = line.as_object_mut() {
+            for (name, value) in counts {
+                obj.insert(name.into(), value.into());
+            }
+        }
+        line.to_string()
+    }
+}
+
+/// Why an alert could not be brought to a final state in this invocation.
+#[derive(Debug, thiserror::Error)]
+pub enum AlertError {
+    #[error(transparent)]
+    Port(#[from] PortError),
+    #[error("another invocation ({owner}) holds the claim until {}", format_micros(*until))]
+    InProgress { owner: String, until: Micros },
+    #[error("the alert's state kept changing during {rounds} rounds")]
+    Contention { rounds: u32 },
+}
+
+/// How one alert ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Processed {
+    Sent {
+        kind: NotificationKind,
+        lease_lost: bool,
+    },
+    Suppressed(String),
+    Duplicate,
+}
+
+/// Decisions, claims and re-reads per alert before giving up: each round means another
+/// invocation changed something meanwhile, which settles within a few rounds.
+const MAX_ROUNDS: u32 = 20;
+
+/// The Lambda entry point.
+#[instrument(skip_all, fields(request_id = %event.context.request_id, records = event.payload.records.len()))]
+pub async fn handler<S, N, C>(
+    deps: &Deps<S, N, C>,
+    event: LambdaEvent<Event>,
+) -> Result<DynamoDbEventResponse, lambda_runtime::Error>
+where
+    S: AlertStateStore,
+    N: Notifier,
+    C: Clock,
+{
+    let (response, report) = process(deps, &event.payload, &event.context.request_id).await;
+    info!(
+        records = report.records,
+        alerts = report.alerts,
+        sent = report.sent(),
+        suppressed = report.suppressed,
+        duplicates = report.duplicates,
+        ignored = report.ignored,
+        malformed = report.malformed,
+        failed = report.failed,
+        "batch done"
+    );
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis();
+    println!(
+        "{}",
+        report.emf(&event.context.env_config.function_name, now_ms)
+    );
+    Ok(response)
+}
+
+/// Processes one batch in stream order. `invocation` must be unique per invocation (the
+/// Lambda request id): it owns the claims this invocation takes.
+pub async fn process<S, N, C>(
+    deps: &Deps<S, N, C>,
+    event: &Event,
+    invocation: &str,
+) -> (DynamoDbEventResponse, BatchReport)
+where
+    S: AlertStateStore,
+    N: Notifier,
+    C: Clock,
+{
+    let mut response = DynamoDbEventResponse::default();
+    let mut report = BatchReport::default();
+    for (i, record) in event.records.iter().enumerate() {
+        report.records += 1;
+        let sequence = record.change.sequence_number.as_deref();
+        let event_id = record.event_id.as_str();
+        let alert = match classify(record) {
+            StreamItem::Ignored(reason) => {
+                report.ignored += 1;
+                debug!(event_id, sequence, reason, "ignored stream record");
+                continue;
+            }
+            StreamItem::Malformed(reason) => {
+                report.malformed += 1;
+                error!(event_id, sequence, reason, "malformed alert record skipped");
+                continue;
+            }
+            StreamItem::Alert(alert) => alert,
+        };
+        let Some(sequence) = sequence else {
+            // Without a sequence number the record cannot be reported for a retry.
+            report.malformed += 1;
+            error!(
+                event_id,
+                alert_id = alert.id,
+                "alert record without SequenceNumber skipped"
+            );
+            continue;
+        };
+        report.alerts += 1;
+        match process_alert(deps, &alert, invocation).await {
+            Ok(Processed::Sent { kind, lease_lost }) => {
+                match kind {
+                    NotificationKind::Firing => report.firing += 1,
+                    NotificationKind::Reminder => report.reminders += 1,
+                    NotificationKind::Resolved => report.resolved += 1,
+                    NotificationKind::Event => report.events += 1,
+                }
+                if lease_lost {
+                    report.lease_lost += 1;
+                    warn!(
+                        alert_id = alert.id,
+                        sequence,
+                        "sent after our claim expired: the notification may have gone out twice"
+                    );
+                }
+                info!(
+                    alert_id = alert.id,
+                    rule = alert.rule,
+                    key = alert.key,
+                    state = kind.as_str(),
+                    "notification sent"
+                );
+            }
+            Ok(Processed::Suppressed(reason)) => {
+                report.suppressed += 1;
+                info!(
+                    alert_id = alert.id,
+                    rule = alert.rule,
+                    key = alert.key,
+                    reason,
+                    "notification suppressed"
+                );
+            }
+            Ok(Processed::Duplicate) => {
+                report.duplicates += 1;
+                debug!(alert_id = alert.id, sequence, "alert handled before");
+            }
+            Err(err) => {
+                report.failed += 1;
+                report.not_processed = event.records.len() - i - 1;
+                let transient = match &err {
+                    AlertError::Port(e) => e.is_transient(),
+                    AlertError::InProgress { .. } | AlertError::Contention { .. } => true,
+                };
+                if transient {
+                    warn!(alert_id = alert.id, event_id, sequence, error = %err, "alert not sent yet; reporting it for a retry");
+                } else {
+                    error!(alert_id = alert.id, event_id, sequence, error = %err, "alert failed permanently; reporting it (Lambda retries, then the on-failure destination)");
+                }
+                let mut failure = DynamoDbBatchItemFailure::default();
+                failure.item_identifier = Some(sequence.to_owned());
+                response.batch_item_failures.push(failure);
+                // Lambda retries from the lowest reported record on; later records must
+                // wait, so that per-key state sees them in order.
+                break;
+            }
+        }
+    }
+    (response, report)
+}
+
+/// Calls `op` until it succeeds, fails permanently, or the policy's attempts are used up.
+async fn retry<T, F, Fut>(policy: &RetryPolicy, mut op: F) -> Result<T, PortError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, PortError>>,
+{
+    let mut attempt = 1;
+    loop {
+        match op().await {
+            Err(e) if e.is_transient() && attempt < policy.attempts => {
+                warn!(operation = e.operation, attempt, error = %e, "transient failure; retrying");
+                tokio::time::sleep(policy.delay(attempt)).await;
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+async fn process_alert<S, N, C>(
+    deps: &Deps<S, N, C>,
+    alert: &AlertRecord,
+    owner: &str,
+) -> Result<Processed, AlertError>
+where
+    S: AlertStateStore,
+    N: Notifier,
+    C: Clock,
+{
+    let settings = &deps.settings;
+    let policy = &settings.retry;
+    let repeat = micros(settings.repeat_interval);
+    let lease = micros(settings.claim_lease);
+    let mut waited = Duration::ZERO;
+    let mut poll = Duration::from_millis(50);
+    let mut rounds = 0;
+    loop {
+        let current = retry(policy, || deps.store.notification(&alert.id)).await?;
+        let record = match current {
+            Some(record) => record,
+            None => {
+                rounds += 1;
+                if rounds > MAX_ROUNDS {
+                    return Err(AlertError::Contention { rounds });
+                }
+                match decide_once(deps, alert, repeat).await? {
+                    Some(record) => match &record.outcome {
+                        Outcome::Suppressed(reason) => {
+                            return Ok(Processed::Suppressed(reason.clone()));
+                        }
+                        Outcome::Notify(_) => record,
+                    },
+                    // Someone else decided, or the state moved: read again.
+                    None => continue,
+                }
+            }
+        };
+        let now = deps.clock.now_micros();
+        match &record.status {
+            NotificationStatus::Sent { .. } | NotificationStatus::Suppressed => {
+                return Ok(Processed::Duplicate);
+            }
+            NotificationStatus::Sending {
+                owner: holder,
+                lease_until_micros,
+            } if holder != owner && *lease_until_micros >= now => {
+                if waited >= settings.claim_wait {
+                    return Err(AlertError::InProgress {
+                        owner: holder.clone(),
+                        until: *lease_until_micros,
+                    });
+                }
+                let to_expiry = Duration::from_micros((*lease_until_micros - now) as u64 + 1_000);
+                let pause = poll.min(settings.claim_wait - waited).min(to_expiry);
+                tokio::time::sleep(pause).await;
+                waited += pause;
+                poll = (poll * 2).min(Duration::from_secs(1));
+                continue;
+            }
+            NotificationStatus::Pending | NotificationStatus::Sending { .. } => {}
+        }
+        let Some(ctx) = MessageContext::of(&record, repeat) else {
+            // A pending record always notifies; a suppressed one returned above.
+            return Ok(Processed::Duplicate);
+        };
+        rounds += 1;
+        if rounds > MAX_ROUNDS {
+            return Err(AlertError::Contention { rounds });
+        }
+        let claimed = retry(policy, || {
+            deps.store
+                .claim(&alert.id, owner, now, now.saturating_add(lease))
+        })
+        .await?;
+        if claimed == ClaimOutcome::NotClaimable {
+            continue;
+        }
+        let message = render(alert, &ctx);
+        let message_id = match publish(deps, &message, &alert.id, owner).await {
+            Ok(Some(id)) => id,
+            // Our claim expired between attempts and someone else took it over.
+            Ok(None) => continue,
+            Err(err) => {
+                // SNS refused or did not answer: let the next delivery claim at once.
+                if let Err(release) = deps.store.release(&alert.id, owner).await {
+                    warn!(alert_id = alert.id, error = %release, "could not release the claim; it expires with its lease");
+                }
+                return Err(err.into());
+            }
+        };
+        // If this fails, the message is out but not marked: the lease expires and the
+        // next delivery sends it again (the at-least-once case).
+        let marked = retry(policy, || {
+            deps.store
+                .mark_sent(&alert.id, owner, &message_id, deps.clock.now_micros())
+        })
+        .await?;
+        return Ok(Processed::Sent {
+            kind: ctx.kind,
+            lease_lost: marked == MarkOutcome::LeaseLost,
+        });
+    }
+}
+
+/// Decides about an alert and records the decision with the state it leads to. `None`
+/// when another invocation got there first or the state moved meanwhile.
+async fn decide_once<S, N, C>(
+    deps: &Deps<S, N, C>,
+    alert: &AlertRecord,
+    repeat: Micros,
+) -> Result<Option<NotificationRecord>, PortError>
+where
+    S: AlertStateStore,
+    N: Notifier,
+    C: Clock,
+{
+    let policy = &deps.settings.retry;
+    let state = match alert.kind {
+        AlertKind::Event => None,
+        AlertKind::Firing | AlertKind::Resolved => {
+            retry(policy, || deps.store.state(&alert.rule, &alert.key)).await?
+        }
+    };
+    let transition = decide(state.as_ref(), alert, repeat);
+    let record = NotificationRecord::decided(alert, &transition, deps.clock.now_micros());
+    let expected = state.as_ref().map(|s| s.version);
+    let outcome = retry(policy, || {
+        deps.store
+            .record(&record, transition.next.as_ref(), expected)
+    })
+    .await?;
+    Ok(match outcome {
+        RecordOutcome::Recorded => Some(record),
+        RecordOutcome::AlreadyDecided | RecordOutcome::StateChanged => None,
+    })
+}
+
+/// Publishes with retries. Before each retry the claim is renewed, so a publish never
+/// starts on a lease that might run out mid-call; `None` if the claim was lost.
+async fn publish<S, N, C>(
+    deps: &Deps<S, N, C>,
+    message: &streamwatch_core::notify::Message,
+    alert_id: &str,
+    owner: &str,
+) -> Result<Option<String>, PortError>
+where
+    S: AlertStateStore,
+    N: Notifier,
+    C: Clock,
+{
+    let policy = &deps.settings.retry;
+    let lease = micros(deps.settings.claim_lease);
+    let mut attempt = 1;
+    loop {
+        if attempt > 1 {
+            let now = deps.clock.now_micros();
+            let renewed = deps
+                .store
+                .claim(alert_id, owner, now, now.saturating_add(lease))
+                .await?;
+            if renewed == ClaimOutcome::NotClaimable {
+                return Ok(None);
+            }
+        }
+        match deps.notifier.publish(message).await {
+            Ok(id) => return Ok(Some(id)),
+            Err(e) if e.is_transient() && attempt < policy.attempts => {
+                warn!(alert_id, attempt, error = %e, "publish failed; retrying");
+                tokio::time::sleep(policy.delay(attempt)).await;
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}

@@ -1,0 +1,14 @@
+//! The `alerter` Lambda function: reads new alert records from the alerts table's DynamoDB
+//! stream and turns them into SNS notifications — one per firing (rule, key), a reminder at
+//! most once per repeat interval while it keeps firing, one when it resolves, one per
+//! per-event alert — never twice under retries, duplicates or concurrent invocations.
+//! See [`handler`] for the exactly-once protocol and the failure semantics.
+
+pub mod config;
+pub mod handler;
+pub mod stream;
+
+pub use config::Config;
+pub use handler::{
+    BatchReport, Clock, Deps, ManualClock, RetryPolicy, Settings, SystemClock, handler, process,
+};
