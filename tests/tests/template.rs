@@ -189,3 +189,78 @@ fn only_the_alerter_and_alarms_publish_to_the_topic() {
         }
     }
 }
+
+/// Resolves an environment value of the template the way CloudFormation would at the
+/// parameters' defaults; resources resolve to their logical names.
+fn resolve(t: &Value, v: &Value) -> String {
+    let param = |name: &str| -> Option<String> {
+        let d = &t["Parameters"][name]["Default"];
+        (!d.is_null()).then(|| d.as_str().map_or_else(|| d.to_string(), str::to_owned))
+    };
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n.to_string(),
+        Value::Bool(b) => b.to_string(),
+        Value::Object(o) if o.contains_key("Ref") => {
+            let name = o["Ref"].as_str().unwrap();
+            param(name).unwrap_or_else(|| name.to_owned())
+        }
+        Value::Object(o) if o.contains_key("Fn::GetAtt") => o["Fn::GetAtt"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p.as_str().unwrap())
+            .collect::<Vec<_>>()
+            .join("."),
+        Value::Object(o) if o.contains_key("Fn::Sub") => {
+            let mut s = o["Fn::Sub"].as_str().expect("simple Fn::Sub").to_owned();
+            while let Some(start) = s.find("${") {
+                let end = start + s[start..].find('}').unwrap();
+                let name = s[start + 2..end].to_owned();
+                let value = param(&name).unwrap_or_else(|| name.clone());
+                s.replace_range(start..=end, &value);
+            }
+            s
+        }
+        other => panic!("cannot resolve {other}"),
+    }
+}
+
+/// The template's environment for a function, resolved at the parameters' defaults.
+fn environment(t: &Value, function: &str) -> std::collections::HashMap<String, String> {
+    t["Resources"][function]["Properties"]["Environment"]["Variables"]
+        .as_object()
+        .unwrap_or_else(|| panic!("{function} has no environment"))
+        .iter()
+        .map(|(k, v)| (k.clone(), resolve(t, v)))
+        .collect()
+}
+
+/// The variables a function's `Config` reads are exactly the ones the template sets, and
+/// the template's values (at the parameters' defaults) pass the function's own validation.
+fn check_environment<C, E: std::fmt::Display>(
+    function: &str,
+    from_source: impl Fn(&Recording<std::collections::HashMap<String, String>>) -> Result<C, E>,
+) {
+    let t = template();
+    let env = environment(&t, function);
+    let set: std::collections::BTreeSet<String> = env.keys().cloned().collect();
+    let recording = Recording::new(env);
+    if let Err(e) = from_source(&recording) {
+        panic!("{function}: the template's environment fails the function's config: {e}");
+    }
+    assert_eq!(
+        recording.asked(),
+        set,
+        "{function}: variables read by Config (left) differ from the template's (right)"
+    );
+}
+
+use streamwatch_core::config::Recording;
+
+#[test]
+fn alerter_environment_matches_its_config() {
+    check_environment("AlerterFunction", |src| {
+        alerter::config::Config::from_source(src)
+    });
+}
