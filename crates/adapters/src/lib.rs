@@ -5,7 +5,13 @@
 pub mod alert_state;
 pub mod alerts;
 pub mod aws;
+pub mod cloudwatch;
+pub mod emf;
 pub mod esm;
+pub mod metrics_memory;
 pub mod sns;
 
 pub use alerts::{DynamoDbAlertOutbox, EmbeddedAlertOutbox};
+pub use cloudwatch::CloudWatchSink;
+pub use emf::EmfSink;
+pub use metrics_memory::EmbeddedMetricSink;
