@@ -264,3 +264,10 @@ fn alerter_environment_matches_its_config() {
         alerter::config::Config::from_source(src)
     });
 }
+
+#[test]
+fn metrics_publisher_environment_matches_its_config() {
+    check_environment("MetricsPublisherFunction", |src| {
+        metrics_publisher::config::Config::from_source(src)
+    });
+}
