@@ -10,13 +10,13 @@ VENV_STAMP := $(VENV)/.installed-$(shell cksum requirements-dev.txt | cut -d' ' 
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export MOTO_SERVER := $(CURDIR)/$(VENV)/bin/moto_server
 
-.PHONY: demo test lint unit bench venv
+.PHONY: demo test lint unit lambda-check lambda-build bench venv
 
 demo:
 	cargo run --quiet --release -p streamwatch -- decode --data json tests/fixtures/kinesis-windspeed-changes.json | head -n 5
 	cargo run --quiet --release -p streamwatch -- decode tests/fixtures/kinesis-kpl-edge-cases.json | wc -l
 
-test: venv lint unit
+test: venv lint unit lambda-check lambda-build
 
 venv: $(VENV_STAMP)
 
@@ -37,6 +37,15 @@ lint:
 
 unit:
 	cargo test --workspace --locked
+
+# Each function under `cargo lambda watch`, invoked with its sample events against moto.
+lambda-check:
+	tools/lambda_watch_check.sh
+
+# Release zips as Lambda runs them (see README "Lambda builds" for why x86-64 here).
+lambda-build:
+	cargo lambda build --release --x86-64 --output-format zip --package metrics-publisher --package window-aggregator --package alerter
+	@for f in target/lambda/*/bootstrap.zip; do printf '%-40s %8.2f MB zipped\n' "$$f" "$$(stat -c %s "$$f" | awk '{print $$1/1048576}')"; done
 
 bench:
 	bench/decode.sh
