@@ -663,6 +663,16 @@ pub trait MetricSink: Send + Sync {
     ) -> impl Future<Output = Result<Published, PublishError>> + Send;
 }
 
+/// A shared sink (the local pipeline gives several functions the same one).
+impl<T: MetricSink> MetricSink for std::sync::Arc<T> {
+    fn publish(
+        &self,
+        datums: &[Datum],
+    ) -> impl Future<Output = Result<Published, PublishError>> + Send {
+        (**self).publish(datums)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -70,3 +70,13 @@ pub trait AlertOutbox: Send + Sync {
         alert: &AlertRecord,
     ) -> impl Future<Output = Result<PutOutcome, PortError>> + Send;
 }
+
+/// A shared outbox (the local pipeline gives several functions the same one).
+impl<T: AlertOutbox> AlertOutbox for std::sync::Arc<T> {
+    fn put_alert(
+        &self,
+        alert: &AlertRecord,
+    ) -> impl Future<Output = Result<PutOutcome, PortError>> + Send {
+        (**self).put_alert(alert)
+    }
+}

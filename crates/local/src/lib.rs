@@ -2,6 +2,8 @@
 //! sources, an embedded readings table with Kinesis Data Streams for DynamoDB, the real
 //! handlers fed through the embedded event source mapping, and the report.
 
+pub mod alert_stream;
+pub mod pipeline;
 pub mod readings;
 pub mod report;
 pub mod rng;

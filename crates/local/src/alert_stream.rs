@@ -1,0 +1,68 @@
+//! The alerts table's DynamoDB stream, embedded: alert records the outbox took become
+//! INSERT stream records with the item exactly as `DynamoDbAlertOutbox` writes it, so the
+//! alerter reads the same bytes it reads in production.
+
+use std::time::{Duration, SystemTime};
+
+use aws_lambda_events::event::dynamodb::{Event, EventRecord};
+use aws_sdk_dynamodb::types::AttributeValue;
+use serde_json::{Value, json};
+use streamwatch_adapters::alerts::alert_item;
+use streamwatch_core::AlertRecord;
+
+fn attribute_json(v: &AttributeValue) -> Value {
+    match v {
+        AttributeValue::S(s) => json!({ "S": s }),
+        AttributeValue::N(n) => json!({ "N": n }),
+        // The outbox writes only S and N attributes.
+        other => json!({ "S": format!("{other:?}") }),
+    }
+}
+
+/// The stream of the alerts table: hands out INSERT records with increasing sequence numbers.
+#[derive(Debug, Default)]
+pub struct AlertStream {
+    next: u64,
+}
+
+impl AlertStream {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Stream records for alerts just written (in write order).
+    pub fn records(&mut self, alerts: &[AlertRecord]) -> Vec<EventRecord> {
+        alerts
+            .iter()
+            .filter_map(|alert| {
+                self.next += 1;
+                let item = alert_item(alert, SystemTime::now(), Duration::from_secs(30 * 24 * 3600)).ok()?;
+                let image: serde_json::Map<String, Value> = item.iter().map(|(k, v)| (k.clone(), attribute_json(v))).collect();
+                let record = json!({
+                    "eventID": format!("{:032x}", self.next),
+                    "eventName": "INSERT",
+                    "eventVersion": "1.1",
+                    "eventSource": "aws:dynamodb",
+                    "awsRegion": "us-east-1",
+                    "dynamodb": {
+                        "ApproximateCreationDateTime": alert.event_time_micros / 1_000_000,
+                        "Keys": { "alert_id": { "S": alert.id } },
+                        "NewImage": image,
+                        "SequenceNumber": format!("{:021}", 100_000_000_000_000_000_000u128 + u128::from(self.next)),
+                        "SizeBytes": 900,
+                        "StreamViewType": "NEW_IMAGE",
+                    },
+                    "eventSourceARN": "arn:aws:dynamodb:us-east-1:000000000000:table/streamwatch-alerts/stream/2026-11-21T00:00:00.000",
+                });
+                serde_json::from_value(record).ok()
+            })
+            .collect()
+    }
+}
+
+/// A stream event of `records`.
+pub fn event(records: Vec<EventRecord>) -> Event {
+    let mut event = Event::default();
+    event.records = records;
+    event
+}
