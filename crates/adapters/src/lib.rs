@@ -10,6 +10,7 @@ pub mod emf;
 pub mod esm;
 pub mod metrics_memory;
 pub mod sns;
+pub mod windows;
 
 pub use alerts::{DynamoDbAlertOutbox, EmbeddedAlertOutbox};
 pub use cloudwatch::CloudWatchSink;

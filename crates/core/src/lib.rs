@@ -15,6 +15,7 @@ pub mod ports;
 pub mod record;
 pub mod rule;
 pub mod time;
+pub mod window;
 
 pub use alert::{AlertKind, AlertRecord, WindowSummary};
 pub use change::{AttributeValue, ChangeRecord, EventName, Item};

@@ -1,0 +1,576 @@
+//! Window state stores: DynamoDB (the template's windows table) and an embedded one with
+//! the same semantics (versioned conditional writes, an open-window index, monotonic
+//! watermarks).
+//!
+//! DynamoDB layout (hash key `pk`, range key `sk`):
+//! * window: `pk = "<rule>#<key>"`, `sk = "w#<start µs, 20 digits>"`; `entries` (map of
+//!   reading id → `{v, t, d}`), `version`, `closed`, `late`, `start`, `end`, the derived
+//!   `count`/`sum`/`min`/`max`/`avg` for people and dashboards, `ttl`; while open also
+//!   `open_shard = "<rule>#open#<0..3>"` and `close_at` (µs), which put it in the sparse
+//!   `open-windows` index (hash `open_shard`, range `close_at`, keys only) the schedule
+//!   queries instead of scanning. Closing removes both attributes.
+//! * key state: `pk = "<rule>#<key>"`, `sk = "state"`.
+//! * shard watermark: `pk = "<rule>"` (no `#`, so it never meets a window), `sk = <shard id>`,
+//!   `wm` (µs).
+
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{Hash, Hasher};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes};
+use streamwatch_core::PortError;
+use streamwatch_core::time::Micros;
+use streamwatch_core::window::{Entry, KeyState, WindowKey, WindowState, WindowStore, Written};
+
+use crate::aws::classify;
+
+/// Buckets of the open-window index, so one rule's open windows spread over partitions.
+pub const OPEN_BUCKETS: u64 = 4;
+pub const OPEN_INDEX: &str = "open-windows";
+
+fn pk(rule: &str, key: &str) -> String {
+    format!("{rule}#{key}")
+}
+
+fn window_sk(start: Micros) -> String {
+    format!("w#{start:020}")
+}
+
+fn bucket(rule: &str, key: &str) -> String {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    key.hash(&mut h);
+    format!("{rule}#open#{}", h.finish() % OPEN_BUCKETS)
+}
+
+fn n(v: impl ToString) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+fn get_n<T: std::str::FromStr>(item: &HashMap<String, AttributeValue>, name: &str) -> Option<T> {
+    item.get(name)?.as_n().ok()?.parse().ok()
+}
+
+fn get_s<'a>(item: &'a HashMap<String, AttributeValue>, name: &str) -> Option<&'a String> {
+    item.get(name)?.as_s().ok()
+}
+
+fn get_bool(item: &HashMap<String, AttributeValue>, name: &str) -> bool {
+    item.get(name)
+        .and_then(|v| v.as_bool().ok())
+        .copied()
+        .unwrap_or(false)
+}
+
+fn corrupt(what: &str) -> PortError {
+    PortError::permanent(
+        "windows.decode",
+        format!("stored window item has no valid {what}"),
+    )
+}
+
+/// The item of a window.
+pub fn window_item(
+    w: &WindowState,
+    close_at: Micros,
+    ttl: Duration,
+) -> HashMap<String, AttributeValue> {
+    let entries: HashMap<String, AttributeValue> = w
+        .entries
+        .iter()
+        .map(|(id, e)| {
+            let m = HashMap::from([
+                ("v".to_owned(), n(e.value)),
+                ("t".to_owned(), n(e.changed_micros)),
+                ("d".to_owned(), AttributeValue::Bool(e.deleted)),
+            ]);
+            (id.clone(), AttributeValue::M(m))
+        })
+        .collect();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let mut item = HashMap::from([
+        ("pk".to_owned(), s(pk(&w.rule, &w.key))),
+        ("sk".to_owned(), s(window_sk(w.start_micros))),
+        ("rule".to_owned(), s(&w.rule)),
+        ("key".to_owned(), s(&w.key)),
+        ("start".to_owned(), n(w.start_micros)),
+        ("end".to_owned(), n(w.end_micros)),
+        ("entries".to_owned(), AttributeValue::M(entries)),
+        ("version".to_owned(), n(w.version + 1)),
+        ("closed".to_owned(), AttributeValue::Bool(w.closed)),
+        ("late".to_owned(), n(w.late)),
+        ("ttl".to_owned(), n((now + ttl).as_secs())),
+    ]);
+    if let Some(st) = w.stats() {
+        for (k, v) in [
+            ("count", st.count as f64),
+            ("sum", st.sum),
+            ("min", st.min),
+            ("max", st.max),
+            ("avg", st.avg),
+        ] {
+            item.insert(k.to_owned(), n(v));
+        }
+    }
+    if !w.closed {
+        item.insert("open_shard".to_owned(), s(bucket(&w.rule, &w.key)));
+        item.insert("close_at".to_owned(), n(close_at));
+    }
+    item
+}
+
+/// A window read back from its item.
+pub fn window_from_item(item: &HashMap<String, AttributeValue>) -> Result<WindowState, PortError> {
+    let mut entries = BTreeMap::new();
+    if let Some(AttributeValue::M(m)) = item.get("entries") {
+        for (id, v) in m {
+            let AttributeValue::M(e) = v else {
+                return Err(corrupt("entry"));
+            };
+            entries.insert(
+                id.clone(),
+                Entry {
+                    value: get_n(e, "v").ok_or_else(|| corrupt("entry value"))?,
+                    changed_micros: get_n(e, "t").ok_or_else(|| corrupt("entry time"))?,
+                    deleted: get_bool(e, "d"),
+                },
+            );
+        }
+    }
+    Ok(WindowState {
+        rule: get_s(item, "rule").ok_or_else(|| corrupt("rule"))?.clone(),
+        key: get_s(item, "key").ok_or_else(|| corrupt("key"))?.clone(),
+        start_micros: get_n(item, "start").ok_or_else(|| corrupt("start"))?,
+        end_micros: get_n(item, "end").ok_or_else(|| corrupt("end"))?,
+        entries,
+        version: get_n(item, "version").ok_or_else(|| corrupt("version"))?,
+        closed: get_bool(item, "closed"),
+        late: get_n(item, "late").unwrap_or(0),
+    })
+}
+
+/// The DynamoDB window store.
+#[derive(Debug, Clone)]
+pub struct DynamoDbWindowStore {
+    client: Client,
+    table: String,
+    ttl: Duration,
+}
+
+impl DynamoDbWindowStore {
+    /// `ttl`: how long window, key-state and watermark items live after their last write.
+    pub fn new(client: Client, table: impl Into<String>, ttl: Duration) -> Self {
+        Self {
+            client,
+            table: table.into(),
+            ttl,
+        }
+    }
+
+    fn is_condition_failure<E: aws_smithy_types::error::metadata::ProvideErrorMetadata>(
+        e: &E,
+    ) -> bool {
+        e.code() == Some("ConditionalCheckFailedException")
+    }
+}
+
+impl WindowStore for DynamoDbWindowStore {
+    async fn get_windows(&self, keys: &[WindowKey]) -> Result<Vec<Option<WindowState>>, PortError> {
+        let mut found: HashMap<(String, String), WindowState> = HashMap::new();
+        // BatchGetItem takes 100 keys; unprocessed keys come back and are asked again.
+        for chunk in keys.chunks(100) {
+            let mut pending: Vec<HashMap<String, AttributeValue>> = chunk
+                .iter()
+                .map(|k| {
+                    HashMap::from([
+                        ("pk".to_owned(), s(pk(&k.rule, &k.key))),
+                        ("sk".to_owned(), s(window_sk(k.start_micros))),
+                    ])
+                })
+                .collect();
+            let mut attempt = 0u32;
+            while !pending.is_empty() {
+                let request = KeysAndAttributes::builder()
+                    .set_keys(Some(std::mem::take(&mut pending)))
+                    .consistent_read(true)
+                    .build()
+                    .map_err(|e| PortError::permanent("dynamodb.BatchGetItem", e))?;
+                let out = self
+                    .client
+                    .batch_get_item()
+                    .request_items(&self.table, request)
+                    .send()
+                    .await
+                    .map_err(|e| classify("dynamodb.BatchGetItem", e))?;
+                for item in out
+                    .responses
+                    .unwrap_or_default()
+                    .remove(&self.table)
+                    .unwrap_or_default()
+                {
+                    let w = window_from_item(&item)?;
+                    found.insert((pk(&w.rule, &w.key), window_sk(w.start_micros)), w);
+                }
+                if let Some(mut rest) = out.unprocessed_keys.filter(|m| !m.is_empty())
+                    && let Some(k) = rest.remove(&self.table)
+                {
+                    attempt += 1;
+                    if attempt > 8 {
+                        return Err(PortError::transient(
+                            "dynamodb.BatchGetItem",
+                            "unprocessed keys after 8 attempts",
+                        ));
+                    }
+                    tokio::time::sleep(Duration::from_millis(25 << attempt.min(6))).await;
+                    pending = k.keys;
+                }
+            }
+        }
+        Ok(keys
+            .iter()
+            .map(|k| found.remove(&(pk(&k.rule, &k.key), window_sk(k.start_micros))))
+            .collect())
+    }
+
+    async fn put_window(
+        &self,
+        state: &WindowState,
+        close_at: Micros,
+    ) -> Result<Written, PortError> {
+        let item = window_item(state, close_at, self.ttl);
+        let mut put = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item));
+        put = if state.version == 0 {
+            put.condition_expression("attribute_not_exists(pk)")
+        } else {
+            put.condition_expression("version = :v")
+                .expression_attribute_values(":v", n(state.version))
+        };
+        match put.send().await {
+            Ok(_) => Ok(Written::Ok),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
+            {
+                Ok(Written::Conflict)
+            }
+            Err(e) => Err(classify("dynamodb.PutItem(window)", e)),
+        }
+    }
+
+    async fn due_windows(
+        &self,
+        rule: &str,
+        t: Micros,
+        limit: usize,
+    ) -> Result<Vec<WindowKey>, PortError> {
+        let mut due: Vec<(Micros, WindowKey)> = Vec::new();
+        for b in 0..OPEN_BUCKETS {
+            let mut start_key = None;
+            loop {
+                let out = self
+                    .client
+                    .query()
+                    .table_name(&self.table)
+                    .index_name(OPEN_INDEX)
+                    .key_condition_expression("open_shard = :b AND close_at <= :t")
+                    .expression_attribute_values(":b", s(format!("{rule}#open#{b}")))
+                    .expression_attribute_values(":t", n(t))
+                    .set_exclusive_start_key(start_key)
+                    .limit(limit.clamp(1, 1000) as i32)
+                    .send()
+                    .await
+                    .map_err(|e| classify("dynamodb.Query(open-windows)", e))?;
+                for item in out.items.unwrap_or_default() {
+                    let (Some(p), Some(sk), Some(at)) = (
+                        get_s(&item, "pk"),
+                        get_s(&item, "sk"),
+                        get_n::<Micros>(&item, "close_at"),
+                    ) else {
+                        continue;
+                    };
+                    let (Some((r, key)), Some(start)) = (
+                        p.split_once('#'),
+                        sk.strip_prefix("w#").and_then(|x| x.parse().ok()),
+                    ) else {
+                        continue;
+                    };
+                    due.push((
+                        at,
+                        WindowKey {
+                            rule: r.to_owned(),
+                            key: key.to_owned(),
+                            start_micros: start,
+                        },
+                    ));
+                }
+                start_key = out.last_evaluated_key.filter(|k| !k.is_empty());
+                if start_key.is_none() || due.len() >= limit {
+                    break;
+                }
+            }
+        }
+        due.sort();
+        due.truncate(limit);
+        Ok(due.into_iter().map(|(_, k)| k).collect())
+    }
+
+    async fn get_key_state(&self, rule: &str, key: &str) -> Result<Option<KeyState>, PortError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(pk(rule, key)))
+            .key("sk", s("state"))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| classify("dynamodb.GetItem(key state)", e))?;
+        Ok(out.item.map(|item| KeyState {
+            rule: rule.to_owned(),
+            key: key.to_owned(),
+            firing: get_bool(&item, "firing"),
+            last_closed_start: get_n(&item, "last_closed_start"),
+            firing_before_last: get_bool(&item, "firing_before_last"),
+            version: get_n(&item, "version").unwrap_or(0),
+        }))
+    }
+
+    async fn put_key_state(&self, state: &KeyState) -> Result<Written, PortError> {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        let mut item = HashMap::from([
+            ("pk".to_owned(), s(pk(&state.rule, &state.key))),
+            ("sk".to_owned(), s("state")),
+            ("firing".to_owned(), AttributeValue::Bool(state.firing)),
+            (
+                "firing_before_last".to_owned(),
+                AttributeValue::Bool(state.firing_before_last),
+            ),
+            ("version".to_owned(), n(state.version + 1)),
+            ("ttl".to_owned(), n((now + self.ttl).as_secs())),
+        ]);
+        if let Some(start) = state.last_closed_start {
+            item.insert("last_closed_start".to_owned(), n(start));
+        }
+        let mut put = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item));
+        put = if state.version == 0 {
+            put.condition_expression("attribute_not_exists(pk)")
+        } else {
+            put.condition_expression("version = :v")
+                .expression_attribute_values(":v", n(state.version))
+        };
+        match put.send().await {
+            Ok(_) => Ok(Written::Ok),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
+            {
+                Ok(Written::Conflict)
+            }
+            Err(e) => Err(classify("dynamodb.PutItem(key state)", e)),
+        }
+    }
+
+    async fn raise_watermark(
+        &self,
+        rule: &str,
+        shard: &str,
+        micros: Micros,
+    ) -> Result<(), PortError> {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(rule))
+            .key("sk", s(shard))
+            .update_expression("SET wm = :w, #ttl = :ttl")
+            .condition_expression("attribute_not_exists(wm) OR wm < :w")
+            .expression_attribute_names("#ttl", "ttl")
+            .expression_attribute_values(":w", n(micros))
+            .expression_attribute_values(":ttl", n((now + self.ttl).as_secs()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) if e.as_service_error().is_some_and(Self::is_condition_failure) => Ok(()),
+            Err(e) => Err(classify("dynamodb.UpdateItem(watermark)", e)),
+        }
+    }
+
+    async fn watermarks(&self, rule: &str) -> Result<Vec<(String, Micros)>, PortError> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :p")
+            .expression_attribute_values(":p", s(rule))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| classify("dynamodb.Query(watermarks)", e))?;
+        Ok(out
+            .items
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|i| Some((get_s(i, "sk")?.clone(), get_n(i, "wm")?)))
+            .collect())
+    }
+}
+
+/// The embedded window store.
+#[derive(Debug, Default)]
+pub struct EmbeddedWindowStore {
+    inner: Mutex<Tables>,
+}
+
+#[derive(Debug, Default)]
+struct Tables {
+    windows: HashMap<WindowKey, (WindowState, Option<Micros>)>,
+    keys: HashMap<(String, String), KeyState>,
+    watermarks: BTreeMap<(String, String), Micros>,
+    writes: u64,
+}
+
+impl EmbeddedWindowStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Tables> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Every window stored, in key order.
+    pub fn windows(&self) -> Vec<WindowState> {
+        let mut all: Vec<WindowState> = self
+            .lock()
+            .windows
+            .values()
+            .map(|(w, _)| w.clone())
+            .collect();
+        all.sort_by(|a, b| {
+            (&a.rule, &a.key, a.start_micros).cmp(&(&b.rule, &b.key, b.start_micros))
+        });
+        all
+    }
+
+    /// Write requests served (window and key-state puts), as DynamoDB would count them.
+    pub fn writes(&self) -> u64 {
+        self.lock().writes
+    }
+}
+
+impl WindowStore for EmbeddedWindowStore {
+    async fn get_windows(&self, keys: &[WindowKey]) -> Result<Vec<Option<WindowState>>, PortError> {
+        let t = self.lock();
+        Ok(keys
+            .iter()
+            .map(|k| t.windows.get(k).map(|(w, _)| w.clone()))
+            .collect())
+    }
+
+    async fn put_window(
+        &self,
+        state: &WindowState,
+        close_at: Micros,
+    ) -> Result<Written, PortError> {
+        let mut t = self.lock();
+        t.writes += 1;
+        let key = state.window_key();
+        let stored = t.windows.get(&key).map(|(w, _)| w.version);
+        if stored != (state.version > 0).then_some(state.version) {
+            return Ok(Written::Conflict);
+        }
+        let mut w = state.clone();
+        w.version += 1;
+        let open = (!w.closed).then_some(close_at);
+        t.windows.insert(key, (w, open));
+        Ok(Written::Ok)
+    }
+
+    async fn due_windows(
+        &self,
+        rule: &str,
+        t: Micros,
+        limit: usize,
+    ) -> Result<Vec<WindowKey>, PortError> {
+        let tables = self.lock();
+        let mut due: Vec<(Micros, WindowKey)> = tables
+            .windows
+            .iter()
+            .filter_map(|(k, (_, open))| {
+                open.filter(|at| *at <= t && k.rule == rule)
+                    .map(|at| (at, k.clone()))
+            })
+            .collect();
+        due.sort();
+        due.truncate(limit);
+        Ok(due.into_iter().map(|(_, k)| k).collect())
+    }
+
+    async fn get_key_state(&self, rule: &str, key: &str) -> Result<Option<KeyState>, PortError> {
+        Ok(self
+            .lock()
+            .keys
+            .get(&(rule.to_owned(), key.to_owned()))
+            .cloned())
+    }
+
+    async fn put_key_state(&self, state: &KeyState) -> Result<Written, PortError> {
+        let mut t = self.lock();
+        t.writes += 1;
+        let k = (state.rule.clone(), state.key.clone());
+        let stored = t.keys.get(&k).map(|s| s.version);
+        if stored != (state.version > 0).then_some(state.version) {
+            return Ok(Written::Conflict);
+        }
+        let mut s = state.clone();
+        s.version += 1;
+        t.keys.insert(k, s);
+        Ok(Written::Ok)
+    }
+
+    async fn raise_watermark(
+        &self,
+        rule: &str,
+        shard: &str,
+        micros: Micros,
+    ) -> Result<(), PortError> {
+        let mut t = self.lock();
+        let wm = t
+            .watermarks
+            .entry((rule.to_owned(), shard.to_owned()))
+            .or_insert(micros);
+        *wm = (*wm).max(micros);
+        Ok(())
+    }
+
+    async fn watermarks(&self, rule: &str) -> Result<Vec<(String, Micros)>, PortError> {
+        Ok(self
+            .lock()
+            .watermarks
+            .iter()
+            .filter(|((r, _), _)| r == rule)
+            .map(|((_, s), w)| (s.clone(), *w))
+            .collect())
+    }
+}
