@@ -1,0 +1,226 @@
+//! The DynamoDB window store under the real handler, against moto: window items with
+//! their readings, TTL and open-window index entries; closing through the index (no scan)
+//! into alert records in the alerts table; concurrent invocations on two shards.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
+    ProjectionType, ScalarAttributeType,
+};
+use serde_json::json;
+use streamwatch_adapters::DynamoDbAlertOutbox;
+use streamwatch_adapters::alerts::alert_from_item;
+use streamwatch_adapters::windows::DynamoDbWindowStore;
+use streamwatch_core::kinesis::{KinesisEventRecord, KinesisRecord};
+use streamwatch_core::{AlertKind, KinesisEvent};
+use streamwatch_tests::MotoServer;
+use window_aggregator::{Clock, Config, Deps, close_idle, process_batch};
+
+struct TestClock(AtomicI64);
+impl Clock for TestClock {
+    fn now_micros(&self) -> i64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+const T0: i64 = 1_795_262_400_000_000;
+const MIN: i64 = 60_000_000;
+
+fn key(name: &str, kind: KeyType) -> KeySchemaElement {
+    KeySchemaElement::builder()
+        .attribute_name(name)
+        .key_type(kind)
+        .build()
+        .unwrap()
+}
+
+fn attr(name: &str, t: ScalarAttributeType) -> AttributeDefinition {
+    AttributeDefinition::builder()
+        .attribute_name(name)
+        .attribute_type(t)
+        .build()
+        .unwrap()
+}
+
+async fn setup(moto: &MotoServer) -> aws_sdk_dynamodb::Client {
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(moto.endpoint())
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_dynamodb::config::Credentials::for_tests())
+        .load()
+        .await;
+    let ddb = aws_sdk_dynamodb::Client::new(&config);
+    // The template's windows table.
+    ddb.create_table()
+        .table_name("windows")
+        .key_schema(key("pk", KeyType::Hash))
+        .key_schema(key("sk", KeyType::Range))
+        .attribute_definitions(attr("pk", ScalarAttributeType::S))
+        .attribute_definitions(attr("sk", ScalarAttributeType::S))
+        .attribute_definitions(attr("open_shard", ScalarAttributeType::S))
+        .attribute_definitions(attr("close_at", ScalarAttributeType::N))
+        .global_secondary_indexes(
+            GlobalSecondaryIndex::builder()
+                .index_name("open-windows")
+                .key_schema(key("open_shard", KeyType::Hash))
+                .key_schema(key("close_at", KeyType::Range))
+                .projection(
+                    Projection::builder()
+                        .projection_type(ProjectionType::KeysOnly)
+                        .build(),
+                )
+                .build()
+                .unwrap(),
+        )
+        .billing_mode(BillingMode::PayPerRequest)
+        .send()
+        .await
+        .unwrap();
+    ddb.create_table()
+        .table_name("alerts")
+        .key_schema(key("alert_id", KeyType::Hash))
+        .attribute_definitions(attr("alert_id", ScalarAttributeType::S))
+        .billing_mode(BillingMode::PayPerRequest)
+        .send()
+        .await
+        .unwrap();
+    ddb
+}
+
+fn reading(shard: usize, seq: u64, device: &str, value: u32, created: i64) -> KinesisEventRecord {
+    let item = format!("item-{shard}-{seq}");
+    let data = json!({"eventID": format!("ev-{shard}-{seq}"), "eventName": "INSERT", "eventSource": "aws:dynamodb", "dynamodb": {
+        "ApproximateCreationDateTime": created + 100, "ApproximateCreationDateTimePrecision": "MICROSECOND",
+        "Keys": {"id": {"S": item}},
+        "NewImage": {"id": {"S": item}, "deviceID": {"S": device}, "value": {"N": value.to_string()}, "createdAt": {"S": streamwatch_core::time::format_micros(created)}}}});
+    let sequence_number = format!("4959033827149025660855969253836157109592157{seq:013}");
+    KinesisEventRecord {
+        kinesis: KinesisRecord {
+            partition_key: item,
+            sequence_number: sequence_number.clone(),
+            data: data.to_string().into_bytes().into(),
+            ..Default::default()
+        },
+        event_id: Some(format!("shardId-{shard:012}:{sequence_number}")),
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn windows_persist_close_through_the_index_and_alert_once() {
+    let moto = MotoServer::start();
+    let ddb = setup(&moto).await;
+    let deps = Deps {
+        config: Config::from_source(&[("WINDOWS_TABLE", "windows"), ("ALERTS_TABLE", "alerts")])
+            .unwrap(),
+        store: DynamoDbWindowStore::new(ddb.clone(), "windows", Duration::from_secs(48 * 3600)),
+        outbox: DynamoDbAlertOutbox::new(ddb.clone(), "alerts"),
+        clock: TestClock(AtomicI64::new(T0)),
+    };
+    // device1 above 60 in minute 0 on two shards at once; device2 calm.
+    let shard = |s: usize, base: u32| -> KinesisEvent {
+        KinesisEvent {
+            records: (0..6)
+                .map(|i| {
+                    reading(
+                        s,
+                        (s * 100 + i) as u64,
+                        if i % 2 == 0 { "device1" } else { "device2" },
+                        if i % 2 == 0 { base + i as u32 } else { 40 },
+                        T0 + i as i64 * 5_000_000,
+                    )
+                })
+                .collect(),
+        }
+    };
+    let (a, b) = (shard(0, 70), shard(1, 62));
+    let (ra, rb) = futures::join!(process_batch(&deps, &a), process_batch(&deps, &b));
+    assert!(ra.0.batch_item_failures.is_empty() && rb.0.batch_item_failures.is_empty());
+    // A retry of shard 0's batch changes nothing.
+    process_batch(&deps, &a).await;
+
+    let items = ddb
+        .scan()
+        .table_name("windows")
+        .send()
+        .await
+        .unwrap()
+        .items
+        .unwrap_or_default();
+    let windows: Vec<_> = items
+        .iter()
+        .filter(|i| i["sk"].as_s().unwrap().starts_with("w#"))
+        .collect();
+    assert_eq!(windows.len(), 2, "one item per (device, minute)");
+    let d1 = windows
+        .iter()
+        .find(|i| i["key"].as_s().unwrap() == "device1")
+        .unwrap();
+    assert_eq!(
+        d1["count"].as_n().unwrap(),
+        "6",
+        "readings from both shards aggregate into one window"
+    );
+    assert_eq!(d1["entries"].as_m().unwrap().len(), 6);
+    assert!(d1["ttl"].as_n().unwrap().parse::<u64>().unwrap() > 1_700_000_000);
+    assert!(
+        d1.contains_key("open_shard")
+            && *d1["close_at"].as_n().unwrap() == (T0 + MIN + 5_000_000).to_string()
+    );
+    let open = ddb
+        .query()
+        .table_name("windows")
+        .index_name("open-windows")
+        .key_condition_expression("open_shard = :b AND close_at <= :t")
+        .expression_attribute_values(":b", d1["open_shard"].clone())
+        .expression_attribute_values(
+            ":t",
+            aws_sdk_dynamodb::types::AttributeValue::N((T0 + 2 * MIN).to_string()),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(open.count >= 1, "open windows are in the sparse index");
+
+    // The schedule closes both idle windows once end + lateness + grace has passed.
+    deps.clock.0.store(T0 + MIN + 15_000_000, Ordering::SeqCst);
+    let report = close_idle(&deps).await.unwrap();
+    assert_eq!(report.windows_closed, 2);
+    assert_eq!(
+        close_idle(&deps).await.unwrap().windows_closed,
+        0,
+        "closed windows leave the index"
+    );
+    let alerts: Vec<_> = ddb
+        .scan()
+        .table_name("alerts")
+        .send()
+        .await
+        .unwrap()
+        .items
+        .unwrap_or_default()
+        .iter()
+        .filter_map(alert_from_item)
+        .collect();
+    assert_eq!(alerts.len(), 1);
+    assert_eq!(alerts[0].kind, AlertKind::Firing);
+    assert_eq!(alerts[0].key, "device1");
+    let w = alerts[0].window.as_ref().unwrap();
+    assert_eq!((w.count, w.min, w.max), (6, 62.0, 74.0));
+    let closed = ddb
+        .scan()
+        .table_name("windows")
+        .send()
+        .await
+        .unwrap()
+        .items
+        .unwrap_or_default();
+    assert!(
+        closed
+            .iter()
+            .filter(|i| i["sk"].as_s().unwrap().starts_with("w#"))
+            .all(|i| i["closed"].as_bool().unwrap() == &true && !i.contains_key("open_shard"))
+    );
+}
