@@ -62,3 +62,19 @@ out=$(invoke alerter events/alerter-firing.json) || fail "alerter re-invoke fail
 sent=$(curl -sf "$endpoint/moto-api/data.json" | jq '[.sns.Topic[].sent_notifications | length] | add')
 [[ $sent == 1 ]] || fail "expected 1 SNS notification after delivering the firing event twice, moto holds $sent"
 echo "alerter: ok (1 notification for 2 deliveries)"
+
+# window-aggregator: the change-record sample, then the schedule with the wall clock long
+# past its windows: they close, and the windows table holds them closed.
+out=$(invoke window-aggregator events/window-aggregator-changes-micro.json) || fail "window-aggregator invoke failed: $out"
+[[ $(jq -c '.batchItemFailures' <<<"$out") == "[]" ]] || fail "window-aggregator reported failures: $out"
+out=$(invoke window-aggregator events/window-aggregator-schedule.json) || fail "window-aggregator schedule failed: $out"
+closed=$(python3 - "$endpoint" "$(name WindowsTable)" <<'PY'
+import sys, boto3
+ddb = boto3.client("dynamodb", endpoint_url=sys.argv[1], region_name="us-east-1", aws_access_key_id="t", aws_secret_access_key="t")
+items = [i for i in ddb.scan(TableName=sys.argv[2])["Items"] if i["sk"]["S"].startswith("w#")]
+print(len(items), sum(1 for i in items if i["closed"]["BOOL"]))
+PY
+)
+read -r windows closed_count <<<"$closed"
+(( windows > 0 && windows == closed_count )) || fail "expected every window closed after the schedule, got $closed ($out)"
+echo "window-aggregator: ok ($windows windows written and closed)"

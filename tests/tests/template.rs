@@ -271,3 +271,10 @@ fn metrics_publisher_environment_matches_its_config() {
         metrics_publisher::config::Config::from_source(src)
     });
 }
+
+#[test]
+fn window_aggregator_environment_matches_its_config() {
+    check_environment("WindowAggregatorFunction", |src| {
+        window_aggregator::config::Config::from_source(src)
+    });
+}
