@@ -109,7 +109,7 @@ fn write_line(
         data,
         note,
     };
-    let mut ser = serde_json::Serializer::with_formatter(&mut *out, PythonFormatter::default());
+    let mut ser = serde_json::Serializer::with_formatter(&mut *out, PythonFormatter);
     line.serialize(&mut ser).map_err(std::io::Error::from)?;
     out.write_all(b"\n")?;
     Ok(())

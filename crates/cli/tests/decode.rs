@@ -28,8 +28,14 @@ fn streamwatch(args: &[&str], stdin: Option<&[u8]>) -> Output {
 fn assert_matches_reference(name: &str) {
     let event = fixtures().join(format!("{name}.json"));
     let out = streamwatch(&["decode", event.to_str().unwrap()], None);
-    assert_eq!(out.status.code(), Some(0), "stderr: {}", String::from_utf8_lossy(&out.stderr));
-    let expected = std::fs::read_to_string(fixtures().join(format!("{name}.expected.jsonl"))).unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let expected =
+        std::fs::read_to_string(fixtures().join(format!("{name}.expected.jsonl"))).unwrap();
     let actual = String::from_utf8(out.stdout).unwrap();
     let (e, a): (Vec<_>, Vec<_>) = (expected.lines().collect(), actual.lines().collect());
     assert_eq!(a.len(), e.len(), "{name}: line count");
@@ -68,13 +74,19 @@ fn json_mode_unmarshals_change_records_and_notes_binary() {
     assert_eq!(first["eventName"], "INSERT");
     assert_eq!(first["dynamodb"]["NewImage"]["deviceID"], "device1");
     assert_eq!(first["dynamodb"]["NewImage"]["value"], 60);
-    assert_eq!(first["dynamodb"]["ApproximateCreationDateTime"], 1_795_262_400_542_892_i64);
+    assert_eq!(
+        first["dynamodb"]["ApproximateCreationDateTime"],
+        1_795_262_400_542_892_i64
+    );
 
     let edge = fixtures().join("kinesis-kpl-edge-cases.json");
     let out = streamwatch(&["decode", "--data", "json", edge.to_str().unwrap()], None);
     assert_eq!(out.status.code(), Some(0));
     let text = String::from_utf8(out.stdout).unwrap();
-    let binary = text.lines().find(|l| l.contains("\"plain-binary\"")).unwrap();
+    let binary = text
+        .lines()
+        .find(|l| l.contains("\"plain-binary\""))
+        .unwrap();
     let binary: serde_json::Value = serde_json::from_str(binary).unwrap();
     assert!(binary["data"].as_str().unwrap().starts_with("AAECAwQF"));
     assert!(binary["note"].as_str().unwrap().contains("not JSON"));
@@ -108,8 +120,14 @@ fn malformed_aggregate_exits_2_and_names_the_record() {
     assert_eq!(stdout.lines().count(), 1);
     assert!(stdout.contains("\"sequenceNumber\": \"101\""));
     let stderr = String::from_utf8(out.stderr).unwrap();
-    assert!(stderr.contains("sequence 100") && stderr.contains("out of range"), "{stderr}");
-    assert!(stderr.contains("sequence 102") && stderr.contains("base64"), "{stderr}");
+    assert!(
+        stderr.contains("sequence 100") && stderr.contains("out of range"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("sequence 102") && stderr.contains("base64"),
+        "{stderr}"
+    );
 }
 
 fn md5_digest(bytes: &[u8]) -> [u8; 16] {

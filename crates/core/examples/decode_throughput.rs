@@ -38,9 +38,13 @@ fn main() {
         records = 0;
         checksum = 0.0;
         for parent in record::parents(&event) {
-            let Ok(users) = parent.user_records() else { continue };
+            let Ok(users) = parent.user_records() else {
+                continue;
+            };
             for user in users {
-                let Ok(obj) = JsonObject::parse(user.data) else { continue };
+                let Ok(obj) = JsonObject::parse(user.data) else {
+                    continue;
+                };
                 checksum += obj.field(&paths[0]).and_then(|v| v.as_f64()).unwrap_or(0.0);
                 for p in &paths[1..] {
                     std::hint::black_box(obj.field(p));

@@ -223,8 +223,8 @@ table{{border-collapse:collapse}} td,th{{border-bottom:1px solid #eee;padding:.2
     html.push_str("</table></section>");
     let _ = write!(
         html,
-        "<section><h2>Wind turbines: {}-window averages against the {} mph threshold</h2><div class=\"grid\">",
-        "tumbling", report.threshold
+        "<section><h2>Wind turbines: tumbling-window averages against the {} mph threshold</h2><div class=\"grid\">",
+        report.threshold
     );
     for t in &report.turbines {
         let _ = write!(

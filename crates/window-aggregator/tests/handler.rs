@@ -43,10 +43,13 @@ fn deps(extra: &[(&str, &str)]) -> TestDeps {
     }
 }
 
+/// An item's latest change time and (device, window start, value), `None` once removed.
+type Latest = (i64, Option<(String, i64, f64)>);
+
 /// Independent model: decode every change record with serde_json only, keep the latest
 /// change per item id (REMOVE as a tombstone), group by (device, minute of createdAt).
 fn model(events: &[&KinesisEvent]) -> BTreeMap<(String, i64), (u64, f64)> {
-    let mut latest: BTreeMap<String, (i64, Option<(String, i64, f64)>)> = BTreeMap::new();
+    let mut latest: BTreeMap<String, Latest> = BTreeMap::new();
     for e in events {
         for r in &e.records {
             let data = r.kinesis.data.0.clone().unwrap();
