@@ -2,6 +2,7 @@
 //! records, DynamoDB JSON), field paths, event time, and the logic every function shares.
 //! No AWS SDK here: AWS lives behind the ports, in `streamwatch-adapters`.
 
+pub mod accident;
 pub mod alert;
 pub mod change;
 pub mod config;

@@ -2,6 +2,7 @@
 //! sources, an embedded readings table with Kinesis Data Streams for DynamoDB, the real
 //! handlers fed through the embedded event source mapping, and the report.
 
+pub mod accidents;
 pub mod alert_stream;
 pub mod pipeline;
 pub mod readings;
