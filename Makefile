@@ -13,8 +13,7 @@ export MOTO_SERVER := $(CURDIR)/$(VENV)/bin/moto_server
 .PHONY: demo test lint unit lambda-check lambda-build bench venv
 
 demo:
-	cargo run --quiet --release -p streamwatch -- decode --data json tests/fixtures/kinesis-windspeed-changes.json | head -n 5
-	cargo run --quiet --release -p streamwatch -- decode tests/fixtures/kinesis-kpl-edge-cases.json | wc -l
+	cargo run --quiet --release -p streamwatch -- demo
 
 test: venv lint unit lambda-check lambda-build
 

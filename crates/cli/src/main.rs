@@ -25,6 +25,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run both reference pipelines end to end on this machine (embedded backends, the real
+    /// handlers), print the notifications as they are sent, and write an HTML report.
+    Demo(DemoArgs),
     /// Print the user records of a Lambda Kinesis event, one JSON line each
     /// (exit 0: all decoded; 2: some records malformed; 1: unreadable input).
     Decode {
@@ -34,6 +37,151 @@ enum Command {
         #[arg(long, value_enum, default_value = "base64")]
         data: decode::DataFormat,
     },
+}
+
+/// Which sources the demo runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Source {
+    Turbines,
+    Accidents,
+}
+
+#[derive(clap::Args)]
+struct DemoArgs {
+    /// Turbines (device1..deviceN), one reading per second each.
+    #[arg(long, default_value_t = 5)]
+    turbines: usize,
+    /// Simulated minutes of turbine readings.
+    #[arg(long, default_value_t = 30)]
+    minutes: u32,
+    /// Calm readings are uniform in [min, max) mph, as the reference simulator's.
+    #[arg(long, default_value_t = 25)]
+    min: u64,
+    #[arg(long, default_value_t = 70)]
+    max: u64,
+    /// Same seed, same run.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Simulated seconds per real second (0: as fast as possible).
+    #[arg(long, default_value_t = 0.0)]
+    speed: f64,
+    /// Shards of the readings stream.
+    #[arg(long, default_value_t = 4)]
+    shards: usize,
+    /// Which sources to run.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Source::Turbines, Source::Accidents])]
+    sources: Vec<Source>,
+    /// Accident CSV in the US-Accidents layout (default: the shipped 500-row sample).
+    #[arg(long)]
+    csv: Option<PathBuf>,
+    /// Where to write the HTML report.
+    #[arg(long, default_value = "target/streamwatch-demo.html")]
+    report: PathBuf,
+    /// Print the summary as JSON instead of the table.
+    #[arg(long)]
+    json: bool,
+}
+
+fn run_demo(args: DemoArgs) -> ExitCode {
+    let csv = match &args.csv {
+        None => None,
+        Some(path) => match std::fs::read(path) {
+            Ok(b) => Some(b),
+            Err(e) => {
+                eprintln!("streamwatch: cannot read {}: {e}", path.display());
+                return ExitCode::from(1);
+            }
+        },
+    };
+    if args.turbines == 0 || args.minutes == 0 || args.min >= args.max || args.shards == 0 {
+        eprintln!(
+            "streamwatch: need --turbines >= 1, --minutes >= 1, --min < --max, --shards >= 1"
+        );
+        return ExitCode::from(EXIT_USAGE);
+    }
+    if !(args.speed >= 0.0 && args.speed.is_finite()) {
+        eprintln!("streamwatch: --speed must be a non-negative number");
+        return ExitCode::from(EXIT_USAGE);
+    }
+    let opts = streamwatch_local::demo::Options {
+        turbines: args.turbines,
+        minutes: args.minutes,
+        min: args.min,
+        max: args.max,
+        seed: args.seed,
+        speed: args.speed,
+        shards: args.shards,
+        turbines_on: args.sources.contains(&Source::Turbines),
+        accidents_on: args.sources.contains(&Source::Accidents),
+        csv,
+        ..Default::default()
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("streamwatch: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let mut progress = io::stderr();
+    if args.json {
+        // Keep stdout for the JSON document.
+    } else {
+        let _ = writeln!(
+            progress,
+            "streamwatch demo: {} turbines x {} min (seed {}), accidents from {}",
+            opts.turbines,
+            opts.minutes,
+            opts.seed,
+            args.csv
+                .as_ref()
+                .map_or("the shipped sample".into(), |p| p.display().to_string())
+        );
+    }
+    let result = runtime.block_on(streamwatch_local::demo::run(&opts, &mut progress));
+    let (summary, report) = match result {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("streamwatch: {e}");
+            return ExitCode::from(
+                if matches!(e, streamwatch_local::demo::DemoError::Options(_)) {
+                    EXIT_USAGE
+                } else {
+                    1
+                },
+            );
+        }
+    };
+    if let Some(dir) = args.report.parent().filter(|d| !d.as_os_str().is_empty())
+        && let Err(e) = std::fs::create_dir_all(dir)
+    {
+        eprintln!("streamwatch: cannot create {}: {e}", dir.display());
+        return ExitCode::from(1);
+    }
+    if let Err(e) = std::fs::write(&args.report, streamwatch_local::demo::html(&report)) {
+        eprintln!("streamwatch: cannot write {}: {e}", args.report.display());
+        return ExitCode::from(1);
+    }
+    if args.json {
+        match serde_json::to_string_pretty(&summary) {
+            Ok(j) => println!("{j}"),
+            Err(e) => {
+                eprintln!("streamwatch: {e}");
+                return ExitCode::from(1);
+            }
+        }
+    } else {
+        println!(
+            "\nSummary ({:.1} s wall clock)\n{}",
+            summary.wall_seconds,
+            streamwatch_local::demo::summary_table(&summary)
+        );
+        println!("Report: {}", args.report.display());
+    }
+    ExitCode::SUCCESS
 }
 
 fn main() -> ExitCode {
@@ -52,6 +200,7 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
+        Command::Demo(args) => run_demo(args),
         Command::Decode { event, data } => run_decode(&event, data),
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod accidents;
 pub mod alert_stream;
+pub mod demo;
 pub mod pipeline;
 pub mod readings;
 pub mod report;
