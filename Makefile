@@ -10,12 +10,12 @@ VENV_STAMP := $(VENV)/.installed-$(shell cksum requirements-dev.txt | cut -d' ' 
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export MOTO_SERVER := $(CURDIR)/$(VENV)/bin/moto_server
 
-.PHONY: demo test lint unit lambda-check lambda-build bench venv
+.PHONY: demo test lint unit lambda-check lambda-build report-check bench venv
 
 demo:
 	cargo run --quiet --release -p streamwatch -- demo
 
-test: venv lint unit lambda-check lambda-build
+test: venv lint unit lambda-check lambda-build report-check
 
 venv: $(VENV_STAMP)
 
@@ -45,6 +45,10 @@ lambda-check:
 lambda-build:
 	cargo lambda build --release --x86-64 --output-format zip --package metrics-publisher --package window-aggregator --package alerter
 	@for f in target/lambda/*/bootstrap.zip; do printf '%-40s %8.2f MB zipped\n' "$$f" "$$(stat -c %s "$$f" | awk '{print $$1/1048576}')"; done
+
+# The demo's HTML report rendered in headless Chromium (installed from Debian if missing).
+report-check:
+	tools/report_render_check.sh
 
 bench:
 	bench/decode.sh
