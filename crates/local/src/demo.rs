@@ -202,7 +202,7 @@ pub async fn run(opts: &Options, out: &mut impl Write) -> Result<(Summary, Repor
                 last_report = t;
                 let _ = writeln!(
                     out,
-                    "[{}] {:>6} readings  {:>4} windows closed  {:>3} notifications  ({:.1}s)",
+                    "[{}] {:>6} readings  {:>4} windows closed  {:>3} notifications  {:>8.0} readings/s  {:>6.0}x real time",
                     &format_micros(t.min(end))[11..16],
                     next,
                     p.aggregator
@@ -212,7 +212,10 @@ pub async fn run(opts: &Options, out: &mut impl Write) -> Result<(Summary, Repor
                         .filter(|w| w.closed)
                         .count(),
                     sent.len(),
-                    started.elapsed().as_secs_f64()
+                    next as f64 / started.elapsed().as_secs_f64().max(1e-6),
+                    (t.min(end) - START_MICROS) as f64
+                        / 1e6
+                        / started.elapsed().as_secs_f64().max(1e-6)
                 );
             }
             if opts.speed > 0.0 {
