@@ -65,6 +65,8 @@ pub struct Pipeline {
     pub aggregator: AggregatorDeps,
     pub clock: SimClock,
     alert_stream: AlertStream,
+    /// The last alert stream records delivered, for re-delivery (a Lambda retry).
+    last_alert_records: Vec<aws_lambda_events::event::dynamodb::EventRecord>,
     pub aggregator_mapping: MappingTotals,
     pub publisher_mapping: MappingTotals,
     pub alerter_mapping: MappingTotals,
@@ -133,6 +135,7 @@ impl Pipeline {
             aggregator,
             clock,
             alert_stream: AlertStream::new(),
+            last_alert_records: Vec::new(),
             aggregator_mapping: MappingTotals::default(),
             publisher_mapping: MappingTotals::default(),
             alerter_mapping: MappingTotals::default(),
@@ -296,6 +299,23 @@ impl Pipeline {
             return Vec::new();
         }
         let records = self.alert_stream.records(&alerts);
+        self.last_alert_records = records.clone();
+        self.run_alerter(records, before).await
+    }
+
+    /// Delivers the last alert batch again, as Lambda does when an invocation's response
+    /// is lost: the alerter must send nothing new.
+    pub async fn redeliver_alerts(&mut self) -> Vec<Message> {
+        let before = self.alerter.notifier.published().len();
+        let records = self.last_alert_records.clone();
+        self.run_alerter(records, before).await
+    }
+
+    async fn run_alerter(
+        &mut self,
+        records: Vec<aws_lambda_events::event::dynamodb::EventRecord>,
+        before: usize,
+    ) -> Vec<Message> {
         let deps = &self.alerter;
         let invocation = std::sync::atomic::AtomicU64::new(0);
         let stats = drain_shard(
@@ -417,8 +437,12 @@ mod turbine_tests {
                 stream.put(&readings[next]);
                 next += 1;
             }
-            p.process_readings(stream.take(), t + 1_000_000).await;
+            let shards = stream.take();
+            // Every batch delivered twice, as after a lost response: nothing may double.
+            p.process_readings(shards.clone(), t + 1_000_000).await;
+            p.process_readings(shards, t + 1_000_000).await;
             sent.extend(p.deliver_alerts().await);
+            sent.extend(p.redeliver_alerts().await);
             t += tick;
         }
         // Time passes: every remaining window closes by the schedule.
