@@ -324,8 +324,11 @@ fn print_sent(out: &mut impl Write, m: &Message) {
     let _ = writeln!(out, "  -> {}", m.subject);
 }
 
+/// Labelled values of a bar chart.
+type Bars = Vec<(String, f64)>;
+
 /// Selected accidents by severity and by county (top 12), from what the metric sink holds.
-fn accident_bars(p: &Pipeline) -> (Vec<(String, f64)>, Vec<(String, f64)>) {
+fn accident_bars(p: &Pipeline) -> (Bars, Bars) {
     let mut severity: BTreeMap<String, f64> = BTreeMap::new();
     let mut county: BTreeMap<String, f64> = BTreeMap::new();
     for ((ns, _, dims, _), stats) in p.sink.series() {
