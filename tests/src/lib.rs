@@ -147,6 +147,42 @@ impl Drop for MotoServer {
     }
 }
 
+/// SDK configuration for clients of this moto server (test credentials, us-east-1).
+/// Passing the endpoint explicitly keeps parallel tests off the process environment.
+pub async fn sdk_config(moto: &MotoServer) -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(moto.endpoint())
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_credential_types::Credentials::for_tests())
+        .load()
+        .await
+}
+
+/// The template's alerts table (hash key `alert_id`), created in moto.
+pub async fn create_alerts_table(ddb: &aws_sdk_dynamodb::Client, name: &str) {
+    use aws_sdk_dynamodb::types::{
+        AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+    };
+    let key = KeySchemaElement::builder()
+        .attribute_name("alert_id")
+        .key_type(KeyType::Hash)
+        .build()
+        .expect("key schema");
+    let attribute = AttributeDefinition::builder()
+        .attribute_name("alert_id")
+        .attribute_type(ScalarAttributeType::S)
+        .build()
+        .expect("attribute definition");
+    ddb.create_table()
+        .table_name(name)
+        .key_schema(key)
+        .attribute_definitions(attribute)
+        .billing_mode(BillingMode::PayPerRequest)
+        .send()
+        .await
+        .expect("alerts table created in moto");
+}
+
 /// Reads a fixture from `tests/fixtures/` (copied from the reference implementations).
 pub fn fixture(name: &str) -> Vec<u8> {
     let path = workspace_root().join("tests/fixtures").join(name);

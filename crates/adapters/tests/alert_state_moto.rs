@@ -4,9 +4,6 @@
 
 use std::collections::BTreeMap;
 
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
-};
 use streamwatch_adapters::alert_state::{
     DynamoDbAlertStateStore, EmbeddedAlertStateStore, notification_item_key, state_item_key,
 };
@@ -218,27 +215,7 @@ async fn dynamodb(moto: &MotoServer) -> aws_sdk_dynamodb::Client {
         .load()
         .await;
     let client = aws_sdk_dynamodb::Client::new(&config);
-    client
-        .create_table()
-        .table_name("alerts")
-        .key_schema(
-            KeySchemaElement::builder()
-                .attribute_name("alert_id")
-                .key_type(KeyType::Hash)
-                .build()
-                .unwrap(),
-        )
-        .attribute_definitions(
-            AttributeDefinition::builder()
-                .attribute_name("alert_id")
-                .attribute_type(ScalarAttributeType::S)
-                .build()
-                .unwrap(),
-        )
-        .billing_mode(BillingMode::PayPerRequest)
-        .send()
-        .await
-        .unwrap();
+    streamwatch_tests::create_alerts_table(&client, "alerts").await;
     client
 }
 

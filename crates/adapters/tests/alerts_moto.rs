@@ -1,9 +1,6 @@
 //! The DynamoDB alerts outbox against moto server: an alert is written once, whatever the
 //! retries, and reads back whole.
 
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
-};
 use streamwatch_adapters::alerts::alert_from_item;
 use streamwatch_adapters::{DynamoDbAlertOutbox, EmbeddedAlertOutbox};
 use streamwatch_core::{AlertKind, AlertOutbox, AlertRecord, PutOutcome};
@@ -38,26 +35,7 @@ async fn client(moto: &MotoServer) -> aws_sdk_dynamodb::Client {
 async fn conditional_put_writes_each_alert_once() {
     let moto = MotoServer::start();
     let ddb = client(&moto).await;
-    ddb.create_table()
-        .table_name("alerts")
-        .key_schema(
-            KeySchemaElement::builder()
-                .attribute_name("alert_id")
-                .key_type(KeyType::Hash)
-                .build()
-                .unwrap(),
-        )
-        .attribute_definitions(
-            AttributeDefinition::builder()
-                .attribute_name("alert_id")
-                .attribute_type(ScalarAttributeType::S)
-                .build()
-                .unwrap(),
-        )
-        .billing_mode(BillingMode::PayPerRequest)
-        .send()
-        .await
-        .unwrap();
+    streamwatch_tests::create_alerts_table(&ddb, "alerts").await;
     let outbox = DynamoDbAlertOutbox::new(ddb.clone(), "alerts");
     let a = alert("accident-severity#shardId-0#1#0");
     assert_eq!(outbox.put_alert(&a).await.unwrap(), PutOutcome::Created);

@@ -8,10 +8,7 @@ mod common;
 use std::collections::HashMap;
 
 use alerter::{Deps, SystemClock, process};
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
-    ScalarAttributeType,
-};
+use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_sqs::types::QueueAttributeName;
 use common::*;
 use serde_json::{Value, json};
@@ -41,26 +38,7 @@ async fn world() -> World {
     let ddb = aws_sdk_dynamodb::Client::new(&config);
     let sns = aws_sdk_sns::Client::new(&config);
     let sqs = aws_sdk_sqs::Client::new(&config);
-    ddb.create_table()
-        .table_name("alerts")
-        .key_schema(
-            KeySchemaElement::builder()
-                .attribute_name("alert_id")
-                .key_type(KeyType::Hash)
-                .build()
-                .unwrap(),
-        )
-        .attribute_definitions(
-            AttributeDefinition::builder()
-                .attribute_name("alert_id")
-                .attribute_type(ScalarAttributeType::S)
-                .build()
-                .unwrap(),
-        )
-        .billing_mode(BillingMode::PayPerRequest)
-        .send()
-        .await
-        .unwrap();
+    streamwatch_tests::create_alerts_table(&ddb, "alerts").await;
     let topic = sns
         .create_topic()
         .name("alerts")

@@ -1,7 +1,11 @@
 //! `streamwatch`: the command-line side of streamwatch. Errors are one line on stderr and
 //! a non-zero exit code, never a backtrace.
 
+mod aws_args;
+mod backoff;
 mod decode;
+mod replay;
+mod simulate;
 
 use std::io::{self, Read, Write};
 use std::path::PathBuf;
@@ -37,6 +41,71 @@ enum Command {
         #[arg(long, value_enum, default_value = "base64")]
         data: decode::DataFormat,
     },
+    /// Produce the reference readings into a real (or emulated) AWS account.
+    #[command(subcommand)]
+    Simulate(Simulate),
+    /// Replay recorded data into a real (or emulated) AWS account.
+    #[command(subcommand)]
+    Replay(Replay),
+}
+
+#[derive(Subcommand)]
+enum Simulate {
+    /// Write wind-speed readings to the readings table as the reference simulator did
+    /// (exit 0: done; 1: AWS failure; 64: bad arguments).
+    Turbines(simulate::TurbinesArgs),
+}
+
+#[derive(Subcommand)]
+enum Replay {
+    /// Put the rows of a US-Accidents CSV into a Kinesis stream as the reference producer's
+    /// JSON, KPL-aggregated (exit 0: all rows sent; 2: some rows bad and skipped; 1: AWS or
+    /// input failure, with the --start-row to resume from; 64: bad arguments).
+    Accidents(replay::AccidentsArgs),
+}
+
+/// How a command failed: a one-line message and the exit code.
+#[derive(Debug)]
+pub struct Failure {
+    pub code: u8,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn usage(message: impl Into<String>) -> Self {
+        Self {
+            code: EXIT_USAGE,
+            message: message.into(),
+        }
+    }
+
+    pub fn runtime(message: impl Into<String>) -> Self {
+        Self {
+            code: 1,
+            message: message.into(),
+        }
+    }
+}
+
+/// Runs an async command on a fresh runtime and turns its outcome into the exit code.
+fn run_async(command: impl std::future::Future<Output = Result<(), Failure>>) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("streamwatch: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            eprintln!("streamwatch: {}", failure.message);
+            ExitCode::from(failure.code)
+        }
+    }
 }
 
 /// Which sources the demo runs.
@@ -202,6 +271,8 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Demo(args) => run_demo(args),
         Command::Decode { event, data } => run_decode(&event, data),
+        Command::Simulate(Simulate::Turbines(args)) => run_async(simulate::run(args)),
+        Command::Replay(Replay::Accidents(args)) => run_async(replay::run(args)),
     }
 }
 

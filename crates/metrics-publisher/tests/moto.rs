@@ -6,9 +6,6 @@
 use std::collections::BTreeSet;
 
 use aws_sdk_cloudwatch::types::{Dimension as SdkDimension, Statistic};
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
-};
 use aws_smithy_types::DateTime;
 use metrics_publisher::{Config, Deps, process};
 use streamwatch_adapters::alerts::alert_from_item;
@@ -32,26 +29,7 @@ async fn sdk_config(moto: &MotoServer) -> aws_config::SdkConfig {
 }
 
 async fn create_alerts_table(ddb: &aws_sdk_dynamodb::Client) {
-    ddb.create_table()
-        .table_name("alerts")
-        .key_schema(
-            KeySchemaElement::builder()
-                .attribute_name("alert_id")
-                .key_type(KeyType::Hash)
-                .build()
-                .unwrap(),
-        )
-        .attribute_definitions(
-            AttributeDefinition::builder()
-                .attribute_name("alert_id")
-                .attribute_type(ScalarAttributeType::S)
-                .build()
-                .unwrap(),
-        )
-        .billing_mode(BillingMode::PayPerRequest)
-        .send()
-        .await
-        .unwrap();
+    streamwatch_tests::create_alerts_table(ddb, "alerts").await;
 }
 
 /// (Sum, SampleCount) of a series in `[from, from + seconds)`, as GetMetricStatistics says.
