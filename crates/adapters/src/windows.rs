@@ -4,14 +4,18 @@
 //!
 //! DynamoDB layout (hash key `pk`, range key `sk`):
 //! * window: `pk = "<rule>#<key>"`, `sk = "w#<start µs, 20 digits>"`; `entries` (map of
-//!   reading id → `{v, t, d}`), `version`, `closed`, `late`, `start`, `end`, the derived
-//!   `count`/`sum`/`min`/`max`/`avg` for people and dashboards, `ttl`; while open also
-//!   `open_shard = "<rule>#open#<0..3>"` and `close_at` (µs), which put it in the sparse
-//!   `open-windows` index (hash `open_shard`, range `close_at`, keys only) the schedule
-//!   queries instead of scanning. Closing removes both attributes.
-//! * key state: `pk = "<rule>#<key>"`, `sk = "state"`.
-//! * shard watermark: `pk = "<rule>"` (no `#`, so it never meets a window), `sk = <shard id>`,
-//!   `wm` (µs).
+//!   reading id → `{v, t, d}`), `version`, `closed`, `settled`, `late`, `start`, `end`, the
+//!   derived `count`/`sum`/`min`/`max`/`avg` for people and dashboards, `ttl`; until
+//!   settled also `open_shard = "<rule>#open#<0..3>"` and `close_at` (µs), which put it in
+//!   the sparse `open-windows` index (hash `open_shard`, range `close_at`, keys only) the
+//!   schedule queries instead of scanning. Settling removes both attributes.
+//! * key state: `pk = "<rule>#<key>"`, `sk = "state"`; `firing`, `firing_before_last`,
+//!   `last_closed_start`, `version`, `ttl`.
+//! * watermark: `pk = "<rule>"` (no `#`, so it never meets a window), `sk = <shard id>` or
+//!   `#closed` (the floor), `wm` (µs), `ttl`.
+//!
+//! `ttl` (epoch seconds) is wall clock at the item's last write plus the configured state
+//! lifetime; the table's TTL setting must name the `ttl` attribute.
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
@@ -105,6 +109,7 @@ pub fn window_item(
         ("entries".to_owned(), AttributeValue::M(entries)),
         ("version".to_owned(), n(w.version + 1)),
         ("closed".to_owned(), AttributeValue::Bool(w.closed)),
+        ("settled".to_owned(), AttributeValue::Bool(w.settled)),
         ("late".to_owned(), n(w.late)),
         ("ttl".to_owned(), n((now + ttl).as_secs())),
     ]);
@@ -119,7 +124,7 @@ pub fn window_item(
             item.insert(k.to_owned(), n(v));
         }
     }
-    if !w.closed {
+    if !w.settled {
         item.insert("open_shard".to_owned(), s(bucket(&w.rule, &w.key)));
         item.insert("close_at".to_owned(), n(close_at));
     }
@@ -152,6 +157,7 @@ pub fn window_from_item(item: &HashMap<String, AttributeValue>) -> Result<Window
         entries,
         version: get_n(item, "version").ok_or_else(|| corrupt("version"))?,
         closed: get_bool(item, "closed"),
+        settled: get_bool(item, "settled"),
         late: get_n(item, "late").unwrap_or(0),
     })
 }
@@ -473,7 +479,8 @@ impl EmbeddedWindowStore {
         all
     }
 
-    /// Write requests served (window and key-state puts), as DynamoDB would count them.
+    /// Write requests served (window and key-state puts, watermark updates, whether their
+    /// condition held or not), as DynamoDB would count them.
     pub fn writes(&self) -> u64 {
         self.lock().writes
     }
@@ -502,7 +509,7 @@ impl WindowStore for EmbeddedWindowStore {
         }
         let mut w = state.clone();
         w.version += 1;
-        let open = (!w.closed).then_some(close_at);
+        let open = (!w.settled).then_some(close_at);
         t.windows.insert(key, (w, open));
         Ok(Written::Ok)
     }
@@ -556,6 +563,7 @@ impl WindowStore for EmbeddedWindowStore {
         micros: Micros,
     ) -> Result<(), PortError> {
         let mut t = self.lock();
+        t.writes += 1;
         let wm = t
             .watermarks
             .entry((rule.to_owned(), shard.to_owned()))

@@ -1,4 +1,6 @@
-//! Event-time tumbling windows per key, pure.
+//! Event-time tumbling windows per key, pure: window assignment, the per-window reading
+//! set that makes every Lambda delivery idempotent, close decisions, the combined
+//! watermark, and the `WindowStore` port.
 //!
 //! A window remembers *which* readings it holds, not just their sum: `entries` maps each
 //! reading's identity (the DynamoDB item's key, or the Kinesis record's coordinates for
@@ -6,13 +8,21 @@
 //! every delivery Lambda can produce harmless: a replayed batch, a suffix, a bisected half,
 //! or the same change record under a new sequence number re-applies an entry that is
 //! already there and changes nothing. INSERT and MODIFY upsert the entry, REMOVE leaves a
-//! tombstone (so a reordered, older INSERT cannot resurrect it). Count, sum, min, max and
-//! avg are derived from the live entries, so a MODIFY replaces a reading exactly and min
-//! and max stay right under retractions.
+//! tombstone (so a reordered, older INSERT cannot resurrect it). Ties in change time (two
+//! changes of one item in the same millisecond) are broken by content — a REMOVE beats an
+//! upsert, a larger value beats a smaller — so applying is a join: commutative,
+//! associative and idempotent, and the result never depends on arrival order. Count, sum,
+//! min, max and avg are derived from the live entries, so a MODIFY replaces a reading
+//! exactly and min and max stay right under retractions (neither is `ADD`-able).
 //!
 //! The price is item size: a DynamoDB item holds ≤ 400 KB, about 5,000 entries of a UUID
 //! id, value and time — 80 readings per second per key for a 60 s window. At the reference
 //! load (1 reading per second per turbine) a window holds 60.
+//!
+//! A window's life: open (takes changes) → closed (frozen: its statistics are final, but
+//! its close decision may not be recorded yet) → settled (alert and key state written).
+//! Only settled windows leave the open-window index, so a crash between freezing and
+//! settling is finished by whoever looks next, from the same frozen statistics.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -58,6 +68,19 @@ pub struct Entry {
     /// Change time (the change record's creation time): orders competing changes.
     pub changed_micros: Micros,
     pub deleted: bool,
+}
+
+impl Entry {
+    /// Whether this change replaces `old`: later change time wins; on a tie (millisecond
+    /// timestamps) a deletion beats an upsert and a larger value a smaller, so the winner
+    /// is a function of the two changes alone, never of the order they arrived in.
+    pub fn supersedes(&self, old: &Entry) -> bool {
+        self.changed_micros
+            .cmp(&old.changed_micros)
+            .then(self.deleted.cmp(&old.deleted))
+            .then(self.value.total_cmp(&old.value))
+            .is_gt()
+    }
 }
 
 /// A change to a window's readings.
@@ -116,8 +139,12 @@ pub struct WindowState {
     pub entries: BTreeMap<String, Entry>,
     /// Bumped by every write; writes are conditional on it (optimistic concurrency).
     pub version: u64,
+    /// Frozen: no change is applied any more; the statistics are final.
     pub closed: bool,
-    /// Records that arrived after the window closed (counted, never applied).
+    /// The close decision (alert, key state) is recorded; the window leaves the open index.
+    #[serde(default)]
+    pub settled: bool,
+    /// Records that arrived after the window closed (counted per delivery, never applied).
     pub late: u64,
 }
 
@@ -140,33 +167,27 @@ impl WindowState {
         }
     }
 
-    /// Applies a change; true when it changed anything. Last writer (by change time) wins;
-    /// on a tie the entry already there stays, so re-applying is a no-op.
+    /// Applies a change; true when it changed anything. The greater change wins (see
+    /// [`Entry::supersedes`]), so re-applying, reordering and duplicating are no-ops.
     pub fn apply(&mut self, change: &Change) -> bool {
-        let (new, changed) = match change {
+        let new = match change {
             Change::Upsert {
                 value,
                 changed_micros,
                 ..
-            } => (
-                Entry {
-                    value: *value,
-                    changed_micros: *changed_micros,
-                    deleted: false,
-                },
-                *changed_micros,
-            ),
-            Change::Delete { changed_micros, .. } => (
-                Entry {
-                    value: 0.0,
-                    changed_micros: *changed_micros,
-                    deleted: true,
-                },
-                *changed_micros,
-            ),
+            } => Entry {
+                value: *value,
+                changed_micros: *changed_micros,
+                deleted: false,
+            },
+            Change::Delete { changed_micros, .. } => Entry {
+                value: 0.0,
+                changed_micros: *changed_micros,
+                deleted: true,
+            },
         };
         match self.entries.get(change.id()) {
-            Some(old) if old.changed_micros >= changed => false,
+            Some(old) if !new.supersedes(old) => false,
             _ => {
                 self.entries.insert(change.id().to_owned(), new);
                 true
@@ -349,6 +370,30 @@ pub fn fmt_num(v: f64) -> String {
     }
 }
 
+/// The watermark entry that remembers the highest watermark any window was closed at;
+/// shard ids (`shardId-…`) never start with `#`.
+pub const CLOSED_UP_TO: &str = "#closed";
+
+/// The watermark windows close by: the least of the shards' max event times (every shard
+/// has passed it), but never below [`CLOSED_UP_TO`]. The floor keeps the watermark from
+/// going back — when a shard delivers for the first time, or after the schedule closed
+/// windows by wall clock — so a key's windows always close in order and a record for a
+/// window the watermark has passed is late whether or not its window was ever opened.
+/// `None` before anything has been seen.
+pub fn combined_watermark(marks: &[(String, Micros)]) -> Option<Micros> {
+    let shards = marks
+        .iter()
+        .filter(|(s, _)| !s.starts_with('#'))
+        .map(|(_, t)| *t)
+        .min();
+    let floor = marks
+        .iter()
+        .filter(|(s, _)| s == CLOSED_UP_TO)
+        .map(|(_, t)| *t)
+        .max();
+    shards.max(floor)
+}
+
 /// A conditional write that lost to a concurrent one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Written {
@@ -366,15 +411,16 @@ pub trait WindowStore: Send + Sync {
     ) -> impl Future<Output = Result<Vec<Option<WindowState>>, PortError>> + Send;
 
     /// Writes `state` (with `version` + 1) if the stored version is `state.version`
-    /// (or, for version 0, if none is stored). Open windows are listed in the open-window
-    /// index under `close_at`; closed ones are removed from it.
+    /// (or, for version 0, if none is stored). Windows not yet settled are listed in the
+    /// open-window index under `close_at`; settled ones are removed from it.
     fn put_window(
         &self,
         state: &WindowState,
         close_at: Micros,
     ) -> impl Future<Output = Result<Written, PortError>> + Send;
 
-    /// Open windows whose `close_at` is at or before `t`, oldest first, at most `limit`.
+    /// Unsettled windows whose `close_at` is at or before `t`, oldest first, at most
+    /// `limit`; a key's windows always come as a prefix in start order.
     fn due_windows(
         &self,
         rule: &str,
@@ -402,7 +448,7 @@ pub trait WindowStore: Send + Sync {
         micros: Micros,
     ) -> impl Future<Output = Result<(), PortError>> + Send;
 
-    /// Every shard's watermark.
+    /// Every shard's watermark, and the floor under [`CLOSED_UP_TO`].
     fn watermarks(
         &self,
         rule: &str,
@@ -535,6 +581,71 @@ mod tests {
         assert_eq!(a.summary, "Wind speed avg 72.4 mph > 60 on device3");
         assert_eq!(a.id, "w#device3#1795262400000000#firing");
         assert_eq!(a.event_time_micros, 1_795_262_460_000_000);
+    }
+
+    #[test]
+    fn same_time_changes_converge_whatever_their_order() {
+        let key = WindowKey {
+            rule: "r".into(),
+            key: "k".into(),
+            start_micros: 0,
+        };
+        let spec = WindowSpec {
+            size_micros: 60_000_000,
+            lateness_micros: 0,
+        };
+        // Three changes of one item within one millisecond, in every order.
+        let changes = [
+            up("a", 50.0, 7),
+            up("a", 55.0, 7),
+            Change::Delete {
+                id: "a".into(),
+                changed_micros: 7,
+            },
+        ];
+        let orders = [
+            [0, 1, 2],
+            [0, 2, 1],
+            [1, 0, 2],
+            [1, 2, 0],
+            [2, 0, 1],
+            [2, 1, 0],
+        ];
+        let results: Vec<WindowState> = orders
+            .iter()
+            .map(|o| {
+                let mut w = WindowState::new(&key, &spec);
+                for i in o {
+                    w.apply(&changes[*i]);
+                }
+                w
+            })
+            .collect();
+        assert!(results.windows(2).all(|p| p[0] == p[1]));
+        assert_eq!(results[0].stats(), None, "the REMOVE wins the tie");
+        let mut w = WindowState::new(&key, &spec);
+        w.apply(&up("a", 55.0, 7));
+        w.apply(&up("a", 50.0, 7));
+        assert_eq!(w.stats().unwrap().sum, 55.0);
+    }
+
+    #[test]
+    fn watermark_is_the_slowest_shard_but_never_below_the_floor() {
+        let m = |v: &[(&str, Micros)]| {
+            combined_watermark(
+                &v.iter()
+                    .map(|(s, t)| (s.to_string(), *t))
+                    .collect::<Vec<_>>(),
+            )
+        };
+        assert_eq!(m(&[]), None);
+        assert_eq!(m(&[("shardId-1", 10), ("shardId-2", 4)]), Some(4));
+        assert_eq!(m(&[("shardId-1", 10), (CLOSED_UP_TO, 7)]), Some(10));
+        assert_eq!(
+            m(&[("shardId-1", 10), ("shardId-2", 4), (CLOSED_UP_TO, 7)]),
+            Some(7)
+        );
+        assert_eq!(m(&[(CLOSED_UP_TO, 7)]), Some(7));
     }
 
     #[test]

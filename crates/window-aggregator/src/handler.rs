@@ -9,7 +9,10 @@ use serde::Serialize;
 use streamwatch_core::change::EventName;
 use streamwatch_core::record::{self, UserRecord};
 use streamwatch_core::time::{Micros, parse_event_time};
-use streamwatch_core::window::{Change, KeyState, WindowKey, WindowState, WindowStore, Written};
+use streamwatch_core::window::{
+    CLOSED_UP_TO, Change, KeyState, WindowKey, WindowState, WindowStore, Written,
+    combined_watermark,
+};
 use streamwatch_core::{
     AlertOutbox, ChangeRecord, FieldPath, Fields, JsonObject, KinesisEvent, PortError, PutOutcome,
 };
@@ -278,7 +281,32 @@ pub async fn process_batch<W: WindowStore, A: AlertOutbox, C: Clock>(
     }
 
     // The watermark before this batch decides what is already too late to open a window.
-    let before = global_watermark(deps).await.ok().flatten();
+    // Without it an old record could open (and at once close and alert) a window that
+    // closed long ago and expired: a failed read is retried like a failed write.
+    let before = match global_watermark(deps).await {
+        Ok(wm) => wm,
+        Err(e) => {
+            warn!(error = %e, "reading watermarks failed");
+            let first = ops.iter().map(|o| o.parent).min();
+            return finish(event, report, first, &e);
+        }
+    };
+    // Records for windows the watermark has passed are judged late against it; pin it
+    // (the floor) first, so a shard joining with older data cannot lower it and let a
+    // replay or duplicate of those records in later.
+    if let Some(wm) = before
+        && ops
+            .iter()
+            .any(|o| config.spec.close_at(o.window.start_micros) <= wm)
+        && let Err(e) = deps
+            .store
+            .raise_watermark(&config.rule.name, CLOSED_UP_TO, wm)
+            .await
+    {
+        warn!(error = %e, "raising the watermark floor failed");
+        let first = ops.iter().map(|o| o.parent).min();
+        return finish(event, report, first, &e);
+    }
     let mut groups: BTreeMap<WindowKey, (usize, Vec<Change>)> = BTreeMap::new();
     for op in ops {
         let g = groups.entry(op.window).or_insert((op.parent, Vec::new()));
@@ -406,25 +434,24 @@ async fn apply_group<W: WindowStore, A: AlertOutbox, C: Clock>(
     ))
 }
 
-/// The watermark every shard has passed: the least of the shards' max event times.
+/// The watermark windows close by: every shard has passed it (never below the floor).
 async fn global_watermark<W: WindowStore, A, C>(
     deps: &Deps<W, A, C>,
 ) -> Result<Option<Micros>, PortError> {
-    Ok(deps
-        .store
-        .watermarks(&deps.config.rule.name)
-        .await?
-        .into_iter()
-        .map(|(_, t)| t)
-        .min())
+    let marks = deps.store.watermarks(&deps.config.rule.name).await?;
+    Ok(combined_watermark(&marks))
 }
 
 /// Closes every open window whose close time is at or before `t`, per key in window order.
+/// Before the first one, the watermark's floor is raised to `t` (see
+/// `streamwatch_core::window::combined_watermark`): from then on no record opens a window
+/// the watermark has passed, so no key's earlier window can open after a later one closed.
 pub async fn close_due<W: WindowStore, A: AlertOutbox, C: Clock>(
     deps: &Deps<W, A, C>,
     t: Micros,
     report: &mut Report,
 ) -> Result<(), PortError> {
+    let mut floor_raised = false;
     loop {
         let mut due = deps
             .store
@@ -432,6 +459,12 @@ pub async fn close_due<W: WindowStore, A: AlertOutbox, C: Clock>(
             .await?;
         if due.is_empty() {
             return Ok(());
+        }
+        if !floor_raised {
+            deps.store
+                .raise_watermark(&deps.config.rule.name, CLOSED_UP_TO, t)
+                .await?;
+            floor_raised = true;
         }
         due.sort_by(|a, b| (&a.key, a.start_micros).cmp(&(&b.key, b.start_micros)));
         let n = due.len();
@@ -444,14 +477,22 @@ pub async fn close_due<W: WindowStore, A: AlertOutbox, C: Clock>(
     }
 }
 
-/// Closes one window: alert first (idempotent), then the key's state, then the window —
-/// so a crash anywhere leaves a state from which a retry decides the same way.
+/// Closes one window in two steps, so the decision is made on final statistics and a
+/// crash anywhere is finished identically by the next caller:
+/// 1. freeze it (`closed`, a conditional write: a concurrent writer on another shard either
+///    landed before, and is in the statistics, or finds the window closed and counts late);
+/// 2. decide from the frozen statistics, write the alert (conditional put: once ever), the
+///    key's firing state, and mark the window settled, which takes it out of the index.
+///
+/// Until settled the window stays in the open-window index, so whoever queries next
+/// (a batch's close pass or the schedule) completes step 2.
 async fn close_window<W: WindowStore, A: AlertOutbox, C: Clock>(
     deps: &Deps<W, A, C>,
     key: &WindowKey,
     report: &mut Report,
 ) -> Result<(), PortError> {
     let rule = &deps.config.rule;
+    let close_at = deps.config.spec.close_at(key.start_micros);
     for _ in 0..MAX_ROUNDS {
         let Some(mut window) = deps
             .store
@@ -462,8 +503,18 @@ async fn close_window<W: WindowStore, A: AlertOutbox, C: Clock>(
         else {
             return Ok(());
         };
-        if window.closed {
+        if window.settled {
             return Ok(());
+        }
+        if !window.closed {
+            window.closed = true;
+            match deps.store.put_window(&window, close_at).await? {
+                Written::Ok => {
+                    window.version += 1;
+                    report.windows_closed += 1;
+                }
+                Written::Conflict => continue,
+            }
         }
         let stats = window.stats();
         let ks = deps.store.get_key_state(&key.rule, &key.key).await?;
@@ -472,6 +523,8 @@ async fn close_window<W: WindowStore, A: AlertOutbox, C: Clock>(
             key: key.key.clone(),
             ..KeyState::default()
         });
+        // Recorded already (a retry of this close), or a later window of the key closed
+        // first (only under a race with the schedule): keep the key state as it is.
         let already = ks.last_closed_start.is_some_and(|s| s >= key.start_micros);
         let firing_before = if ks.last_closed_start == Some(key.start_micros) {
             ks.firing_before_last
@@ -494,16 +547,10 @@ async fn close_window<W: WindowStore, A: AlertOutbox, C: Clock>(
                 continue;
             }
         }
-        window.closed = true;
-        match deps
-            .store
-            .put_window(&window, deps.config.spec.close_at(key.start_micros))
-            .await?
-        {
-            Written::Ok => {
-                report.windows_closed += 1;
-                return Ok(());
-            }
+        window.settled = true;
+        match deps.store.put_window(&window, close_at).await? {
+            Written::Ok => return Ok(()),
+            // A late record's counter landed in between: read again, decide the same way.
             Written::Conflict => continue,
         }
     }
@@ -513,12 +560,15 @@ async fn close_window<W: WindowStore, A: AlertOutbox, C: Clock>(
     ))
 }
 
-/// The schedule: closes windows of keys that went quiet, by wall clock.
+/// The schedule: closes windows of keys that went quiet, by wall clock (now minus grace,
+/// or the watermark when that is ahead). Closing raises the watermark's floor, so records
+/// arriving afterwards for windows the cut passed are late, as for the shards' watermark.
 pub async fn close_idle<W: WindowStore, A: AlertOutbox, C: Clock>(
     deps: &Deps<W, A, C>,
 ) -> Result<Report, PortError> {
     let mut report = Report::default();
     let t = deps.clock.now_micros() - deps.config.grace.as_micros() as Micros;
-    close_due(deps, t, &mut report).await?;
+    let wm = global_watermark(deps).await?.map_or(t, |wm| wm.max(t));
+    close_due(deps, wm, &mut report).await?;
     Ok(report)
 }

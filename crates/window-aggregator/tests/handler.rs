@@ -476,3 +476,85 @@ proptest! {
         })?;
     }
 }
+
+const SCHEDULE: &str = include_str!("../../../events/window-aggregator-schedule.json");
+
+fn lambda_event(payload: &str) -> lambda_runtime::LambdaEvent<Value> {
+    lambda_runtime::LambdaEvent::new(
+        serde_json::from_str(payload).unwrap(),
+        lambda_runtime::Context::default(),
+    )
+}
+
+/// One binary, two triggers: the entry point tells a Kinesis batch from the schedule.
+#[tokio::test]
+async fn the_entry_point_serves_both_triggers_and_rejects_anything_else() {
+    let d = deps(&[]);
+    let response = window_aggregator::handle(&d, lambda_event(MICRO))
+        .await
+        .unwrap();
+    assert_eq!(response, json!({"batchItemFailures": []}));
+    assert!(!windows(&d).is_empty());
+
+    // The sample schedule event fires at 12:05Z, well after the sample's minute closed.
+    let schedule: Value = serde_json::from_str(SCHEDULE).unwrap();
+    let fired = chrono::DateTime::parse_from_rfc3339(schedule["time"].as_str().unwrap())
+        .unwrap()
+        .timestamp_micros();
+    d.clock.0.store(fired, Ordering::SeqCst);
+    let before = d.outbox.alerts().len() as u64;
+    let response = window_aggregator::handle(&d, lambda_event(SCHEDULE))
+        .await
+        .unwrap();
+    assert!(
+        response["windowsClosed"].as_u64().unwrap() > 0,
+        "{response}"
+    );
+    assert!(d.store.windows().iter().all(|w| w.closed && w.settled));
+    assert_eq!(
+        before + response["alertsWritten"].as_u64().unwrap(),
+        d.outbox.alerts().len() as u64
+    );
+
+    assert!(
+        window_aggregator::handle(&d, lambda_event(r#"{"hello": "world"}"#))
+            .await
+            .is_err()
+    );
+}
+
+#[test]
+fn operational_metrics_are_one_emf_line() {
+    let report = window_aggregator::Report {
+        records_in: 100,
+        readings: 97,
+        malformed: 3,
+        late: 2,
+        windows_written: 5,
+        windows_closed: 5,
+        alerts_written: 1,
+        ..Default::default()
+    };
+    let line = report.emf("streamwatch/window-aggregator", 1_795_262_400_000);
+    assert!(!line.contains('\n'));
+    let v: Value = serde_json::from_str(&line).unwrap();
+    let directive = &v["_aws"]["CloudWatchMetrics"][0];
+    assert_eq!(v["_aws"]["Timestamp"], 1_795_262_400_000i64);
+    assert_eq!(directive["Namespace"], "streamwatch/window-aggregator");
+    let names: Vec<&str> = directive["Metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["Name"].as_str().unwrap())
+        .collect();
+    for (name, value) in [
+        ("RecordsIn", 100),
+        ("Malformed", 3),
+        ("LateRecords", 2),
+        ("WindowsClosed", 5),
+        ("AlertsWritten", 1),
+    ] {
+        assert!(names.contains(&name), "{name} declared");
+        assert_eq!(v[name], value, "{name}");
+    }
+}

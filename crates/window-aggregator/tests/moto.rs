@@ -1,6 +1,9 @@
 //! The DynamoDB window store under the real handler, against moto: window items with
 //! their readings, TTL and open-window index entries; closing through the index (no scan)
-//! into alert records in the alerts table; concurrent invocations on two shards.
+//! into alert records in the alerts table; concurrent invocations on two shards; and the
+//! model-based property test of `exactly_once.rs`, with few cases, read back from DynamoDB.
+
+mod common;
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
@@ -16,17 +19,9 @@ use streamwatch_adapters::windows::DynamoDbWindowStore;
 use streamwatch_core::kinesis::{KinesisEventRecord, KinesisRecord};
 use streamwatch_core::{AlertKind, KinesisEvent};
 use streamwatch_tests::MotoServer;
-use window_aggregator::{Clock, Config, Deps, close_idle, process_batch};
+use window_aggregator::{Config, Deps, close_idle, process_batch};
 
-struct TestClock(AtomicI64);
-impl Clock for TestClock {
-    fn now_micros(&self) -> i64 {
-        self.0.load(Ordering::SeqCst)
-    }
-}
-
-const T0: i64 = 1_795_262_400_000_000;
-const MIN: i64 = 60_000_000;
+use common::{MIN, T0, TestClock};
 
 fn key(name: &str, kind: KeyType) -> KeySchemaElement {
     KeySchemaElement::builder()
@@ -45,16 +40,25 @@ fn attr(name: &str, t: ScalarAttributeType) -> AttributeDefinition {
 }
 
 async fn setup(moto: &MotoServer) -> aws_sdk_dynamodb::Client {
+    let ddb = client(moto).await;
+    create_tables(&ddb, "windows", "alerts").await;
+    ddb
+}
+
+async fn client(moto: &MotoServer) -> aws_sdk_dynamodb::Client {
     let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
         .endpoint_url(moto.endpoint())
         .region(aws_config::Region::new("us-east-1"))
         .credentials_provider(aws_sdk_dynamodb::config::Credentials::for_tests())
         .load()
         .await;
-    let ddb = aws_sdk_dynamodb::Client::new(&config);
+    aws_sdk_dynamodb::Client::new(&config)
+}
+
+async fn create_tables(ddb: &aws_sdk_dynamodb::Client, windows: &str, alerts: &str) {
     // The template's windows table.
     ddb.create_table()
-        .table_name("windows")
+        .table_name(windows)
         .key_schema(key("pk", KeyType::Hash))
         .key_schema(key("sk", KeyType::Range))
         .attribute_definitions(attr("pk", ScalarAttributeType::S))
@@ -79,14 +83,91 @@ async fn setup(moto: &MotoServer) -> aws_sdk_dynamodb::Client {
         .await
         .unwrap();
     ddb.create_table()
-        .table_name("alerts")
+        .table_name(alerts)
         .key_schema(key("alert_id", KeyType::Hash))
         .attribute_definitions(attr("alert_id", ScalarAttributeType::S))
         .billing_mode(BillingMode::PayPerRequest)
         .send()
         .await
         .unwrap();
-    ddb
+}
+
+async fn scan_all(
+    ddb: &aws_sdk_dynamodb::Client,
+    table: &str,
+) -> Vec<std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>> {
+    let mut out = Vec::new();
+    let mut start = None;
+    loop {
+        let page = ddb
+            .scan()
+            .table_name(table)
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .unwrap();
+        out.extend(page.items.unwrap_or_default());
+        start = page.last_evaluated_key.filter(|k| !k.is_empty());
+        if start.is_none() {
+            return out;
+        }
+    }
+}
+
+/// The property test of `exactly_once.rs` against DynamoDB: a few cases, each on fresh tables.
+#[test]
+fn windows_and_alerts_equal_the_model_against_dynamodb() {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config as RunnerConfig, TestRunner};
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let moto = MotoServer::start();
+    let ddb = rt.block_on(client(&moto));
+    let case = std::sync::atomic::AtomicUsize::new(0);
+    let mut runner = TestRunner::new(RunnerConfig {
+        cases: 8,
+        max_shrink_iters: 16,
+        failure_persistence: None,
+        ..RunnerConfig::default()
+    });
+    runner
+        .run(&(common::steps(60), any::<u64>()), |(steps, seed)| {
+            let n = case.fetch_add(1, Ordering::SeqCst);
+            let (wt, at) = (format!("windows-{n}"), format!("alerts-{n}"));
+            rt.block_on(async {
+                create_tables(&ddb, &wt, &at).await;
+                let deps = Deps {
+                    config: common::config(&wt, &at),
+                    store: DynamoDbWindowStore::new(ddb.clone(), &wt, Duration::from_secs(3600)),
+                    outbox: DynamoDbAlertOutbox::new(ddb.clone(), &at),
+                    clock: TestClock(AtomicI64::new(T0)),
+                };
+                let (model, late) = common::run(&deps, &common::plan(&steps, seed)).await;
+                let windows: Vec<_> = scan_all(&ddb, &wt)
+                    .await
+                    .iter()
+                    .filter(|i| i["sk"].as_s().is_ok_and(|s| s.starts_with("w#")))
+                    .map(|i| streamwatch_adapters::windows::window_from_item(i).unwrap())
+                    .collect();
+                let alerts: Vec<_> = scan_all(&ddb, &at)
+                    .await
+                    .iter()
+                    .filter_map(alert_from_item)
+                    .collect();
+                let want = model.windows();
+                prop_assert_eq!(common::observed_windows(&windows), want.clone());
+                prop_assert_eq!(
+                    common::observed_alerts(&alerts, &want),
+                    model.alerts.clone()
+                );
+                prop_assert!(model.late == 0 || late > 0);
+                Ok(())
+            })
+        })
+        .unwrap();
 }
 
 fn reading(shard: usize, seq: u64, device: &str, value: u32, created: i64) -> KinesisEventRecord {

@@ -1,0 +1,318 @@
+//! Guarantees 2–5 over the embedded store: the model-based property test (random changes,
+//! Lambda's retries, bisections and duplicates, out-of-order and late records, scheduled
+//! closes in between) and a close racing a write from another shard.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+
+use common::{MIN, T0, TestClock};
+use proptest::prelude::*;
+use streamwatch_adapters::EmbeddedAlertOutbox;
+use streamwatch_adapters::windows::EmbeddedWindowStore;
+use streamwatch_core::PortError;
+use streamwatch_core::time::Micros;
+use streamwatch_core::window::{Change, KeyState, WindowKey, WindowState, WindowStore, Written};
+use streamwatch_core::{AlertKind, KinesisEvent};
+use window_aggregator::{Deps, close_idle, process_batch};
+
+fn deps<W>(store: W) -> Deps<W, EmbeddedAlertOutbox, TestClock> {
+    Deps {
+        config: common::config("w", "a"),
+        store,
+        outbox: EmbeddedAlertOutbox::new(),
+        clock: TestClock(AtomicI64::new(T0)),
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+    /// Final windows (all closed and settled) and alerts equal the reference model's.
+    #[test]
+    fn windows_and_alerts_equal_the_model_under_any_delivery(
+        steps in common::steps(90),
+        seed in any::<u64>(),
+    ) {
+        let actions = common::plan(&steps, seed);
+        let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+        rt.block_on(async {
+            let d = deps(EmbeddedWindowStore::new());
+            let (model, late) = common::run(&d, &actions).await;
+            let want = model.windows();
+            prop_assert_eq!(common::observed_windows(&d.store.windows()), want.clone());
+            prop_assert_eq!(common::observed_alerts(&d.outbox.alerts(), &want), model.alerts.clone());
+            prop_assert!(model.late == 0 || late > 0, "late records are counted");
+            Ok(())
+        })?;
+    }
+}
+
+/// The plans exercise what they claim to: stragglers that are late, closes mid-stream,
+/// resolved alerts. (Over a fixed set of seeds, so it is deterministic.)
+#[tokio::test]
+async fn the_scenarios_reach_late_records_mid_stream_closes_and_resolutions() {
+    use proptest::strategy::ValueTree;
+    use proptest::test_runner::{Config as RunnerConfig, TestRng, TestRunner};
+    let mut runner = TestRunner::new_with_rng(
+        RunnerConfig::default(),
+        TestRng::deterministic_rng(proptest::test_runner::RngAlgorithm::ChaCha),
+    );
+    let (mut late, mut resolved, mut firing) = (0, 0, 0);
+    for seed in 0..40u64 {
+        let steps = common::steps(90).new_tree(&mut runner).unwrap().current();
+        let d = deps(EmbeddedWindowStore::new());
+        let (model, _) = common::run(&d, &common::plan(&steps, seed)).await;
+        late += model.late;
+        resolved += model
+            .alerts
+            .iter()
+            .filter(|a| a.2 == AlertKind::Resolved.as_str())
+            .count();
+        firing += model
+            .alerts
+            .iter()
+            .filter(|a| a.2 == AlertKind::Firing.as_str())
+            .count();
+    }
+    assert!(
+        late > 10 && resolved > 5 && firing > 10,
+        "late {late}, resolved {resolved}, firing {firing}"
+    );
+}
+
+/// A store where another shard's invocation writes to a window just as it is being
+/// closed: between the closer's read and its first write.
+struct Racing {
+    inner: EmbeddedWindowStore,
+    raced: AtomicBool,
+}
+
+impl WindowStore for Racing {
+    async fn get_windows(&self, keys: &[WindowKey]) -> Result<Vec<Option<WindowState>>, PortError> {
+        self.inner.get_windows(keys).await
+    }
+    async fn put_window(
+        &self,
+        state: &WindowState,
+        close_at: Micros,
+    ) -> Result<Written, PortError> {
+        if state.closed && !self.raced.swap(true, Ordering::SeqCst) {
+            let mut w = self
+                .inner
+                .get_windows(&[state.window_key()])
+                .await?
+                .pop()
+                .flatten()
+                .expect("the window exists");
+            w.apply(&Change::Upsert {
+                id: "racer".into(),
+                value: 10.0,
+                changed_micros: T0 + 30_000_000,
+            });
+            assert_eq!(self.inner.put_window(&w, close_at).await?, Written::Ok);
+        }
+        self.inner.put_window(state, close_at).await
+    }
+    async fn due_windows(
+        &self,
+        rule: &str,
+        t: Micros,
+        limit: usize,
+    ) -> Result<Vec<WindowKey>, PortError> {
+        self.inner.due_windows(rule, t, limit).await
+    }
+    async fn get_key_state(&self, rule: &str, key: &str) -> Result<Option<KeyState>, PortError> {
+        self.inner.get_key_state(rule, key).await
+    }
+    async fn put_key_state(&self, state: &KeyState) -> Result<Written, PortError> {
+        self.inner.put_key_state(state).await
+    }
+    async fn raise_watermark(
+        &self,
+        rule: &str,
+        shard: &str,
+        micros: Micros,
+    ) -> Result<(), PortError> {
+        self.inner.raise_watermark(rule, shard, micros).await
+    }
+    async fn watermarks(&self, rule: &str) -> Result<Vec<(String, Micros)>, PortError> {
+        self.inner.watermarks(rule).await
+    }
+}
+
+#[tokio::test]
+async fn a_close_racing_another_shard_decides_on_the_final_statistics() {
+    let d = deps(Racing {
+        inner: EmbeddedWindowStore::new(),
+        raced: AtomicBool::new(false),
+    });
+    // Two readings of 70 (avg 70 would fire) ...
+    let steps = [
+        common::Step::Put {
+            item: 0,
+            device: 1,
+            value: 70,
+            advance_ms: 1_000,
+            back_ms: 0,
+        },
+        common::Step::Put {
+            item: 3,
+            device: 1,
+            value: 70,
+            advance_ms: 1_000,
+            back_ms: 0,
+        },
+    ];
+    for action in common::plan(&steps, 7) {
+        if let common::Action::Deliver(batch) = action {
+            let event = KinesisEvent {
+                records: batch.iter().map(|r| r.record.clone()).collect(),
+            };
+            process_batch(&d, &event).await;
+        }
+    }
+    // ... and a reading of 10 lands from another shard while the schedule closes it.
+    d.clock.0.store(T0 + 2 * MIN, Ordering::SeqCst);
+    let report = close_idle(&d).await.unwrap();
+    assert_eq!(report.windows_closed, 1);
+    let w = d.store.inner.windows().pop().unwrap();
+    let stats = w.stats().unwrap();
+    assert_eq!(
+        (stats.count, stats.avg, w.closed, w.settled),
+        (3, 50.0, true, true)
+    );
+    assert!(
+        d.outbox.alerts().is_empty(),
+        "no alert from statistics the window does not end with: {:?}",
+        d.outbox.alerts()
+    );
+}
+
+/// A store whose window writes fail transiently (throttling) a given number of times.
+struct Flaky {
+    inner: EmbeddedWindowStore,
+    failures: std::sync::atomic::AtomicUsize,
+}
+
+impl WindowStore for Flaky {
+    async fn get_windows(&self, keys: &[WindowKey]) -> Result<Vec<Option<WindowState>>, PortError> {
+        self.inner.get_windows(keys).await
+    }
+    async fn put_window(
+        &self,
+        state: &WindowState,
+        close_at: Micros,
+    ) -> Result<Written, PortError> {
+        let left = self.failures.load(Ordering::SeqCst);
+        if left > 0 && state.entries.values().any(|e| e.value > 80.0) {
+            self.failures.store(left - 1, Ordering::SeqCst);
+            return Err(PortError::transient("dynamodb.PutItem", "throttled"));
+        }
+        self.inner.put_window(state, close_at).await
+    }
+    async fn due_windows(
+        &self,
+        rule: &str,
+        t: Micros,
+        limit: usize,
+    ) -> Result<Vec<WindowKey>, PortError> {
+        self.inner.due_windows(rule, t, limit).await
+    }
+    async fn get_key_state(&self, rule: &str, key: &str) -> Result<Option<KeyState>, PortError> {
+        self.inner.get_key_state(rule, key).await
+    }
+    async fn put_key_state(&self, state: &KeyState) -> Result<Written, PortError> {
+        self.inner.put_key_state(state).await
+    }
+    async fn raise_watermark(
+        &self,
+        rule: &str,
+        shard: &str,
+        micros: Micros,
+    ) -> Result<(), PortError> {
+        self.inner.raise_watermark(rule, shard, micros).await
+    }
+    async fn watermarks(&self, rule: &str) -> Result<Vec<(String, Micros)>, PortError> {
+        self.inner.watermarks(rule).await
+    }
+}
+
+/// Guarantee 1's other half: a throttled window write reports the first record of that
+/// window as the batch item failure; Lambda's retry from there completes the windows
+/// exactly (what was written before is not counted twice).
+#[tokio::test]
+async fn a_transient_failure_retries_from_the_first_record_not_durable() {
+    let d = deps(Flaky {
+        inner: EmbeddedWindowStore::new(),
+        failures: std::sync::atomic::AtomicUsize::new(1),
+    });
+    let steps: Vec<common::Step> = [
+        (0, 0, 50),
+        (1, 1, 55),
+        (3, 0, 60),
+        (6, 1, 90),
+        (9, 0, 65),
+        (12, 1, 45),
+    ]
+    .into_iter()
+    .map(|(item, device, value)| common::Step::Put {
+        item,
+        device,
+        value,
+        advance_ms: 1_000,
+        back_ms: 0,
+    })
+    .collect();
+    // Items 0, 3, 6, 9, 12 and 1... are on shards by item % 3: take shard 0's records.
+    let shard0: Vec<common::Rec> = common::plan(&steps, 1)
+        .into_iter()
+        .flat_map(|a| match a {
+            common::Action::Deliver(b) => b,
+            common::Action::Schedule(_) => Vec::new(),
+        })
+        .filter(|r| {
+            r.record
+                .event_id
+                .as_deref()
+                .is_some_and(|e| e.starts_with("shardId-000000000000"))
+        })
+        .fold(Vec::<common::Rec>::new(), |mut acc, r| {
+            if !acc
+                .iter()
+                .any(|x| x.record.kinesis.sequence_number == r.record.kinesis.sequence_number)
+            {
+                acc.push(r);
+            }
+            acc
+        });
+    let event = KinesisEvent {
+        records: shard0.iter().map(|r| r.record.clone()).collect(),
+    };
+    let (response, _) = process_batch(&d, &event).await;
+    // device1's window (holding the 90) failed; its first record is item 6's.
+    let first_of_device1 = shard0
+        .iter()
+        .position(|r| r.new.as_ref().is_some_and(|n| n.0 == "device1"))
+        .unwrap();
+    assert_eq!(response.batch_item_failures.len(), 1);
+    assert_eq!(
+        response.batch_item_failures[0].item_identifier.as_deref(),
+        Some(
+            shard0[first_of_device1]
+                .record
+                .kinesis
+                .sequence_number
+                .as_str()
+        )
+    );
+    let retry = KinesisEvent {
+        records: event.records[first_of_device1..].to_vec(),
+    };
+    let (response, _) = process_batch(&d, &retry).await;
+    assert!(response.batch_item_failures.is_empty());
+    let mut model = common::Model::default();
+    model.deliver(&shard0);
+    let got = common::observed_windows_open(&d.store.inner.windows());
+    assert_eq!(got, model.windows());
+}
