@@ -4,6 +4,7 @@
 mod aws_args;
 mod backoff;
 mod decode;
+mod dev;
 mod replay;
 mod simulate;
 
@@ -47,6 +48,10 @@ enum Command {
     /// Replay recorded data into a real (or emulated) AWS account.
     #[command(subcommand)]
     Replay(Replay),
+    /// The stack on a local AWS API emulator: `dev up` creates it from template.yaml,
+    /// `dev run` runs the functions' binaries on its streams.
+    #[command(subcommand)]
+    Dev(dev::Dev),
 }
 
 #[derive(Subcommand)]
@@ -273,6 +278,7 @@ fn main() -> ExitCode {
         Command::Decode { event, data } => run_decode(&event, data),
         Command::Simulate(Simulate::Turbines(args)) => run_async(simulate::run(args)),
         Command::Replay(Replay::Accidents(args)) => run_async(replay::run(args)),
+        Command::Dev(command) => run_async(dev::run(command)),
     }
 }
 

@@ -1,0 +1,680 @@
+//! `streamwatch dev` end to end against moto: `dev up` creates the stack from template.yaml,
+//! the sample accidents CSV is replayed, a gust is simulated, `dev run` runs the three real
+//! function binaries until the stack is quiet; then CloudWatch holds the metric sums an
+//! independent count over the CSV gives, the alerts table the expected alerts, and SNS
+//! exactly the expected messages, once each.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use aws_config::{BehaviorVersion, Region};
+use aws_sdk_cloudwatch::primitives::DateTime;
+use aws_sdk_cloudwatch::types::{Dimension, Statistic};
+use aws_sdk_dynamodb::types::AttributeValue;
+use streamwatch_tests::{MotoServer, workspace_root};
+
+async fn config(endpoint: &str) -> aws_config::SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_dynamodb::config::Credentials::for_tests())
+        .load()
+        .await
+}
+
+/// Runs the real CLI (credentials only for the child process).
+async fn streamwatch(args: &[&str]) -> std::process::Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_streamwatch"))
+        .args(args)
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_REGION", "us-east-1")
+        .env_remove("AWS_ENDPOINT_URL")
+        .env_remove("AWS_PROFILE")
+        .output()
+        .await
+        .expect("streamwatch runs")
+}
+
+fn text(out: &std::process::Output) -> String {
+    format!(
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+const FUNCTIONS: [&str; 3] = ["metrics-publisher", "window-aggregator", "alerter"];
+
+fn newest_source(dir: &Path) -> SystemTime {
+    let mut newest = SystemTime::UNIX_EPOCH;
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return newest;
+    };
+    for e in entries.flatten() {
+        let path = e.path();
+        let t = if path.is_dir() {
+            newest_source(&path)
+        } else {
+            e.metadata()
+                .and_then(|m| m.modified())
+                .unwrap_or(SystemTime::UNIX_EPOCH)
+        };
+        newest = newest.max(t);
+    }
+    newest
+}
+
+/// The function binaries beside the CLI under test (same profile). `cargo test
+/// --workspace` builds them; they are (re)built here only when missing or older than the
+/// sources, so this test alone also works after a change to a function.
+fn function_binaries() -> PathBuf {
+    let dir = Path::new(env!("CARGO_BIN_EXE_streamwatch"))
+        .parent()
+        .expect("the binary has a directory")
+        .to_path_buf();
+    let root = workspace_root();
+    let mut dirs = vec![
+        root.join("crates/core/src"),
+        root.join("crates/adapters/src"),
+    ];
+    dirs.extend(
+        FUNCTIONS
+            .iter()
+            .map(|f| root.join("crates").join(f).join("src")),
+    );
+    let sources = dirs
+        .iter()
+        .map(|d| newest_source(d))
+        .max()
+        .unwrap_or(SystemTime::UNIX_EPOCH);
+    let fresh = FUNCTIONS.iter().all(|f| {
+        std::fs::metadata(dir.join(f))
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t >= sources)
+    });
+    if !fresh {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut build = std::process::Command::new(cargo);
+        build.arg("build").current_dir(&root);
+        if dir.file_name().and_then(|n| n.to_str()) == Some("release") {
+            build.arg("--release");
+        }
+        for f in FUNCTIONS {
+            build.args(["-p", f]);
+        }
+        let status = build.status().expect("cargo runs");
+        assert!(status.success(), "building the function binaries failed");
+    }
+    dir
+}
+
+async fn scan_all(
+    ddb: &aws_sdk_dynamodb::Client,
+    table: &str,
+) -> Vec<HashMap<String, AttributeValue>> {
+    let mut items = Vec::new();
+    let mut start = None;
+    loop {
+        let page = ddb
+            .scan()
+            .table_name(table)
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .unwrap();
+        items.extend(page.items.unwrap_or_default());
+        start = page.last_evaluated_key;
+        if start.is_none() {
+            return items;
+        }
+    }
+}
+
+fn s(item: &HashMap<String, AttributeValue>, k: &str) -> String {
+    item.get(k)
+        .and_then(|v| v.as_s().ok())
+        .cloned()
+        .unwrap_or_default()
+}
+
+type Series = (String, String, String);
+
+/// CloudWatch takes ASCII dimension values only; metrics-publisher documents that it drops
+/// Latin diacritics (`San José` → `San Jose`) and turns any other non-ASCII into `?`.
+fn ascii(s: &str) -> String {
+    s.chars()
+        .map(|c| match c {
+            'á' | 'à' | 'â' | 'ä' | 'ã' => 'a',
+            'é' | 'è' | 'ê' | 'ë' => 'e',
+            'í' | 'ì' | 'î' | 'ï' => 'i',
+            'ó' | 'ò' | 'ô' | 'ö' | 'õ' => 'o',
+            'ú' | 'ù' | 'û' | 'ü' => 'u',
+            'ñ' => 'n',
+            'ç' => 'c',
+            c if c.is_ascii() => c,
+            _ => '?',
+        })
+        .collect()
+}
+
+/// Severity > 2 rows counted by (Severity, City, County): the metrics-publisher defaults.
+fn expected_metrics(csv_path: &Path) -> (BTreeMap<Series, f64>, Vec<String>) {
+    let mut reader = csv::Reader::from_path(csv_path).unwrap();
+    let headers = reader.headers().unwrap().clone();
+    let col = |name: &str| headers.iter().position(|h| h == name).unwrap();
+    let (id, severity, city, county) = (col("ID"), col("Severity"), col("City"), col("County"));
+    let mut series = BTreeMap::new();
+    let mut severe = Vec::new();
+    for row in reader.records() {
+        let row = row.unwrap();
+        let sev: u32 = row[severity].parse().unwrap();
+        if sev > 2 {
+            *series
+                .entry((
+                    row[severity].to_owned(),
+                    ascii(&row[city]),
+                    ascii(&row[county]),
+                ))
+                .or_insert(0.0) += 1.0;
+        }
+        if sev >= 4 {
+            severe.push(row[id].to_owned());
+        }
+    }
+    severe.sort();
+    (series, severe)
+}
+
+/// Every `streamwatch/accidents` series in CloudWatch with its Sum over the last hours.
+async fn cloudwatch_sums(cw: &aws_sdk_cloudwatch::Client) -> BTreeMap<Series, f64> {
+    let mut metrics = Vec::new();
+    let mut token = None;
+    loop {
+        let page = cw
+            .list_metrics()
+            .namespace("streamwatch/accidents")
+            .metric_name("accidents")
+            .set_next_token(token)
+            .send()
+            .await
+            .unwrap();
+        metrics.extend(page.metrics.unwrap_or_default());
+        token = page.next_token;
+        if token.is_none() {
+            break;
+        }
+    }
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let mut out = BTreeMap::new();
+    for m in metrics {
+        let dims: BTreeMap<String, String> = m
+            .dimensions()
+            .iter()
+            .map(|d| {
+                (
+                    d.name().unwrap_or_default().to_owned(),
+                    d.value().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect();
+        let key = (
+            dims["severity_accident"].clone(),
+            dims["city_accident"].clone(),
+            dims["county_accident"].clone(),
+        );
+        if out.contains_key(&key) {
+            continue;
+        }
+        let stats = cw
+            .get_metric_statistics()
+            .namespace("streamwatch/accidents")
+            .metric_name("accidents")
+            .set_dimensions(Some(
+                dims.iter()
+                    .map(|(n, v)| Dimension::builder().name(n).value(v).build())
+                    .collect(),
+            ))
+            .start_time(DateTime::from_secs(now - 3 * 3600))
+            .end_time(DateTime::from_secs(now + 3600))
+            .period(3600)
+            .statistics(Statistic::Sum)
+            .send()
+            .await
+            .unwrap();
+        let sum = stats
+            .datapoints()
+            .iter()
+            .map(|p| p.sum().unwrap_or(0.0))
+            .sum::<f64>();
+        out.insert(key, sum);
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_up_replay_simulate_and_run_until_idle() {
+    let bin_dir = function_binaries();
+    let moto = MotoServer::start();
+    let endpoint = moto.endpoint();
+    let root = workspace_root();
+    let state = std::env::temp_dir().join(format!("streamwatch-dev-moto-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&state);
+    let state_arg = state.to_str().unwrap();
+    let template = root.join("template.yaml");
+    let csv = root.join("tests/fixtures/us-accidents-sample.csv");
+
+    // GIVEN the stack made by `dev up` from template.yaml, with 3 s windows
+    let up = streamwatch(&[
+        "dev",
+        "up",
+        "--endpoint-url",
+        &endpoint,
+        "--template",
+        template.to_str().unwrap(),
+        "--state-dir",
+        state_arg,
+        "--parameter",
+        "WindowSeconds=3",
+    ])
+    .await;
+    assert_eq!(up.status.code(), Some(0), "{}", text(&up));
+    let stack: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(state.join("stack.json")).unwrap()).unwrap();
+    for (logical, reference) in [
+        ("ReadingsTable", "streamwatch-ReadingsTable"),
+        ("AccidentsStream", "streamwatch-AccidentsStream"),
+        ("AlertsTable", "streamwatch-AlertsTable"),
+        (
+            "AlertsTopic",
+            "arn:aws:sns:us-east-1:123456789012:streamwatch-AlertsTopic",
+        ),
+    ] {
+        assert_eq!(stack["resources"][logical]["ref"], reference, "{stack}");
+    }
+    // moto has no Kinesis streaming destination: the readings table streams to dev run.
+    assert_eq!(
+        stack["forwards"][0]["kinesis_stream"],
+        "streamwatch-ReadingsStream"
+    );
+
+    // AND the sample CSV replayed and a gust on device1 (calm readings stay under 40 mph)
+    let replay = streamwatch(&[
+        "replay",
+        "accidents",
+        "--endpoint-url",
+        &endpoint,
+        "--stream",
+        "streamwatch-AccidentsStream",
+        "--csv",
+        csv.to_str().unwrap(),
+    ])
+    .await;
+    assert_eq!(replay.status.code(), Some(0), "{}", text(&replay));
+    let simulate = streamwatch(&[
+        "simulate",
+        "turbines",
+        "--endpoint-url",
+        &endpoint,
+        "--table",
+        "streamwatch-ReadingsTable",
+        "--devices",
+        "2",
+        "--rate",
+        "4",
+        "--duration",
+        "12",
+        "--min",
+        "25",
+        "--max",
+        "40",
+        "--gust",
+        "device1:90:6",
+    ])
+    .await;
+    assert_eq!(simulate.status.code(), Some(0), "{}", text(&simulate));
+
+    // WHEN dev run runs the functions until nothing moves for 20 s (the last windows close
+    // on the schedule about 18 s after the last reading)
+    let run = tokio::time::timeout(
+        Duration::from_secs(240),
+        streamwatch(&[
+            "dev",
+            "run",
+            "--state-dir",
+            state_arg,
+            "--bin-dir",
+            bin_dir.to_str().unwrap(),
+            "--until-idle",
+            "20",
+            "--schedule-every",
+            "2",
+            "--poll-ms",
+            "250",
+        ]),
+    )
+    .await
+    .expect("dev run stops when idle");
+    assert_eq!(run.status.code(), Some(0), "{}", text(&run));
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(stdout.contains("dev run: stopped (idle)"), "{}", text(&run));
+    for f in FUNCTIONS {
+        assert!(
+            stdout.contains(&format!("streamwatch-{f} ")),
+            "no invocation of {f}: {}",
+            text(&run)
+        );
+    }
+
+    let sdk = config(&endpoint).await;
+    let (expected_series, severe_ids) = expected_metrics(&csv);
+    assert_eq!(severe_ids.len(), 37);
+
+    // THEN CloudWatch holds, per (severity, city, county), the count of Severity > 2 rows
+    let cw = aws_sdk_cloudwatch::Client::new(&sdk);
+    let sums = cloudwatch_sums(&cw).await;
+    assert_eq!(sums, expected_series);
+    assert_eq!(sums.values().sum::<f64>(), 139.0);
+
+    // AND the alerts table holds one event alert per Severity 4 row, and device1's window
+    // alerts: firing, then one resolved; none for device2
+    let ddb = aws_sdk_dynamodb::Client::new(&sdk);
+    let items = scan_all(&ddb, "streamwatch-AlertsTable").await;
+    let alerts: Vec<&HashMap<String, AttributeValue>> = items
+        .iter()
+        .filter(|i| s(i, "record_type") == "alert")
+        .collect();
+    let mut accident_keys: Vec<String> = alerts
+        .iter()
+        .filter(|a| s(a, "rule") == "accident-severity")
+        .map(|a| {
+            assert_eq!(s(a, "kind"), "event");
+            s(a, "key")
+        })
+        .collect();
+    accident_keys.sort();
+    assert_eq!(accident_keys, severe_ids);
+    let windows: Vec<(String, String)> = alerts
+        .iter()
+        .filter(|a| s(a, "rule") == "windspeed-avg")
+        .map(|a| (s(a, "key"), s(a, "kind")))
+        .collect();
+    assert!(windows.iter().all(|(k, _)| k == "device1"), "{windows:?}");
+    let firing = windows.iter().filter(|(_, kind)| kind == "firing").count();
+    let resolved = windows
+        .iter()
+        .filter(|(_, kind)| kind == "resolved")
+        .count();
+    assert!(firing >= 1 && resolved == 1, "{windows:?}");
+    assert_eq!(alerts.len(), 37 + firing + resolved);
+
+    // AND SNS holds exactly one message per Severity 4 accident, and device1's FIRING then
+    // RESOLVED ([message id, message, subject, attributes, group id] each)
+    let sent = moto.sns_notifications();
+    let attribute = |n: &serde_json::Value, name: &str| {
+        n[3][name]["Value"].as_str().unwrap_or_default().to_owned()
+    };
+    let mut accident_notified: Vec<String> = sent
+        .iter()
+        .filter(|n| attribute(n, "rule") == "accident-severity")
+        .map(|n| attribute(n, "key"))
+        .collect();
+    accident_notified.sort();
+    assert_eq!(accident_notified, severe_ids);
+    let wind: Vec<String> = sent
+        .iter()
+        .filter(|n| attribute(n, "rule") == "windspeed-avg")
+        .map(|n| n[2].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(wind.len(), 2, "{wind:?}");
+    assert!(
+        wind[0].starts_with("[FIRING] Wind speed avg") && wind[0].ends_with("on device1"),
+        "{wind:?}"
+    );
+    assert!(
+        wind[1].starts_with("[RESOLVED] Wind speed avg") && wind[1].ends_with("on device1"),
+        "{wind:?}"
+    );
+    assert_eq!(sent.len(), 37 + 2);
+
+    // AND nothing was given up: every on-failure queue is empty
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    for q in ["MetricsPublisherDLQ", "WindowAggregatorDLQ", "AlerterDLQ"] {
+        let url = stack["resources"][q]["ref"].as_str().unwrap();
+        let got = sqs
+            .receive_message()
+            .queue_url(url)
+            .max_number_of_messages(10)
+            .send()
+            .await
+            .unwrap();
+        assert!(got.messages().is_empty(), "{q}: {:?}", got.messages());
+    }
+
+    // AND a second dev run resumes from the checkpoints: nothing is delivered again
+    let again = streamwatch(&[
+        "dev",
+        "run",
+        "--state-dir",
+        state_arg,
+        "--bin-dir",
+        bin_dir.to_str().unwrap(),
+        "--until-idle",
+        "2",
+    ])
+    .await;
+    assert_eq!(again.status.code(), Some(0), "{}", text(&again));
+    let again_out = String::from_utf8_lossy(&again.stdout);
+    assert!(!again_out.contains(" records  "), "{}", text(&again));
+    assert_eq!(moto.sns_notifications().len(), 37 + 2);
+    let _ = std::fs::remove_dir_all(&state);
+}
+
+/// Every record in every shard of a Kinesis stream: (shard id, sequence number).
+async fn stream_records(kinesis: &aws_sdk_kinesis::Client, stream: &str) -> Vec<(String, String)> {
+    use aws_sdk_kinesis::types::ShardIteratorType;
+    let mut out = Vec::new();
+    let shards = kinesis
+        .list_shards()
+        .stream_name(stream)
+        .send()
+        .await
+        .unwrap();
+    for shard in shards.shards() {
+        let mut iterator = kinesis
+            .get_shard_iterator()
+            .stream_name(stream)
+            .shard_id(shard.shard_id())
+            .shard_iterator_type(ShardIteratorType::TrimHorizon)
+            .send()
+            .await
+            .unwrap()
+            .shard_iterator
+            .unwrap();
+        loop {
+            let page = kinesis
+                .get_records()
+                .shard_iterator(&iterator)
+                .send()
+                .await
+                .unwrap();
+            if page.records().is_empty() {
+                break;
+            }
+            out.extend(
+                page.records()
+                    .iter()
+                    .map(|r| (shard.shard_id().to_owned(), r.sequence_number().to_owned())),
+            );
+            match page.next_shard_iterator {
+                Some(next) => iterator = next,
+                None => break,
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_function_that_always_fails_sends_its_batches_to_the_on_failure_queue() {
+    // GIVEN a stack whose metrics-publisher binary exits at once (the others are real)
+    let real = function_binaries();
+    let moto = MotoServer::start();
+    let endpoint = moto.endpoint();
+    let root = workspace_root();
+    let state = std::env::temp_dir().join(format!("streamwatch-dev-fail-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&state);
+    let bins = state.join("bin");
+    std::fs::create_dir_all(&bins).unwrap();
+    for f in ["window-aggregator", "alerter"] {
+        std::os::unix::fs::symlink(real.join(f), bins.join(f)).unwrap();
+    }
+    let broken = bins.join("metrics-publisher");
+    std::fs::write(&broken, "#!/bin/sh\nexit 3\n").unwrap();
+    std::fs::set_permissions(&broken, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let state_arg = state.to_str().unwrap();
+    let up = streamwatch(&[
+        "dev",
+        "up",
+        "--endpoint-url",
+        &endpoint,
+        "--template",
+        root.join("template.yaml").to_str().unwrap(),
+        "--state-dir",
+        state_arg,
+    ])
+    .await;
+    assert_eq!(up.status.code(), Some(0), "{}", text(&up));
+    // AND ten plain accident records on the stream
+    let replay = streamwatch(&[
+        "replay",
+        "accidents",
+        "--endpoint-url",
+        &endpoint,
+        "--stream",
+        "streamwatch-AccidentsStream",
+        "--csv",
+        root.join("tests/fixtures/us-accidents-sample.csv")
+            .to_str()
+            .unwrap(),
+        "--no-aggregate",
+        "--start-row",
+        "490",
+    ])
+    .await;
+    assert_eq!(replay.status.code(), Some(0), "{}", text(&replay));
+    let sdk = config(&endpoint).await;
+    let on_stream = stream_records(
+        &aws_sdk_kinesis::Client::new(&sdk),
+        "streamwatch-AccidentsStream",
+    )
+    .await;
+    assert!(!on_stream.is_empty());
+
+    // WHEN dev run runs until idle
+    let run = tokio::time::timeout(
+        Duration::from_secs(120),
+        streamwatch(&[
+            "dev",
+            "run",
+            "--state-dir",
+            state_arg,
+            "--bin-dir",
+            bins.to_str().unwrap(),
+            "--until-idle",
+            "3",
+            "--poll-ms",
+            "250",
+        ]),
+    )
+    .await
+    .expect("dev run stops when idle");
+    assert_eq!(run.status.code(), Some(0), "{}", text(&run));
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        stdout.contains("given up (RetryAttemptsExhausted) -> "),
+        "{}",
+        text(&run)
+    );
+
+    // THEN the on-failure queue holds Lambda's invocation records covering every record,
+    // each batch after 1 + MaximumRetryAttempts (5) attempts
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let url = "streamwatch-MetricsPublisherDLQ";
+    let url = sqs
+        .get_queue_url()
+        .queue_name(url)
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    let mut records = Vec::new();
+    loop {
+        let got = sqs
+            .receive_message()
+            .queue_url(&url)
+            .max_number_of_messages(10)
+            .send()
+            .await
+            .unwrap();
+        if got.messages().is_empty() {
+            break;
+        }
+        for m in got.messages() {
+            records.push(serde_json::from_str::<serde_json::Value>(m.body().unwrap()).unwrap());
+            sqs.delete_message()
+                .queue_url(&url)
+                .receipt_handle(m.receipt_handle().unwrap())
+                .send()
+                .await
+                .unwrap();
+        }
+    }
+    let mut covered = 0;
+    for r in &records {
+        assert_eq!(
+            r["requestContext"]["condition"], "RetryAttemptsExhausted",
+            "{r}"
+        );
+        assert_eq!(r["requestContext"]["approximateInvokeCount"], 6, "{r}");
+        assert_eq!(
+            r["requestContext"]["functionArn"],
+            "arn:aws:lambda:us-east-1:123456789012:function:streamwatch-metrics-publisher"
+        );
+        let info = &r["KinesisBatchInfo"];
+        assert_eq!(
+            info["streamArn"],
+            "arn:aws:kinesis:us-east-1:123456789012:stream/streamwatch-AccidentsStream"
+        );
+        let shard = info["shardId"].as_str().unwrap();
+        let in_shard: Vec<&String> = on_stream
+            .iter()
+            .filter(|(s, _)| s == shard)
+            .map(|(_, seq)| seq)
+            .collect();
+        assert!(in_shard.contains(&&info["startSequenceNumber"].as_str().unwrap().to_owned()));
+        assert!(in_shard.contains(&&info["endSequenceNumber"].as_str().unwrap().to_owned()));
+        covered += info["batchSize"].as_u64().unwrap();
+    }
+    assert_eq!(covered as usize, on_stream.len(), "{records:?}");
+    // AND the other functions' queues are empty
+    for q in ["streamwatch-WindowAggregatorDLQ", "streamwatch-AlerterDLQ"] {
+        let url = sqs
+            .get_queue_url()
+            .queue_name(q)
+            .send()
+            .await
+            .unwrap()
+            .queue_url
+            .unwrap();
+        let got = sqs.receive_message().queue_url(&url).send().await.unwrap();
+        assert!(got.messages().is_empty(), "{q}");
+    }
+    let _ = std::fs::remove_dir_all(&state);
+}
