@@ -30,6 +30,31 @@ pub enum Fault {
     LoseResponse,
 }
 
+impl Fault {
+    /// Every fault the proxy can inject (all but [`Fault::Pass`]).
+    pub const INJECTED: [Fault; 6] = [
+        Fault::Throttle,
+        Fault::Http500,
+        Fault::Http503,
+        Fault::Reset,
+        Fault::Slow,
+        Fault::LoseResponse,
+    ];
+
+    /// A short name for summaries.
+    pub fn name(self) -> &'static str {
+        match self {
+            Fault::Pass => "pass",
+            Fault::Throttle => "throttle",
+            Fault::Http500 => "http500",
+            Fault::Http503 => "http503",
+            Fault::Reset => "reset",
+            Fault::Slow => "slow",
+            Fault::LoseResponse => "lost-response",
+        }
+    }
+}
+
 /// Decides the fault for each call: `(operation, call number of that operation) -> Fault`.
 pub type FaultPlan = Arc<dyn Fn(&str, u64) -> Fault + Send + Sync>;
 
@@ -59,6 +84,110 @@ pub fn random_plan(
     })
 }
 
+/// A seeded chaos plan: each call of an operation gets a fault with that operation's rate,
+/// the kind drawn by weight. The decision is a pure function of (seed, operation, call
+/// number of that operation), so a run is reproducible up to the order in which concurrent
+/// invocations make their calls.
+#[derive(Debug, Clone)]
+pub struct Chaos {
+    seed: u64,
+    rate: f64,
+    rates: BTreeMap<String, f64>,
+    weights: Vec<(Fault, u32)>,
+}
+
+impl Chaos {
+    /// Every operation at `rate`; every fault kind equally likely except `Slow`, which
+    /// costs a client timeout each and so is a fifth as likely.
+    pub fn new(seed: u64, rate: f64) -> Self {
+        Self {
+            seed,
+            rate,
+            rates: BTreeMap::new(),
+            weights: Fault::INJECTED
+                .iter()
+                .map(|&f| (f, if f == Fault::Slow { 1 } else { 5 }))
+                .collect(),
+        }
+    }
+
+    /// A different rate for one operation (`0.0` leaves it alone).
+    pub fn rate(mut self, operation: &str, rate: f64) -> Self {
+        self.rates.insert(operation.to_owned(), rate);
+        self
+    }
+
+    /// Fault kinds and their relative weights.
+    pub fn weights(mut self, weights: &[(Fault, u32)]) -> Self {
+        self.weights = weights.to_vec();
+        self
+    }
+
+    /// The fault of the `n`th call of `operation`.
+    pub fn decide(&self, operation: &str, n: u64) -> Fault {
+        let rate = self.rates.get(operation).copied().unwrap_or(self.rate);
+        let total: u64 = self.weights.iter().map(|(_, w)| u64::from(*w)).sum();
+        if rate <= 0.0 || total == 0 {
+            return Fault::Pass;
+        }
+        let h = splitmix(self.seed ^ splitmix(fnv(operation) ^ splitmix(n)));
+        let r = (h >> 11) as f64 / (1u64 << 53) as f64;
+        if r >= rate {
+            return Fault::Pass;
+        }
+        let mut pick = splitmix(h) % total;
+        for (fault, w) in &self.weights {
+            if pick < u64::from(*w) {
+                return *fault;
+            }
+            pick -= u64::from(*w);
+        }
+        Fault::Pass
+    }
+
+    pub fn plan(self) -> FaultPlan {
+        Arc::new(move |op: &str, n: u64| self.decide(op, n))
+    }
+}
+
+fn splitmix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+fn fnv(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    })
+}
+
+/// The seed of a chaos run: `CHAOS_SEED` when set (to replay a failure), else from the
+/// clock. Printed by the caller so any run can be replayed.
+pub fn seed_from_env() -> u64 {
+    std::env::var("CHAOS_SEED")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(1)
+        })
+}
+
+/// A number from the environment variable `name`, else `default` (to scale a run up by hand).
+pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(default)
+}
+
+/// Requests applied whose response was lost: (operation, body).
+type LostRequests = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
+
 /// Counts of what the proxy did, per (operation, fault).
 pub type FaultCounts = BTreeMap<(String, Fault), u64>;
 
@@ -66,6 +195,7 @@ pub type FaultCounts = BTreeMap<(String, Fault), u64>;
 pub struct FaultProxy {
     port: u16,
     counts: Arc<Mutex<FaultCounts>>,
+    lost: LostRequests,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -77,24 +207,32 @@ impl FaultProxy {
         let upstream = upstream.trim_start_matches("http://").to_owned();
         let counts = Arc::new(Mutex::new(FaultCounts::new()));
         let calls = Arc::new(Mutex::new(BTreeMap::<String, u64>::new()));
+        let lost = Arc::new(Mutex::new(Vec::new()));
         let task_counts = counts.clone();
+        let task_lost = lost.clone();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((client, _)) = listener.accept().await else {
                     break;
                 };
-                let (upstream, plan, counts, calls) = (
+                let (upstream, plan, counts, calls, lost) = (
                     upstream.clone(),
                     plan.clone(),
                     task_counts.clone(),
                     calls.clone(),
+                    task_lost.clone(),
                 );
                 tokio::spawn(async move {
-                    let _ = serve(client, &upstream, plan, counts, calls, slow).await;
+                    let _ = serve(client, &upstream, plan, counts, calls, lost, slow).await;
                 });
             }
         });
-        Self { port, counts, task }
+        Self {
+            port,
+            counts,
+            lost,
+            task,
+        }
     }
 
     pub fn endpoint(&self) -> String {
@@ -107,6 +245,41 @@ impl FaultProxy {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// Requests moto applied whose response was lost: (operation, request body), so a test
+    /// can count what a non-idempotent write may have applied twice.
+    pub fn lost_requests(&self) -> Vec<(String, Vec<u8>)> {
+        self.lost.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Calls per fault kind, over all operations (`Pass` included).
+    pub fn by_kind(&self) -> BTreeMap<Fault, u64> {
+        let mut out = BTreeMap::new();
+        for ((_, fault), n) in self.counts() {
+            *out.entry(fault).or_insert(0) += n;
+        }
+        out
+    }
+
+    /// One line: calls in all, then each fault kind injected.
+    pub fn summary(&self) -> String {
+        let kinds = self.by_kind();
+        let calls: u64 = kinds.values().sum();
+        let injected: u64 = kinds
+            .iter()
+            .filter(|(f, _)| **f != Fault::Pass)
+            .map(|(_, n)| n)
+            .sum();
+        let mut line = format!("calls {calls}, faults {injected}");
+        for fault in Fault::INJECTED {
+            line.push_str(&format!(
+                ", {} {}",
+                fault.name(),
+                kinds.get(&fault).copied().unwrap_or(0)
+            ));
+        }
+        line
     }
 
     /// Calls that got `fault`, over all operations.
@@ -201,6 +374,7 @@ async fn serve(
     plan: FaultPlan,
     counts: Arc<Mutex<FaultCounts>>,
     calls: Arc<Mutex<BTreeMap<String, u64>>>,
+    lost: LostRequests,
     slow: Duration,
 ) -> std::io::Result<()> {
     let mut buf = Vec::new();
@@ -224,6 +398,9 @@ async fn serve(
             }
             Fault::LoseResponse => {
                 let _ = forward(upstream, &req).await?;
+                lost.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push((req.operation.clone(), req.body.clone()));
                 return Ok(());
             }
             Fault::Reset => return Ok(()),
@@ -330,4 +507,66 @@ async fn forward(upstream: &str, req: &Request) -> std::io::Result<Vec<u8>> {
         return Ok(out);
     }
     Ok(response)
+}
+
+/// Whether the SDK clients of a chaos run retry on their own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SdkRetries {
+    /// Every injected fault reaches the adapter and the handler.
+    Off,
+    /// The SDK's standard mode, 3 attempts, short backoff: what a deployed function runs.
+    Standard,
+}
+
+/// The attempt timeout chaos clients use; [`FaultProxy::start`] gets a longer `slow`.
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_millis(1_000);
+
+/// SDK configuration for clients that go through a fault proxy at `endpoint`: test
+/// credentials, us-east-1, an attempt timeout (so `Slow` becomes a timeout), and no
+/// request compression (the proxy reads query-protocol bodies to name the operation).
+pub async fn chaos_sdk_config(endpoint: &str, retries: SdkRetries) -> aws_config::SdkConfig {
+    let retry = match retries {
+        SdkRetries::Off => aws_config::retry::RetryConfig::disabled(),
+        SdkRetries::Standard => aws_config::retry::RetryConfig::standard()
+            .with_max_attempts(3)
+            .with_initial_backoff(Duration::from_millis(5))
+            .with_max_backoff(Duration::from_millis(50)),
+    };
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_credential_types::Credentials::for_tests())
+        .retry_config(retry)
+        .timeout_config(
+            aws_config::timeout::TimeoutConfig::builder()
+                .operation_attempt_timeout(ATTEMPT_TIMEOUT)
+                .build(),
+        )
+        .disable_request_compression(true)
+        .load()
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chaos_decisions_are_seeded_per_operation_and_call_and_near_the_rate() {
+        let a = Chaos::new(7, 0.2).rate("Publish", 0.0);
+        let b = Chaos::new(7, 0.2);
+        let calls: Vec<Fault> = (1..=10_000).map(|n| a.decide("PutItem", n)).collect();
+        let again: Vec<Fault> = (1..=10_000).map(|n| b.decide("PutItem", n)).collect();
+        assert_eq!(calls, again, "same seed, same decisions");
+        let injected = calls.iter().filter(|f| **f != Fault::Pass).count();
+        assert!((1_800..2_200).contains(&injected), "{injected} of 10,000");
+        for fault in Fault::INJECTED {
+            assert!(calls.contains(&fault), "{fault:?} never drawn");
+        }
+        assert!((1..=1_000).all(|n| a.decide("Publish", n) == Fault::Pass));
+        let other: Vec<Fault> = (1..=10_000)
+            .map(|n| Chaos::new(8, 0.2).decide("PutItem", n))
+            .collect();
+        assert_ne!(calls, other, "another seed, other decisions");
+    }
 }
