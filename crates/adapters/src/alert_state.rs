@@ -468,7 +468,11 @@ impl AlertStateStore for DynamoDbAlertStateStore {
             .update_expression(
                 "SET #status = :sent, message_id = :mid, sent_at = :now REMOVE #lease",
             )
-            .condition_expression("#status = :sending AND #owner = :owner")
+            // The second branch makes a retry idempotent: when the first attempt was
+            // applied but its response lost, the item is already ours and sent.
+            .condition_expression(
+                "#owner = :owner AND (#status = :sending OR (#status = :sent AND message_id = :mid))",
+            )
             .expression_attribute_names("#status", "status")
             .expression_attribute_names("#owner", "owner")
             .expression_attribute_names("#lease", "lease_until")
@@ -521,6 +525,8 @@ pub struct EmbeddedAlertStateStore {
 struct Embedded {
     notifications: BTreeMap<String, NotificationRecord>,
     states: BTreeMap<(String, String), AlertState>,
+    /// Who marked each sent notification, as the table's `owner` attribute keeps it.
+    sent_by: BTreeMap<String, String>,
 }
 
 impl EmbeddedAlertStateStore {
@@ -618,6 +624,7 @@ impl AlertStateStore for EmbeddedAlertStateStore {
         now_micros: Micros,
     ) -> Result<MarkOutcome, PortError> {
         let mut inner = self.lock();
+        let inner = &mut *inner;
         match inner.notifications.get_mut(alert_id) {
             Some(record) if matches!(&record.status, NotificationStatus::Sending { owner: o, .. } if o == owner) =>
             {
@@ -625,6 +632,13 @@ impl AlertStateStore for EmbeddedAlertStateStore {
                     message_id: message_id.to_owned(),
                     sent_at_micros: now_micros,
                 };
+                inner.sent_by.insert(alert_id.to_owned(), owner.to_owned());
+                Ok(MarkOutcome::Marked)
+            }
+            Some(record)
+                if inner.sent_by.get(alert_id).map(String::as_str) == Some(owner)
+                    && matches!(&record.status, NotificationStatus::Sent { message_id: m, .. } if m == message_id) =>
+            {
                 Ok(MarkOutcome::Marked)
             }
             _ => Ok(MarkOutcome::LeaseLost),

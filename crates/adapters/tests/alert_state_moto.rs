@@ -173,6 +173,29 @@ async fn semantics(store: &impl AlertStateStore) {
             sent_at_micros: NOW + 35 * SEC
         }
     );
+    // The same mark again (the SDK retrying a write whose response was lost) is no lost
+    // lease; another owner, or another message id, still is.
+    assert_eq!(
+        store
+            .mark_sent(id, "c", "m-c", NOW + 35 * SEC)
+            .await
+            .unwrap(),
+        MarkOutcome::Marked
+    );
+    assert_eq!(
+        store
+            .mark_sent(id, "b", "m-c", NOW + 36 * SEC)
+            .await
+            .unwrap(),
+        MarkOutcome::LeaseLost
+    );
+    assert_eq!(
+        store
+            .mark_sent(id, "c", "m-x", NOW + 36 * SEC)
+            .await
+            .unwrap(),
+        MarkOutcome::LeaseLost
+    );
     assert_eq!(read.attempts, 4);
     // Sent is final; suppressed and unknown notifications cannot be claimed.
     for (alert_id, at) in [

@@ -440,7 +440,9 @@ pub trait AlertStateStore: Send + Sync {
         lease_until_micros: Micros,
     ) -> impl Future<Output = Result<ClaimOutcome, PortError>> + Send;
 
-    /// `sending → sent` if `owner` still holds the claim.
+    /// `sending → sent` if `owner` still holds the claim. Idempotent: marking again what
+    /// `owner` already marked sent with the same `message_id` is `Marked` (the SDK retries
+    /// a write whose response was lost; that is not a lost lease).
     fn mark_sent(
         &self,
         alert_id: &str,
