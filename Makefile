@@ -50,5 +50,6 @@ lambda-build:
 report-check:
 	tools/report_render_check.sh
 
+# Every bench/*.sh (decode, lambda init/warm/memory, soak), then one table with the ratios.
 bench:
-	bench/decode.sh
+	bench/all.sh
