@@ -278,3 +278,271 @@ fn window_aggregator_environment_matches_its_config() {
         window_aggregator::config::Config::from_source(src)
     });
 }
+
+// ------------------------------------------------------------------ least privilege
+
+/// Logical ids a policy value refers to: `Ref`, `Fn::GetAtt` and `${X}` / `${X.Attr}` in
+/// `Fn::Sub` (pseudo parameters like `AWS::Region` excluded), anywhere inside `v`.
+fn referenced(v: &Value, out: &mut std::collections::BTreeSet<String>) {
+    match v {
+        Value::Object(o) => {
+            if let Some(Value::String(name)) = o.get("Ref") {
+                out.insert(name.clone());
+            }
+            if let Some(Value::Array(parts)) = o.get("Fn::GetAtt")
+                && let Some(Value::String(name)) = parts.first()
+            {
+                out.insert(name.clone());
+            }
+            if let Some(Value::String(name)) = o.get("Fn::GetAtt") {
+                out.insert(name.split('.').next().unwrap_or(name).to_owned());
+            }
+            if let Some(sub) = o.get("Fn::Sub") {
+                let text = match sub {
+                    Value::String(s) => s.as_str(),
+                    Value::Array(a) => a.first().and_then(Value::as_str).unwrap_or(""),
+                    _ => "",
+                };
+                let mut rest = text;
+                while let Some(start) = rest.find("${") {
+                    let Some(len) = rest[start..].find('}') else {
+                        break;
+                    };
+                    let name = &rest[start + 2..start + len];
+                    out.insert(name.split('.').next().unwrap_or(name).to_owned());
+                    rest = &rest[start + len..];
+                }
+            }
+            for child in o.values() {
+                referenced(child, out);
+            }
+        }
+        Value::Array(a) => a.iter().for_each(|c| referenced(c, out)),
+        _ => {}
+    }
+    out.retain(|n| !n.starts_with("AWS::"));
+}
+
+fn refs(v: &Value) -> std::collections::BTreeSet<String> {
+    let mut out = std::collections::BTreeSet::new();
+    referenced(v, &mut out);
+    out
+}
+
+/// Which function owns which resource, read from the functions themselves: the stream of
+/// its event source, its on-failure queue, its log group, its role, and every resource
+/// only its environment names. Resources several functions name (the alerts outbox, the
+/// key) are shared and owned by none.
+fn owners(t: &Value) -> std::collections::BTreeMap<String, String> {
+    let mut named: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> =
+        std::collections::BTreeMap::new();
+    for (function, f) in functions(t) {
+        let p = &f["Properties"];
+        for part in [
+            &p["Events"],
+            &p["Environment"],
+            &p["LoggingConfig"],
+            &p["Role"],
+        ] {
+            for r in refs(part) {
+                named.entry(r).or_default().insert(function.clone());
+            }
+        }
+    }
+    named
+        .into_iter()
+        .filter(|(r, fs)| fs.len() == 1 && t["Resources"].get(r).is_some())
+        .map(|(r, fs)| (r, fs.into_iter().next().unwrap_or_default()))
+        .collect()
+}
+
+/// The function each role belongs to.
+fn role_function(t: &Value, role: &str) -> String {
+    functions(t)
+        .into_iter()
+        .find(|(_, f)| refs(&f["Properties"]["Role"]).contains(role))
+        .map(|(name, _)| name.clone())
+        .unwrap_or_else(|| panic!("{role} belongs to no function"))
+}
+
+#[test]
+fn no_role_reaches_another_functions_resources() {
+    let t = template();
+    let owners = owners(&t);
+    // Each function owns at least its stream (or table stream), queue, log group and role.
+    for (function, _) in functions(&t) {
+        let owned = owners.values().filter(|o| *o == function).count();
+        assert!(
+            owned >= 4,
+            "{function} owns only {owned} resources: {owners:?}"
+        );
+    }
+    let mut checked = 0;
+    for (role, s) in statements(&t) {
+        let function = role_function(&t, &role);
+        for r in refs(&s["Resource"]) {
+            if let Some(owner) = owners.get(&r) {
+                assert_eq!(
+                    owner, &function,
+                    "{role} (of {function}) reaches {r}, which belongs to {owner}: {s}"
+                );
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= 15, "{checked} resource references checked");
+}
+
+#[test]
+fn shared_resources_are_reached_only_as_each_function_needs() {
+    let t = template();
+    // (role, shared resource) → the only actions it may have on it. The producers only
+    // append alerts; only the alerter reads the outbox (stream and its state items) and
+    // publishes; everyone may use the key of the queues/topic they send to.
+    let allowed: &[(&str, &str, &[&str])] = &[
+        ("MetricsPublisherRole", "AlertsTable", &["dynamodb:PutItem"]),
+        ("WindowAggregatorRole", "AlertsTable", &["dynamodb:PutItem"]),
+        (
+            "AlerterRole",
+            "AlertsTable",
+            &[
+                "dynamodb:DescribeStream",
+                "dynamodb:GetRecords",
+                "dynamodb:GetShardIterator",
+                "dynamodb:ListStreams",
+                "dynamodb:GetItem",
+                "dynamodb:PutItem",
+                "dynamodb:UpdateItem",
+            ],
+        ),
+        ("AlerterRole", "AlertsTopic", &["sns:Publish"]),
+    ];
+    let key_actions = ["kms:GenerateDataKey", "kms:Decrypt"];
+    let owners = owners(&t);
+    for (role, s) in statements(&t) {
+        let actions: Vec<String> = as_list(&s["Action"])
+            .iter()
+            .filter_map(|a| a.as_str().map(str::to_owned))
+            .collect();
+        for r in refs(&s["Resource"]) {
+            if owners.contains_key(&r) {
+                continue;
+            }
+            if r == "AlertsKey" {
+                assert!(
+                    actions.iter().all(|a| key_actions.contains(&a.as_str())),
+                    "{role}: {actions:?} on the key"
+                );
+                continue;
+            }
+            let Some((_, _, ok)) = allowed.iter().find(|(ro, re, _)| *ro == role && *re == r)
+            else {
+                panic!("{role} reaches shared resource {r} without a listed need: {s}");
+            };
+            for a in &actions {
+                assert!(ok.contains(&a.as_str()), "{role}: {a} on {r} is not needed");
+            }
+        }
+    }
+}
+
+#[test]
+fn the_topic_policy_admits_only_the_alerter_and_the_alarms() {
+    let t = template();
+    let policies: Vec<&Value> = t["Resources"]
+        .as_object()
+        .unwrap()
+        .values()
+        .filter(|r| r["Type"] == "AWS::SNS::TopicPolicy")
+        .collect();
+    assert_eq!(policies.len(), 1, "one topic policy");
+    let topic_statements = policies[0]["Properties"]["PolicyDocument"]["Statement"]
+        .as_array()
+        .unwrap();
+    for s in topic_statements {
+        let actions = as_list(&s["Action"]);
+        if s["Effect"] == "Allow" {
+            // The only grant: the CloudWatch alarms service of this account, Publish only.
+            assert_eq!(
+                s["Principal"],
+                serde_json::json!({"Service": "cloudwatch.amazonaws.com"}),
+                "{s}"
+            );
+            assert_eq!(actions, vec![Value::from("sns:Publish")], "{s}");
+            assert_eq!(
+                s["Condition"]["StringEquals"]["aws:SourceAccount"],
+                serde_json::json!({"Ref": "AWS::AccountId"}),
+                "{s}: alarms of other accounts must not publish"
+            );
+        }
+    }
+    let deny = topic_statements
+        .iter()
+        .find(|s| s["Effect"] == "Deny")
+        .expect("a Deny statement");
+    assert_eq!(deny["Principal"], "*");
+    assert!(as_list(&deny["Action"]).contains(&Value::from("sns:Publish")));
+    // Denied to every principal but the alerter's role; service principals (the alarms)
+    // are left to the Allow above.
+    let not_equals = deny["Condition"]["StringNotEquals"].as_object().unwrap();
+    assert_eq!(not_equals.len(), 1, "{deny}");
+    assert_eq!(
+        refs(&not_equals["aws:PrincipalArn"]),
+        ["AlerterRole".to_owned()].into()
+    );
+    assert_eq!(
+        deny["Condition"]["Null"]["aws:PrincipalServiceName"],
+        "true"
+    );
+    // No identity policy but the alerter's grants any SNS action.
+    for (role, s) in statements(&t) {
+        if as_list(&s["Action"])
+            .iter()
+            .any(|a| a.as_str().is_some_and(|a| a.starts_with("sns:")))
+        {
+            assert_eq!(role, "AlerterRole", "{s}");
+        }
+    }
+}
+
+#[test]
+fn no_unchecked_kind_of_data_store_exists() {
+    // every_data_store_is_encrypted checks these types; any other resource type must be
+    // one that holds no data of ours, so a new store cannot slip in unencrypted.
+    let stores = [
+        "AWS::Kinesis::Stream",
+        "AWS::DynamoDB::Table",
+        "AWS::SNS::Topic",
+        "AWS::SQS::Queue",
+    ];
+    let no_data = [
+        "AWS::Serverless::Function",
+        "AWS::IAM::Role",
+        "AWS::KMS::Key",
+        "AWS::SNS::TopicPolicy",
+        "AWS::SNS::Subscription",
+        // Log groups are encrypted by CloudWatch Logs by default; log lines carry no payloads.
+        "AWS::Logs::LogGroup",
+        "AWS::CloudWatch::Alarm",
+        "AWS::Events::Rule",
+        "AWS::Lambda::Permission",
+        "AWS::SQS::QueuePolicy",
+        "AWS::CloudWatch::Dashboard",
+    ];
+    for (name, r) in t_resources(&template()) {
+        let ty = r["Type"].as_str().unwrap_or("");
+        assert!(
+            stores.contains(&ty) || no_data.contains(&ty),
+            "{name}: resource type {ty} is neither a checked store nor known to hold no data"
+        );
+    }
+}
+
+fn t_resources(t: &Value) -> Vec<(String, Value)> {
+    t["Resources"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}

@@ -484,6 +484,17 @@ impl EmbeddedWindowStore {
     pub fn writes(&self) -> u64 {
         self.lock().writes
     }
+
+    /// Deletes the settled windows that ended before `ended_before`, as the table's TTL
+    /// (`STATE_TTL_HOURS`) does: a long-running embedded pipeline (the soak) would
+    /// otherwise keep every window it ever wrote. Returns how many were deleted.
+    pub fn expire(&self, ended_before: Micros) -> usize {
+        let mut t = self.lock();
+        let before = t.windows.len();
+        t.windows
+            .retain(|_, (w, _)| !(w.settled && w.end_micros < ended_before));
+        before - t.windows.len()
+    }
 }
 
 impl WindowStore for EmbeddedWindowStore {

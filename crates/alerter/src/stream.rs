@@ -31,7 +31,12 @@ pub fn classify(record: &EventRecord) -> StreamItem {
     // on serde_dynamo's types directly.
     let image = match serde_json::to_value(&record.change.new_image) {
         Ok(image) => image,
-        Err(e) => return StreamItem::Malformed(format!("new image: {e}")),
+        Err(e) => {
+            return StreamItem::Malformed(format!(
+                "new image: {}",
+                streamwatch_core::json::redacted_error(&e)
+            ));
+        }
     };
     let Some(record_type) = string_attr(&image, "record_type") else {
         return StreamItem::Ignored("no record_type in the new image (keys-only image?)".into());
@@ -44,7 +49,12 @@ pub fn classify(record: &EventRecord) -> StreamItem {
     };
     let alert: AlertRecord = match serde_json::from_str(json) {
         Ok(alert) => alert,
-        Err(e) => return StreamItem::Malformed(format!("alert attribute: {e}")),
+        Err(e) => {
+            return StreamItem::Malformed(format!(
+                "alert attribute: {}",
+                streamwatch_core::json::redacted_error(&e)
+            ));
+        }
     };
     if alert.id.is_empty() || alert.rule.is_empty() || alert.key.is_empty() {
         return StreamItem::Malformed("alert with an empty id, rule or key".into());

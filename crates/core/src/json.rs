@@ -86,6 +86,28 @@ impl<'de> serde::Deserialize<'de> for Key<'de> {
     }
 }
 
+/// A serde_json error as text that never echoes the input: syntax errors say what was
+/// expected where; a data error (`invalid type: string "jane@…", expected …`) quotes the
+/// offending value, so only its position is kept — except `missing field`, which names
+/// a field of our schema. These messages are logged, and logs carry coordinates, not data.
+pub fn redacted_error(e: &serde_json::Error) -> String {
+    match e.classify() {
+        serde_json::error::Category::Data => {
+            let text = e.to_string();
+            if text.starts_with("missing field") {
+                text
+            } else {
+                format!(
+                    "a value of the wrong type or out of range at line {} column {}",
+                    e.line(),
+                    e.column()
+                )
+            }
+        }
+        _ => e.to_string(),
+    }
+}
+
 /// Reads a raw member as a field value, parsing only what its first byte says it is.
 pub(crate) fn scalar_from_raw(raw: &RawValue) -> Option<FieldValue<'_>> {
     let text = raw.get();

@@ -590,7 +590,8 @@ fn render_with(
         NotificationKind::Reminder => match ctx.firing_since_micros {
             Some(since) => format!(
                 "{summary} (firing for {})",
-                human_duration(alert.event_time_micros - since)
+                // Event times come from records: saturate, a hostile one must not panic.
+                human_duration(alert.event_time_micros.saturating_sub(since))
             ),
             None => summary.clone(),
         },
@@ -773,7 +774,7 @@ fn email_text(
                 "{} to {} ({})",
                 format_micros(w.start_micros),
                 format_micros(w.end_micros),
-                human_duration(w.end_micros - w.start_micros)
+                human_duration(w.end_micros.saturating_sub(w.start_micros))
             ),
         );
         field(
@@ -800,7 +801,7 @@ fn email_text(
         ctx.firing_since_micros,
         ctx.kind != NotificationKind::Firing,
     ) {
-        let span = alert.event_time_micros - since;
+        let span = alert.event_time_micros.saturating_sub(since);
         let windows = match ctx.episode_alerts {
             1 => "1 firing alert".to_owned(),
             n => format!("{n} firing alerts"),

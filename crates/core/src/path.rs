@@ -121,6 +121,19 @@ impl FieldValue<'_> {
         }
     }
 
+    /// What kind of value this is, for messages that must not echo a payload (logs carry
+    /// record coordinates, not data): `a string`, `a number`, ….
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Null => "null",
+            Self::Bool(_) => "a boolean",
+            Self::Number(_) => "a number",
+            Self::String(_) => "a string",
+            Self::Composite(Value::Array(_)) => "an array",
+            Self::Composite(_) => "an object",
+        }
+    }
+
     /// Text for dimensions, keys and messages: strings as they are, numbers as written,
     /// booleans and null as JSON, composites as compact JSON.
     pub fn to_text(&self) -> Cow<'_, str> {

@@ -136,7 +136,9 @@ impl Condition {
             Literal::Number(n) => {
                 let v = value.as_f64().ok_or_else(|| EvalError::WrongType {
                     path: self.path.to_string(),
-                    found: value.to_text().chars().take(64).collect(),
+                    // The kind, not the value: this error is logged, and logs carry
+                    // record coordinates, never payload data.
+                    found: value.kind().to_owned(),
                     expected: "a number",
                 })?;
                 Ok(self.op.apply(v, *n))

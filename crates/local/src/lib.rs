@@ -13,3 +13,4 @@ pub mod report;
 pub mod rng;
 pub mod runtime_api;
 pub mod scenario;
+pub mod soak;

@@ -306,7 +306,10 @@ fn evaluate(
     let record = match JsonObject::parse(user.data) {
         Ok(record) => record,
         Err(e) => {
-            out.malformed = Some(format!("payload is not a JSON object: {e}"));
+            out.malformed = Some(format!(
+                "payload is not a JSON object: {}",
+                streamwatch_core::json::redacted_error(&e)
+            ));
             return out;
         }
     };
@@ -373,12 +376,9 @@ fn sample(
             let v = record
                 .field(path)
                 .ok_or_else(|| format!("value field {path} is missing"))?;
-            let n = v.as_f64().ok_or_else(|| {
-                format!(
-                    "value field {path} is {}, not a number",
-                    clip(&v.to_text(), 64)
-                )
-            })?;
+            let n = v
+                .as_f64()
+                .ok_or_else(|| format!("value field {path} is {}, not a number", v.kind()))?;
             check_value(n).map_err(|e| format!("value field {path}: {e}"))?;
             n
         }
@@ -410,12 +410,10 @@ fn event_time(metric: &MetricConfig, record: &JsonObject<'_>) -> Option<Result<M
     };
     match record.field(path)? {
         FieldValue::Null => None,
-        v => Some(parse_event_time(&v).ok_or_else(|| {
-            format!(
-                "timestamp field {path} is {}, not a time",
-                clip(&v.to_text(), 64)
-            )
-        })),
+        v => Some(
+            parse_event_time(&v)
+                .ok_or_else(|| format!("timestamp field {path} is {}, not a time", v.kind())),
+        ),
     }
 }
 
