@@ -6,6 +6,8 @@
 
 use md5::{Digest, Md5};
 
+mod digest;
+
 /// First four bytes of every KPL-aggregated Kinesis record.
 pub const MAGIC: [u8; 4] = [0xF3, 0x89, 0x9A, 0xC2];
 /// Length of the trailing MD5 digest.
@@ -77,17 +79,47 @@ pub enum KplError {
 /// Mirrors the reference de-aggregators (`aws-kinesis-agg`): data without the magic, not
 /// longer than magic + digest, or with a digest that does not match, is a plain record.
 pub fn deaggregate(data: &[u8]) -> Result<Payload<'_>, KplError> {
-    let Some(rest) = data.strip_prefix(&MAGIC) else {
+    let Some((message, digest)) = split_candidate(data) else {
         return Ok(Payload::Plain(data));
     };
+    deaggregate_checked(data, Md5::digest(message).as_slice() == digest)
+}
+
+/// The protobuf message and the trailing digest of data that may be aggregated (right magic,
+/// long enough); None for data that can only be a plain record.
+fn split_candidate(data: &[u8]) -> Option<(&[u8], &[u8])> {
+    let rest = data.strip_prefix(&MAGIC)?;
     if rest.len() <= DIGEST_LEN {
-        return Ok(Payload::Plain(data));
+        return None;
     }
-    let (message, digest) = rest.split_at(rest.len() - DIGEST_LEN);
-    if Md5::digest(message).as_slice() != digest {
-        return Ok(Payload::Plain(data));
+    Some(rest.split_at(rest.len() - DIGEST_LEN))
+}
+
+/// Whether each record's data carries a matching KPL digest (None: not a candidate at all).
+/// The digests of a batch are computed side by side ([`digest`]), which is what makes
+/// de-aggregating a batch faster than checking its records one by one.
+pub fn check_digests<'a>(datas: impl IntoIterator<Item = Option<&'a [u8]>>) -> Vec<Option<bool>> {
+    let candidates: Vec<Option<(&[u8], &[u8])>> = datas
+        .into_iter()
+        .map(|d| d.and_then(split_candidate))
+        .collect();
+    let messages: Vec<&[u8]> = candidates.iter().flatten().map(|(m, _)| *m).collect();
+    let mut digests = digest::md5_many(&messages).into_iter();
+    candidates
+        .iter()
+        .map(|c| {
+            let (_, expected) = (*c)?;
+            digests.next().map(|d| d.as_slice() == expected)
+        })
+        .collect()
+}
+
+/// [`deaggregate`] with the digest verdict already known (from [`check_digests`]).
+pub fn deaggregate_checked(data: &[u8], digest_matches: bool) -> Result<Payload<'_>, KplError> {
+    match split_candidate(data) {
+        Some((message, _)) if digest_matches => decode_aggregated(message).map(Payload::Aggregated),
+        _ => Ok(Payload::Plain(data)),
     }
-    decode_aggregated(message).map(Payload::Aggregated)
 }
 
 /// Decodes the protobuf `AggregatedRecord` body (without magic and digest).

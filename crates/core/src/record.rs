@@ -33,6 +33,9 @@ pub struct ParentRecord<'a> {
     /// The decoded bytes, or why the base64 was broken.
     pub data: Result<&'a [u8], &'a str>,
     pub arrival: DateTime<Utc>,
+    /// Whether the KPL digest matched, when [`parents`] checked the batch's digests together;
+    /// None: checked by [`ParentRecord::user_records`] itself.
+    digest_matches: Option<bool>,
 }
 
 /// Why a parent record is malformed.
@@ -63,6 +66,7 @@ impl<'a> ParentRecord<'a> {
             partition_key: &record.kinesis.partition_key,
             data: record.kinesis.data.0.as_deref().map_err(String::as_str),
             arrival: record.kinesis.arrival(),
+            digest_matches: None,
         }
     }
 
@@ -76,7 +80,11 @@ impl<'a> ParentRecord<'a> {
         let data = self
             .data
             .map_err(|e| malformed(ParentError::Base64(e.to_owned())))?;
-        match kpl::deaggregate(data) {
+        let payload = match self.digest_matches {
+            Some(matches) => kpl::deaggregate_checked(data, matches),
+            None => kpl::deaggregate(data),
+        };
+        match payload {
             Ok(Payload::Plain(data)) => Ok(vec![UserRecord {
                 shard_id: self.shard_id,
                 sequence_number: self.sequence_number,
@@ -104,13 +112,24 @@ impl<'a> ParentRecord<'a> {
     }
 }
 
-/// The parents of an event, in delivery order.
+/// The parents of an event, in delivery order. The KPL digests of the whole batch are
+/// checked here, together (see `kpl::check_digests`).
 pub fn parents(event: &KinesisEvent) -> impl Iterator<Item = ParentRecord<'_>> {
+    let verdicts = kpl::check_digests(
+        event
+            .records
+            .iter()
+            .map(|r| r.kinesis.data.0.as_deref().ok()),
+    );
     event
         .records
         .iter()
+        .zip(verdicts)
         .enumerate()
-        .map(|(i, r)| ParentRecord::new(i, r))
+        .map(|(i, (r, verdict))| ParentRecord {
+            digest_matches: Some(verdict.unwrap_or(false)),
+            ..ParentRecord::new(i, r)
+        })
 }
 
 /// Shard id of a record: the part of `eventID` before the colon
@@ -177,5 +196,22 @@ mod tests {
             n += parent.user_records().unwrap().len();
         }
         assert_eq!(n, 25);
+    }
+
+    #[test]
+    fn batch_digest_check_agrees_with_one_by_one() {
+        // GIVEN the edge-case and accidents fixtures (plain records, aggregates, a bad digest)
+        for bytes in [
+            &include_bytes!("../../../tests/fixtures/kinesis-kpl-edge-cases.json")[..],
+            &include_bytes!("../../../tests/fixtures/kinesis-accidents-kpl.json")[..],
+        ] {
+            let event = parse_event(bytes).unwrap();
+            // WHEN parents() checks the digests together, THEN each parent de-aggregates
+            // exactly as it does when it checks its own digest.
+            for (i, batched) in parents(&event).enumerate() {
+                let alone = ParentRecord::new(i, &event.records[i]);
+                assert_eq!(batched.user_records(), alone.user_records(), "record {i}");
+            }
+        }
     }
 }

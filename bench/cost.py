@@ -1,0 +1,183 @@
+#!/usr/bin/env python3
+"""Cost per million records and per month, streamwatch beside the reference design, at the
+reference loads (5 turbines at 1 Hz; the accident replay at 100 rows/s) and at 100x.
+
+Usage: bench/cost.py [--markdown]
+
+Inputs are the counts our benches measure (each constant names the command that measured
+it) and us-east-1 on-demand list prices (PRICES, with where and when they were read).
+Only what differs between the designs is priced: both pay the same for the Kinesis streams,
+the readings table and its change stream, and for every custom metric-month (the same
+dimensions are published either way), so those are listed once, not compared.
+"""
+import math
+import sys
+
+# --- us-east-1 list prices (USD), as read on the pages below; see README "Cost". ---
+PRICES = {
+    # aws.amazon.com/lambda/pricing (Arm, first tier), read 2026-11-28 via a copy of the page.
+    "lambda_gb_s_arm": 0.0000133334,
+    "lambda_request": 0.20 / 1e6,
+    # aws.amazon.com/cloudwatch/pricing: PutMetricData $0.01 per 1,000 requests (last known).
+    "cw_put_metric_data": 0.01 / 1000,
+    # aws.amazon.com/dynamodb/pricing/on-demand after the 2024-11 cut.
+    "ddb_wru": 0.625 / 1e6,
+    "ddb_rru": 0.125 / 1e6,
+    # aws.amazon.com/sns/pricing: standard topic publish; email deliveries $2 per 100,000.
+    "sns_publish": 0.50 / 1e6,
+    "sns_email": 2.00 / 1e5,
+    # aws.amazon.com/managed-service-apache-flink/pricing (US East examples).
+    "flink_kpu_hour": 0.11,
+    "flink_storage_gb_month": 0.10,
+}
+HOURS_PER_MONTH = 730
+SECONDS_PER_MONTH = HOURS_PER_MONTH * 3600
+# Lambda gives a function CPU in proportion to memory: one full vCPU at 1,769 MB. CPU-bound
+# work therefore costs the same GB-s at any memory size: CPU-seconds x 1.769 GB.
+GB_PER_VCPU = 1.769
+
+# --- Measured (this repo) ---
+# Accident fixture: 3,918 user records, 1,125 with Severity > 2 (metric), 321 with
+# Severity >= 4 (per-event alert). `bench/decode.sh`'s fixture, counted by bench/reference_consumer.py.
+ACC_SELECTED = 1125 / 3918
+ACC_ALERTING = 321 / 3918
+# metrics-publisher, `cargo bench -p metrics-publisher --bench invocation` and README
+# "Performance": CPU per 3,918-record invocation through the CloudWatch SDK sink (moto),
+# and the reference Python consumer (aws_kinesis_agg + json + boto3, no network).
+OURS_CPU_S_PER_RECORD = 0.046 / 3918
+REF_CPU_S_PER_RECORD = 0.550 / 3918
+# PutMetricData calls for a batch: one per 1,000 distinct series (series ~= selected
+# records at 1 s resolution: 1,104 of 1,125 in the fixture) + 1 request of our own
+# operational metrics. Measured: 3 calls for the 3,918-record fixture, 5 for 10,000 records.
+SERIES_PER_SELECTED = 1104 / 1125
+# window-aggregator CPU per change record (decode + window update, embedded store):
+# assumed 20 us until `cargo bench -p window-aggregator --bench batch` is run on this box.
+WA_CPU_S_PER_RECORD = 20e-6
+
+# --- Deployment assumptions (template.yaml) ---
+SHARDS = 4  # an ON_DEMAND stream starts with 4 shards; each has its own poller
+MEMORY_GB = 128 / 1024  # every function: MemorySize 128
+PUBLISHER_WINDOW_S = 5  # MaximumBatchingWindowInSeconds, BatchSize 10000
+AGGREGATOR_WINDOW_S = 10  # BatchSize 500
+SCHEDULE_PER_MONTH = SECONDS_PER_MONTH / 60  # window-aggregator rate(1 minute)
+NETWORK_WAIT_S = 0.020  # one AWS API round trip from Lambda (assumed, not measured)
+# A window item holds its readings: ~60 x 45 B at 1 Hz; rewritten whole, ~2.5 KB on
+# average over the minute -> 3 WRU per window write (assumed from the item layout).
+WRU_PER_WINDOW_WRITE = 3
+WINDOW_S = 60
+THRESHOLD_SHARE = 0.01  # share of turbine windows over 60 mph (assumed; alerts are rare)
+REPEAT_INTERVAL_S = 900  # alerts on one key repeat at most every 15 minutes
+
+
+def lambda_cost(invocations, cpu_s, wait_s):
+    gb_s = cpu_s * GB_PER_VCPU + wait_s * MEMORY_GB
+    return invocations * PRICES["lambda_request"] + gb_s * PRICES["lambda_gb_s_arm"], gb_s
+
+
+def accidents(rate):
+    """Per-month cost lines for the accident pipeline at `rate` records/s."""
+    per_month = rate * SECONDS_PER_MONTH
+    per_shard = rate / SHARDS
+    # A poller invokes when its window ends or the batch is full (10,000 records).
+    batch = min(per_shard * PUBLISHER_WINDOW_S, 10_000)
+    invocations = per_month / max(batch, 1)
+    series = batch * ACC_SELECTED * SERIES_PER_SELECTED
+    calls_per_inv = math.ceil(series / 1000) + 1
+    ours_calls = invocations * calls_per_inv
+    ours_lambda, ours_gbs = lambda_cost(
+        invocations, per_month * OURS_CPU_S_PER_RECORD, ours_calls * NETWORK_WAIT_S
+    )
+    ref_calls = per_month * ACC_SELECTED  # one PutMetricData per selected record
+    ref_lambda, ref_gbs = lambda_cost(
+        invocations, per_month * REF_CPU_S_PER_RECORD, ref_calls * NETWORK_WAIT_S
+    )
+    # Ours: a per-event alert for Severity >= 4 goes to the outbox (1 conditional write),
+    # the alerter publishes it once per key and repeat interval: bounded by the alerts.
+    alerts = per_month * ACC_ALERTING
+    return {
+        "records": per_month,
+        "PutMetricData calls": (ours_calls, ref_calls),
+        "PutMetricData $": (ours_calls * PRICES["cw_put_metric_data"], ref_calls * PRICES["cw_put_metric_data"]),
+        "Lambda GB-s": (ours_gbs, ref_gbs),
+        "Lambda $ (requests + GB-s)": (ours_lambda, ref_lambda),
+        # The reference's alert threshold never fired (DESIGN.md), so it published nothing.
+        "alert outbox writes (WRU)": (alerts, 0),
+        "alerts $ (outbox WRU + SNS publish, upper bound)": (
+            alerts * (PRICES["ddb_wru"] + PRICES["sns_publish"]),
+            0,
+        ),
+    }
+
+
+def turbines(rate):
+    per_month = rate * SECONDS_PER_MONTH
+    turbines_n = rate  # 1 Hz each
+    per_shard = rate / SHARDS
+    batch = min(max(per_shard * AGGREGATOR_WINDOW_S, 1), 500)
+    invocations = per_month / batch + SCHEDULE_PER_MONTH
+    # Writes per batch: one per distinct (turbine, window) in it, one watermark, two per
+    # window closed. `cargo test -p window-aggregator --bench batch` measured 10.8 per
+    # 100-record batch of 5 turbines (this formula: 9.3) and 501 per 500-record batch of
+    # 1,000 turbines (this formula: 501).
+    # The readings' partition key is the item id, so every shard carries every turbine.
+    windows = turbines_n * SECONDS_PER_MONTH / WINDOW_S
+    writes = (per_month / batch) * (min(turbines_n, batch) + 1) + 2 * windows
+    wru = writes * WRU_PER_WINDOW_WRITE
+    alerts = windows * THRESHOLD_SHARE
+    ours_lambda, ours_gbs = lambda_cost(
+        invocations, per_month * WA_CPU_S_PER_RECORD, (per_month / batch) * 2 * NETWORK_WAIT_S
+    )
+    # The reference: a Flink application (1 KPU + 1 orchestration KPU, 50 GB running
+    # storage per KPU) whatever the load up to a KPU's capacity, and a Python Lambda per alert.
+    kpus = 1 + math.ceil(rate / 5000)  # a KPU handles thousands of small records/s
+    flink = (kpus * HOURS_PER_MONTH * PRICES["flink_kpu_hour"]
+             + (kpus - 1) * 50 * PRICES["flink_storage_gb_month"])
+    return {
+        "records": per_month,
+        "window writes (WRU)": (wru, 0),
+        "window state $": (wru * PRICES["ddb_wru"], 0),
+        "Lambda GB-s": (ours_gbs, 0),
+        "Lambda $ / Flink $": (ours_lambda, flink),
+        "alerts: SNS publishes": (alerts, alerts),
+        "alerts $ (SNS + email)": (
+            alerts * (PRICES["sns_publish"] + PRICES["sns_email"] + PRICES["ddb_wru"]),
+            alerts * (PRICES["sns_publish"] + PRICES["sns_email"]),
+        ),
+    }
+
+
+def main():
+    md = "--markdown" in sys.argv
+    loads = [("accidents", accidents, 100), ("turbines", turbines, 5)]
+    if not md:
+        print(f"{'':9} {'per month':50} {'ours 1x':>16} {'reference 1x':>16} {'ours 100x':>16} {'reference 100x':>16}")
+    if md:
+        print("| pipeline | component | ours 1x | reference 1x | ours 100x | reference 100x |")
+        print("|---|---|---|---|---|---|")
+    for name, model, rate in loads:
+        one, hundred = model(rate), model(rate * 100)
+        for key in one:
+            if key == "records":
+                continue
+            o1, r1 = one[key]
+            o100, r100 = hundred[key]
+            fmt = (lambda v: f"${v:,.2f}") if "$" in key else (lambda v: f"{v:,.0f}")
+            if md:
+                print(f"| {name} | {key} /month | {fmt(o1)} | {fmt(r1)} | {fmt(o100)} | {fmt(r100)} |")
+            else:
+                print(f"{name:9} {key:50} {fmt(o1):>16} {fmt(r1):>16} {fmt(o100):>16} {fmt(r100):>16}")
+        # The money lines summed, per month and per million records.
+        totals = []
+        for data in (one, hundred):
+            ours = sum(v[0] for k, v in data.items() if "$" in k)
+            ref = sum(v[1] for k, v in data.items() if "$" in k)
+            per_m = 1e6 / data["records"]
+            totals += [(ours, ours * per_m), (ref, ref * per_m)]
+        cells = [f"${m:,.2f} (${pm:.4f}/M)" for m, pm in totals]
+        if md:
+            print(f"| {name} | **total $/month ($ per million records)** | " + " | ".join(cells) + " |")
+        else:
+            print(f"{name:9} {'total $/month ($ per million records)':50} " + "  ".join(cells))
+
+if __name__ == "__main__":
+    main()
