@@ -91,3 +91,101 @@ async fn embedded_outbox_has_the_same_semantics() {
     assert!(outbox.take_new().is_empty());
     assert_eq!(outbox.alerts().len(), 1);
 }
+
+#[tokio::test]
+async fn batched_puts_write_each_alert_once_in_a_few_calls() {
+    let moto = MotoServer::start();
+    let ddb = client(&moto).await;
+    streamwatch_tests::create_alerts_table(&ddb, "alerts").await;
+    let outbox = DynamoDbAlertOutbox::new(ddb.clone(), "alerts");
+    // GIVEN one alert already written, WHEN 130 alerts come in one call (past both the
+    // 100-key read and the 25-item write limits), one of them twice and one the existing
+    let existing = alert("a-007");
+    assert_eq!(
+        outbox.put_alert(&existing).await.unwrap(),
+        PutOutcome::Created
+    );
+    let mut batch: Vec<AlertRecord> = (0..129).map(|i| alert(&format!("a-{i:03}"))).collect();
+    batch[7].summary = "a retry must not overwrite".into();
+    batch.push(alert("a-042"));
+    let results = outbox.put_alerts(&batch).await;
+
+    // THEN each result says what happened to it, in order
+    assert_eq!(results.len(), 130);
+    let outcomes: Vec<PutOutcome> = results.into_iter().map(|r| r.unwrap()).collect();
+    for (i, outcome) in outcomes.iter().enumerate() {
+        let expected = if i == 7 || i == 129 {
+            PutOutcome::AlreadyExists
+        } else {
+            PutOutcome::Created
+        };
+        assert_eq!(*outcome, expected, "alert {i}");
+    }
+    // AND the table holds every alert once, the existing one unchanged
+    let mut items = Vec::new();
+    let mut start = None;
+    loop {
+        let page = ddb
+            .scan()
+            .table_name("alerts")
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .unwrap();
+        items.extend(page.items.unwrap_or_default());
+        start = page.last_evaluated_key;
+        if start.is_none() {
+            break;
+        }
+    }
+    assert_eq!(items.len(), 129);
+    let stored = items
+        .iter()
+        .find(|i| i["alert_id"].as_s().unwrap() == "a-007")
+        .unwrap();
+    assert_eq!(alert_from_item(stored).unwrap(), existing);
+    let stored = items
+        .iter()
+        .find(|i| i["alert_id"].as_s().unwrap() == "a-128")
+        .unwrap();
+    assert_eq!(alert_from_item(stored).unwrap(), alert("a-128"));
+    assert_eq!(stored["record_type"].as_s().unwrap(), "alert");
+
+    // WHEN the same batch is replayed THEN nothing is written again
+    let again = outbox.put_alerts(&batch).await;
+    assert!(
+        again
+            .into_iter()
+            .all(|r| r.unwrap() == PutOutcome::AlreadyExists)
+    );
+
+    // AND a missing table fails every alert permanently
+    let missing = DynamoDbAlertOutbox::new(ddb, "no-such-table")
+        .put_alerts(&batch[..3])
+        .await;
+    assert_eq!(missing.len(), 3);
+    assert!(
+        missing
+            .iter()
+            .all(|r| r.as_ref().is_err_and(|e| !e.is_transient()))
+    );
+}
+
+#[tokio::test]
+async fn embedded_batched_puts_have_the_same_semantics() {
+    let outbox = EmbeddedAlertOutbox::new();
+    outbox.put_alert(&alert("b")).await.unwrap();
+    let results = outbox
+        .put_alerts(&[alert("a"), alert("b"), alert("a")])
+        .await;
+    let outcomes: Vec<PutOutcome> = results.into_iter().map(|r| r.unwrap()).collect();
+    assert_eq!(
+        outcomes,
+        [
+            PutOutcome::Created,
+            PutOutcome::AlreadyExists,
+            PutOutcome::AlreadyExists
+        ]
+    );
+    assert_eq!(outbox.alerts().len(), 2);
+}

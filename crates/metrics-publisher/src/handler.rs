@@ -23,6 +23,9 @@ use streamwatch_core::{
 
 use crate::config::{AlertConfig, Config, MetricConfig, MetricValue, TimestampSource};
 
+/// Alerts per outbox call: BatchGetItem's limit of 100 keys.
+const ALERTS_PER_CALL: usize = 100;
+
 /// What the function needs: its configuration and its two ports.
 pub struct Deps<S, A> {
     pub config: Config,
@@ -111,7 +114,10 @@ pub async fn process<S: MetricSink, A: AlertOutbox>(
         .filter_map(|f| FieldPath::parse(f).ok())
         .collect();
     let mut samples: Vec<Sample> = Vec::new();
-    let mut alerts: Vec<(usize, AlertRecord)> = Vec::new();
+    // Alerts and the index of the parent record each came from, side by side so the
+    // records can go to the outbox as one slice.
+    let mut alerts: Vec<AlertRecord> = Vec::new();
+    let mut alert_parents: Vec<usize> = Vec::new();
     for parent in parents(event) {
         let users = match parent.user_records() {
             Ok(users) => users,
@@ -151,7 +157,8 @@ pub async fn process<S: MetricSink, A: AlertOutbox>(
                 });
             }
             if let Some(alert) = e.alert {
-                alerts.push((parent.index, alert));
+                alerts.push(alert);
+                alert_parents.push(parent.index);
             }
         }
     }
@@ -159,18 +166,30 @@ pub async fn process<S: MetricSink, A: AlertOutbox>(
     // Alerts first: a parent whose alert is not durable is retried, and metrics of it and
     // every later parent are then left for the retry instead of being published twice.
     let mut retry_from: Option<usize> = None;
+    // In chunks, so a store that batches (DynamoDB: one BatchGetItem and four
+    // BatchWriteItem calls per 100) makes a few calls instead of one per alert.
     let writes: Vec<_> = alerts
-        .iter()
-        .map(|(parent, alert)| {
-            let write = deps.outbox.put_alert(alert);
-            async move { (*parent, alert, write.await) }
+        .chunks(ALERTS_PER_CALL)
+        .enumerate()
+        .map(|(chunk, records)| {
+            let write = deps.outbox.put_alerts(records);
+            async move { (chunk, write.await) }
         })
         .collect();
     let results: Vec<_> = futures::stream::iter(writes)
         .buffer_unordered(config.alert_concurrency)
         .collect()
         .await;
-    for (parent, alert, result) in results {
+    let results = results.into_iter().flat_map(|(chunk, results)| {
+        results
+            .into_iter()
+            .enumerate()
+            .map(move |(k, result)| (chunk * ALERTS_PER_CALL + k, result))
+    });
+    for (i, result) in results {
+        let (Some(&parent), Some(alert)) = (alert_parents.get(i), alerts.get(i)) else {
+            continue;
+        };
         match result {
             Ok(PutOutcome::Created) => report.alerts_written += 1,
             Ok(PutOutcome::AlreadyExists) => report.alerts_existing += 1,
