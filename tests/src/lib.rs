@@ -217,3 +217,26 @@ pub fn template() -> serde_json::Value {
     let _ = std::fs::remove_file(&out);
     serde_json::from_str(&text).expect("decoded template is JSON")
 }
+
+/// Every item of `table`, following `LastEvaluatedKey` (moto pages at 1 MB, as DynamoDB).
+pub async fn scan_all(
+    ddb: &aws_sdk_dynamodb::Client,
+    table: &str,
+) -> Vec<std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>> {
+    let mut out = Vec::new();
+    let mut start = None;
+    loop {
+        let page = ddb
+            .scan()
+            .table_name(table)
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .expect("scan");
+        out.extend(page.items.unwrap_or_default());
+        start = page.last_evaluated_key.filter(|k| !k.is_empty());
+        if start.is_none() {
+            return out;
+        }
+    }
+}

@@ -115,24 +115,11 @@ async fn chaos_run(retries: SdkRetries, default_records: usize) {
     assert_eq!(given_up, 0, "records given up: {stats:?}");
 
     // AND the alerts table holds every expected alert exactly once, and nothing else
-    let mut alert_ids = Vec::new();
-    let mut start = None;
-    loop {
-        let page = ddb
-            .scan()
-            .table_name("alerts")
-            .set_exclusive_start_key(start)
-            .send()
-            .await
-            .unwrap();
-        for item in page.items.unwrap_or_default() {
-            alert_ids.push(alert_from_item(&item).expect("an alert item").id);
-        }
-        start = page.last_evaluated_key;
-        if start.is_none() {
-            break;
-        }
-    }
+    let alert_ids: Vec<String> = common::scan_all(&ddb, "alerts")
+        .await
+        .iter()
+        .map(|item| alert_from_item(item).expect("an alert item").id)
+        .collect();
     let found: BTreeSet<String> = alert_ids.iter().cloned().collect();
     assert_eq!(found.len(), alert_ids.len(), "an alert stored twice");
     assert_eq!(

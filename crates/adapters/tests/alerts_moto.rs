@@ -122,22 +122,7 @@ async fn batched_puts_write_each_alert_once_in_a_few_calls() {
         assert_eq!(*outcome, expected, "alert {i}");
     }
     // AND the table holds every alert once, the existing one unchanged
-    let mut items = Vec::new();
-    let mut start = None;
-    loop {
-        let page = ddb
-            .scan()
-            .table_name("alerts")
-            .set_exclusive_start_key(start)
-            .send()
-            .await
-            .unwrap();
-        items.extend(page.items.unwrap_or_default());
-        start = page.last_evaluated_key;
-        if start.is_none() {
-            break;
-        }
-    }
+    let items = streamwatch_tests::scan_all(&ddb, "alerts").await;
     assert_eq!(items.len(), 129);
     let stored = items
         .iter()

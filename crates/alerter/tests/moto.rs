@@ -96,22 +96,7 @@ fn subjects(moto: &MotoServer) -> Vec<String> {
 }
 
 async fn items(ddb: &aws_sdk_dynamodb::Client) -> Vec<HashMap<String, AttributeValue>> {
-    let mut out = Vec::new();
-    let mut start = None;
-    loop {
-        let page = ddb
-            .scan()
-            .table_name("alerts")
-            .set_exclusive_start_key(start)
-            .send()
-            .await
-            .unwrap();
-        out.extend(page.items.unwrap_or_default());
-        start = page.last_evaluated_key;
-        if start.is_none() {
-            return out;
-        }
-    }
+    streamwatch_tests::scan_all(ddb, "alerts").await
 }
 
 #[tokio::test]

@@ -72,27 +72,7 @@ async fn create_readings_table(ddb: &aws_sdk_dynamodb::Client, name: &str) {
         .unwrap();
 }
 
-async fn scan_all(
-    ddb: &aws_sdk_dynamodb::Client,
-    table: &str,
-) -> Vec<HashMap<String, AttributeValue>> {
-    let mut items = Vec::new();
-    let mut start = None;
-    loop {
-        let page = ddb
-            .scan()
-            .table_name(table)
-            .set_exclusive_start_key(start)
-            .send()
-            .await
-            .unwrap();
-        items.extend(page.items.unwrap_or_default());
-        start = page.last_evaluated_key;
-        if start.is_none() {
-            return items;
-        }
-    }
-}
+use streamwatch_tests::scan_all;
 
 fn s(item: &HashMap<String, AttributeValue>, k: &str) -> String {
     item[k].as_s().unwrap().clone()

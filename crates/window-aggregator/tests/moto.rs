@@ -92,27 +92,7 @@ async fn create_tables(ddb: &aws_sdk_dynamodb::Client, windows: &str, alerts: &s
         .unwrap();
 }
 
-async fn scan_all(
-    ddb: &aws_sdk_dynamodb::Client,
-    table: &str,
-) -> Vec<std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>> {
-    let mut out = Vec::new();
-    let mut start = None;
-    loop {
-        let page = ddb
-            .scan()
-            .table_name(table)
-            .set_exclusive_start_key(start)
-            .send()
-            .await
-            .unwrap();
-        out.extend(page.items.unwrap_or_default());
-        start = page.last_evaluated_key.filter(|k| !k.is_empty());
-        if start.is_none() {
-            return out;
-        }
-    }
-}
+use streamwatch_tests::scan_all;
 
 /// The property test of `exactly_once.rs` against DynamoDB: a few cases, each on fresh tables.
 #[test]

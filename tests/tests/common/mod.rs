@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex, KeySchemaElement,
-    KeyType, Projection, ProjectionType, ScalarAttributeType,
+    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
+    ProjectionType, ScalarAttributeType,
 };
 use serde_json::json;
 use streamwatch_adapters::DynamoDbAlertOutbox;
@@ -294,27 +294,7 @@ pub async fn create_window_tables(ddb: &aws_sdk_dynamodb::Client) {
     streamwatch_tests::create_alerts_table(ddb, "alerts").await;
 }
 
-pub async fn scan_all(
-    ddb: &aws_sdk_dynamodb::Client,
-    table: &str,
-) -> Vec<HashMap<String, AttributeValue>> {
-    let mut out = Vec::new();
-    let mut start = None;
-    loop {
-        let page = ddb
-            .scan()
-            .table_name(table)
-            .set_exclusive_start_key(start)
-            .send()
-            .await
-            .expect("scan");
-        out.extend(page.items.unwrap_or_default());
-        start = page.last_evaluated_key.filter(|k| !k.is_empty());
-        if start.is_none() {
-            return out;
-        }
-    }
-}
+pub use streamwatch_tests::scan_all;
 
 /// Runs the schedule until it succeeds twice in a row with nothing left to close (an
 /// injected fault fails a pass; the next minute's schedule carries on).
