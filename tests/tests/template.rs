@@ -400,7 +400,16 @@ fn shared_resources_are_reached_only_as_each_function_needs() {
     // append alerts; only the alerter reads the outbox (stream and its state items) and
     // publishes; everyone may use the key of the queues/topic they send to.
     let allowed: &[(&str, &str, &[&str])] = &[
-        ("MetricsPublisherRole", "AlertsTable", &["dynamodb:PutItem"]),
+        // Per-event alerts in batches: existing ids read, the rest written (see template).
+        (
+            "MetricsPublisherRole",
+            "AlertsTable",
+            &[
+                "dynamodb:PutItem",
+                "dynamodb:BatchWriteItem",
+                "dynamodb:BatchGetItem",
+            ],
+        ),
         ("WindowAggregatorRole", "AlertsTable", &["dynamodb:PutItem"]),
         (
             "AlerterRole",
