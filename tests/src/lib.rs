@@ -240,3 +240,32 @@ pub async fn scan_all(
         }
     }
 }
+
+/// The actions a role in template.yaml allows (every `Allow` statement of its inline
+/// policies), e.g. `dynamodb:PutItem`. moto does not enforce IAM, so tests that see which
+/// operations a function really makes check them against this.
+pub fn role_actions(role: &str) -> std::collections::BTreeSet<String> {
+    let t = template();
+    let mut actions = std::collections::BTreeSet::new();
+    let policies = t["Resources"][role]["Properties"]["Policies"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no inline policies on {role} in template.yaml"));
+    for policy in policies {
+        let statements = policy["PolicyDocument"]["Statement"].as_array();
+        for s in statements.into_iter().flatten() {
+            if s["Effect"] != "Allow" {
+                continue;
+            }
+            match &s["Action"] {
+                serde_json::Value::String(a) => {
+                    actions.insert(a.clone());
+                }
+                serde_json::Value::Array(list) => {
+                    actions.extend(list.iter().filter_map(|a| a.as_str().map(str::to_owned)));
+                }
+                _ => {}
+            }
+        }
+    }
+    actions
+}
