@@ -12,6 +12,9 @@ use aws_config::{BehaviorVersion, Region};
 use aws_sdk_cloudwatch::primitives::DateTime;
 use aws_sdk_cloudwatch::types::{Dimension, Statistic};
 use aws_sdk_dynamodb::types::AttributeValue;
+mod common;
+
+use common::{streamwatch, text};
 use streamwatch_tests::{MotoServer, workspace_root};
 
 async fn config(endpoint: &str) -> aws_config::SdkConfig {
@@ -21,29 +24,6 @@ async fn config(endpoint: &str) -> aws_config::SdkConfig {
         .credentials_provider(aws_sdk_dynamodb::config::Credentials::for_tests())
         .load()
         .await
-}
-
-/// Runs the real CLI (credentials only for the child process).
-async fn streamwatch(args: &[&str]) -> std::process::Output {
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_streamwatch"))
-        .args(args)
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env("AWS_REGION", "us-east-1")
-        .env_remove("AWS_ENDPOINT_URL")
-        .env_remove("AWS_PROFILE")
-        .output()
-        .await
-        .expect("streamwatch runs")
-}
-
-fn text(out: &std::process::Output) -> String {
-    format!(
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 const FUNCTIONS: [&str; 3] = ["metrics-publisher", "window-aggregator", "alerter"];

@@ -13,6 +13,9 @@ use aws_sdk_dynamodb::types::{
 use aws_sdk_kinesis::types::ShardIteratorType;
 use base64::Engine as _;
 use streamwatch_core::kpl::{self, Payload};
+mod common;
+
+use common::text;
 use streamwatch_tests::MotoServer;
 use streamwatch_tests::faults::{Fault, FaultProxy};
 
@@ -25,28 +28,11 @@ async fn config(endpoint: &str) -> aws_config::SdkConfig {
         .await
 }
 
-/// Runs the real binary against `endpoint` (credentials only for the child process).
+/// Runs the real binary against `endpoint`.
 async fn streamwatch(endpoint: &str, args: &[&str]) -> std::process::Output {
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_streamwatch"))
-        .args(args)
-        .args(["--endpoint-url", endpoint])
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env("AWS_REGION", "us-east-1")
-        .env_remove("AWS_ENDPOINT_URL")
-        .env_remove("AWS_PROFILE")
-        .output()
-        .await
-        .expect("streamwatch runs")
-}
-
-fn text(out: &std::process::Output) -> String {
-    format!(
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
+    let mut all = args.to_vec();
+    all.extend(["--endpoint-url", endpoint]);
+    common::streamwatch(&all).await
 }
 
 async fn create_readings_table(ddb: &aws_sdk_dynamodb::Client, name: &str) {
