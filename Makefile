@@ -27,6 +27,7 @@ $(VENV_STAMP): requirements-dev.txt
 	touch $@
 
 lint:
+	@echo "== make lint started $$(date -u +%T)"
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets --locked -- -D warnings
 	cfn-lint template.yaml
@@ -35,19 +36,23 @@ lint:
 	cfn-lint target/template.cfn.json
 
 unit:
+	@echo "== make unit started $$(date -u +%T)"
 	cargo test --workspace --locked
 
 # Each function under `cargo lambda watch`, invoked with its sample events against moto.
 lambda-check:
+	@echo "== make lambda-check started $$(date -u +%T)"
 	tools/lambda_watch_check.sh
 
 # Release zips as Lambda runs them (see README "Lambda builds" for why x86-64 here).
 lambda-build:
+	@echo "== make lambda-build started $$(date -u +%T)"
 	cargo lambda build --release --x86-64 --output-format zip --package metrics-publisher --package window-aggregator --package alerter
 	@for f in target/lambda/*/bootstrap.zip; do printf '%-40s %8.2f MB zipped\n' "$$f" "$$(stat -c %s "$$f" | awk '{print $$1/1048576}')"; done
 
 # The demo's HTML report rendered in headless Chromium (installed from Debian if missing).
 report-check:
+	@echo "== make report-check started $$(date -u +%T)"
 	tools/report_render_check.sh
 
 # Every bench/*.sh (decode, lambda init/warm/memory, soak), then one table with the ratios.

@@ -12,10 +12,10 @@ trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 moto_port=$(free_port); invoke_port=$(free_port)
-moto_server -H 127.0.0.1 -p "$moto_port" >"$work/moto.log" 2>&1 &
+moto_server -H 127.0.0.1 -p "$moto_port" </dev/null >"$work/moto.log" 2>&1 &
 moto_pid=$!
 endpoint=http://127.0.0.1:$moto_port
-for _ in $(seq 100); do curl -sf "$endpoint/moto-api/data.json" >/dev/null && break; sleep 0.1; done
+for _ in $(seq 300); do curl -sf "$endpoint/moto-api/data.json" >/dev/null && break; sleep 0.1; done
 
 export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_REGION=us-east-1
 python tools/moto_resources.py "$endpoint" >"$work/names.json"
@@ -31,17 +31,34 @@ WINDOWS_TABLE=$(name WindowsTable)
 TOPIC_ARN=$(name AlertsTopic)
 ENV
 
-cargo lambda watch --quiet --invoke-address 127.0.0.1 --invoke-port "$invoke_port" --env-file "$work/env" >"$work/watch.log" 2>&1 &
+fail() {
+  echo "lambda-watch check: $*" >&2
+  echo "--- watch log (last 40 lines)" >&2; tail -n 40 "$work/watch.log" >&2 || true
+  echo "--- moto log (last 20 lines)" >&2; tail -n 20 "$work/moto.log" >&2 || true
+  exit 1
+}
+
+# Build the three functions first, in the open and with a deadline, so that the watch
+# below only starts them: a slow or failing compile shows here, not as a silent invoke.
+timeout 1200 cargo build --locked -p metrics-publisher -p window-aggregator -p alerter \
+  || fail "building the functions failed or took over 20 minutes"
+
+cargo lambda watch --quiet --invoke-address 127.0.0.1 --invoke-port "$invoke_port" --env-file "$work/env" \
+  </dev/null >"$work/watch.log" 2>&1 &
 watch_pid=$!
+up=
 for _ in $(seq 300); do
-  (echo > /dev/tcp/127.0.0.1/"$invoke_port") 2>/dev/null && break
+  (echo > /dev/tcp/127.0.0.1/"$invoke_port") 2>/dev/null && { up=1; break; }
   sleep 0.2
 done
+[[ -n $up ]] || fail "cargo lambda watch did not listen on port $invoke_port within 60 s"
 
+# Each invocation has a deadline: a function that never answers fails the check with the
+# watch log instead of hanging CI.
 invoke() { # function, event file -> response on stdout
-  cargo lambda invoke "$1" --invoke-address 127.0.0.1 --invoke-port "$invoke_port" --data-file "$2" --output-format json
+  timeout 600 cargo lambda invoke "$1" --invoke-address 127.0.0.1 --invoke-port "$invoke_port" \
+    --data-file "$2" --output-format json </dev/null
 }
-fail() { echo "lambda-watch check: $*" >&2; echo "--- watch log" >&2; tail -n 40 "$work/watch.log" >&2; exit 1; }
 
 # metrics-publisher: the KPL sample; afterwards the alerts table holds its severity-4 alerts.
 out=$(invoke metrics-publisher events/metrics-publisher-kpl.json) || fail "metrics-publisher invoke failed: $out"
