@@ -532,7 +532,7 @@ pub async fn chaos_sdk_config(endpoint: &str, retries: SdkRetries) -> aws_config
             .with_initial_backoff(Duration::from_millis(5))
             .with_max_backoff(Duration::from_millis(50)),
     };
-    aws_config::defaults(aws_config::BehaviorVersion::latest())
+    streamwatch_adapters::aws::defaults()
         .endpoint_url(endpoint)
         .region(aws_config::Region::new("us-east-1"))
         .credentials_provider(aws_credential_types::Credentials::for_tests())

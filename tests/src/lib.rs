@@ -150,7 +150,7 @@ impl Drop for MotoServer {
 /// SDK configuration for clients of this moto server (test credentials, us-east-1).
 /// Passing the endpoint explicitly keeps parallel tests off the process environment.
 pub async fn sdk_config(moto: &MotoServer) -> aws_config::SdkConfig {
-    aws_config::defaults(aws_config::BehaviorVersion::latest())
+    streamwatch_adapters::aws::defaults()
         .endpoint_url(moto.endpoint())
         .region(aws_config::Region::new("us-east-1"))
         .credentials_provider(aws_credential_types::Credentials::for_tests())

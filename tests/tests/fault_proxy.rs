@@ -12,7 +12,7 @@ use streamwatch_tests::MotoServer;
 use streamwatch_tests::faults::{Fault, FaultProxy};
 
 async fn client(endpoint: String) -> aws_sdk_dynamodb::Client {
-    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+    let config = streamwatch_adapters::aws::defaults()
         .endpoint_url(endpoint)
         .region(aws_config::Region::new("us-east-1"))
         .credentials_provider(aws_sdk_dynamodb::config::Credentials::for_tests())

@@ -24,7 +24,7 @@ use streamwatch_tests::MotoServer;
 const T: i64 = 1_795_262_414_000;
 
 async fn sdk_config(endpoint: &str) -> aws_config::SdkConfig {
-    aws_config::defaults(aws_config::BehaviorVersion::latest())
+    streamwatch_adapters::aws::defaults()
         .endpoint_url(endpoint)
         .region(aws_config::Region::new("us-east-1"))
         .credentials_provider(aws_sdk_cloudwatch::config::Credentials::for_tests())

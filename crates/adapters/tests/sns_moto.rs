@@ -61,7 +61,7 @@ struct Clients {
 }
 
 async fn clients(moto: &MotoServer) -> Clients {
-    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+    let config = streamwatch_adapters::aws::defaults()
         .endpoint_url(moto.endpoint())
         .region(aws_config::Region::new("us-east-1"))
         .credentials_provider(aws_sdk_sns::config::Credentials::for_tests())

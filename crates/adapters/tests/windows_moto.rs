@@ -239,7 +239,7 @@ fn attr(name: &str, t: ScalarAttributeType) -> AttributeDefinition {
 }
 
 async fn client(moto: &MotoServer) -> aws_sdk_dynamodb::Client {
-    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+    let config = streamwatch_adapters::aws::defaults()
         .endpoint_url(moto.endpoint())
         .region(aws_config::Region::new("us-east-1"))
         .credentials_provider(aws_sdk_dynamodb::config::Credentials::for_tests())

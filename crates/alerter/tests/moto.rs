@@ -29,7 +29,7 @@ struct World {
 
 async fn world() -> World {
     let moto = MotoServer::start();
-    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+    let config = streamwatch_adapters::aws::defaults()
         .endpoint_url(moto.endpoint())
         .region(aws_config::Region::new("us-east-1"))
         .credentials_provider(aws_sdk_dynamodb::config::Credentials::for_tests())

@@ -2,7 +2,7 @@
 //! `--profile`), and `--stack`: resource names read from a deployed stack's outputs, so a
 //! user of `sam deploy` never copies a generated table or stream name by hand.
 
-use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_config::{Region, SdkConfig};
 
 use crate::Failure;
 
@@ -26,7 +26,7 @@ pub struct AwsArgs {
 impl AwsArgs {
     /// Loads the SDK config once; every client of the command is built from it.
     pub async fn load(&self) -> Result<SdkConfig, Failure> {
-        let mut loader = aws_config::defaults(BehaviorVersion::latest());
+        let mut loader = streamwatch_adapters::aws::defaults();
         if let Some(profile) = &self.profile {
             loader = loader.profile_name(profile);
         }

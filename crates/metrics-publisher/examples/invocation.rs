@@ -56,7 +56,7 @@ fn main() {
     };
     if let Ok(endpoint) = std::env::var("CLOUDWATCH_ENDPOINT") {
         let sdk = runtime.block_on(
-            aws_config::defaults(aws_config::BehaviorVersion::latest())
+            streamwatch_adapters::aws::defaults()
                 .endpoint_url(endpoint)
                 .region(aws_config::Region::new("us-east-1"))
                 .test_credentials()

@@ -20,7 +20,7 @@ const SAMPLE_KPL: &[u8] = include_bytes!("../../../events/metrics-publisher-kpl.
 const NOW: i64 = 1_795_264_200_000_000;
 
 async fn sdk_config(moto: &MotoServer) -> aws_config::SdkConfig {
-    aws_config::defaults(aws_config::BehaviorVersion::latest())
+    streamwatch_adapters::aws::defaults()
         .endpoint_url(moto.endpoint())
         .region(aws_config::Region::new("us-east-1"))
         .credentials_provider(aws_sdk_cloudwatch::config::Credentials::for_tests())

@@ -46,7 +46,7 @@ async fn setup(moto: &MotoServer) -> aws_sdk_dynamodb::Client {
 }
 
 async fn client(moto: &MotoServer) -> aws_sdk_dynamodb::Client {
-    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+    let config = streamwatch_adapters::aws::defaults()
         .endpoint_url(moto.endpoint())
         .region(aws_config::Region::new("us-east-1"))
         .credentials_provider(aws_sdk_dynamodb::config::Credentials::for_tests())

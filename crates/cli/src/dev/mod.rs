@@ -13,7 +13,7 @@ pub mod up;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_config::{Region, SdkConfig};
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use serde::{Deserialize, Serialize};
 
@@ -100,7 +100,7 @@ impl Stack {
 /// SDK config for the emulator: its endpoint, the region, and the environment's
 /// credentials or dummy ones (emulators accept any).
 pub async fn sdk_config(endpoint: &str, region: &str, max_attempts: u32) -> SdkConfig {
-    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+    let mut loader = streamwatch_adapters::aws::defaults()
         .endpoint_url(endpoint)
         .region(Region::new(region.to_owned()))
         .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(max_attempts));
