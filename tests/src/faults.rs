@@ -247,10 +247,17 @@ impl FaultProxy {
             .clone()
     }
 
-    /// Requests moto applied whose response was lost: (operation, request body), so a test
-    /// can count what a non-idempotent write may have applied twice.
+    /// Requests moto applied whose response was lost (injected, or the client hung up
+    /// first): (operation, request body), so a test can count what a non-idempotent write
+    /// may have applied twice.
     pub fn lost_requests(&self) -> Vec<(String, Vec<u8>)> {
         self.lost.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Requests passed through whose client hung up (an SDK attempt timeout) before moto
+    /// answered: moto applied them, so they are in [`Self::lost_requests`] too.
+    pub fn client_hangups(&self) -> u64 {
+        (self.lost_requests().len() as u64).saturating_sub(self.total(Fault::LoseResponse))
     }
 
     /// Calls per fault kind, over all operations (`Pass` included).
@@ -279,6 +286,7 @@ impl FaultProxy {
                 kinds.get(&fault).copied().unwrap_or(0)
             ));
         }
+        line.push_str(&format!(", client hang-ups {}", self.client_hangups()));
         line
     }
 
@@ -393,7 +401,31 @@ async fn serve(
             .or_insert(0) += 1;
         match fault {
             Fault::Pass => {
-                let response = forward(upstream, &req).await?;
+                // The client may give up while moto is still applying the request (its
+                // attempt timeout on a large PutMetricData, say): moto applies it anyway,
+                // so that is a response lost after the write, like `LoseResponse`.
+                let upstream_reply = forward(upstream, &req);
+                tokio::pin!(upstream_reply);
+                let mut probe = [0u8; 1];
+                let mut watching = true;
+                let mut hung_up = false;
+                let response = loop {
+                    tokio::select! {
+                        reply = &mut upstream_reply => break reply?,
+                        peeked = client.peek(&mut probe), if watching => {
+                            // EOF or a reset: the client is gone. Bytes: not expected from
+                            // an HTTP/1.1 client awaiting a reply; stop watching.
+                            hung_up = matches!(peeked, Ok(0) | Err(_));
+                            watching = false;
+                        }
+                    }
+                };
+                if hung_up {
+                    lost.lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push((req.operation.clone(), req.body.clone()));
+                    return Ok(());
+                }
                 client.write_all(&response).await?;
             }
             Fault::LoseResponse => {

@@ -117,3 +117,57 @@ async fn injects_each_fault_and_lost_responses_still_apply() {
     assert_eq!(proxy.total(Fault::LoseResponse), 1);
     assert_eq!(proxy.total(Fault::Throttle), 1);
 }
+
+/// A client that gives up (its attempt timeout) while the service is still working: the
+/// service applies the request anyway, so the proxy books it as a lost response.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_gives_up_first_is_counted_as_a_lost_response() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // An upstream that takes 1.5 s to answer anything (the client waits 500 ms).
+    let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = upstream.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = upstream.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                let _ = conn.read(&mut buf).await;
+                tokio::time::sleep(Duration::from_millis(1_500)).await;
+                let body = "{}";
+                let reply = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/x-amz-json-1.0\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = conn.write_all(reply.as_bytes()).await;
+            });
+        }
+    });
+    let proxy = FaultProxy::start(
+        &format!("http://{address}"),
+        Arc::new(|_: &str, _: u64| Fault::Pass),
+        Duration::from_secs(2),
+    )
+    .await;
+    let ddb = client(proxy.endpoint()).await;
+    let result = ddb
+        .put_item()
+        .table_name("t")
+        .item("k", AttributeValue::S("late".into()))
+        .send()
+        .await;
+    assert!(result.is_err(), "the 500 ms attempt timeout must fire");
+    // The proxy books it once the upstream has answered.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while proxy.lost_requests().is_empty() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let lost = proxy.lost_requests();
+    assert_eq!(lost.len(), 1, "{lost:?}");
+    assert_eq!(lost[0].0, "PutItem");
+    assert_eq!(proxy.client_hangups(), 1);
+    assert_eq!(proxy.total(Fault::LoseResponse), 0);
+    assert!(
+        proxy.summary().ends_with("client hang-ups 1"),
+        "{}",
+        proxy.summary()
+    );
+}
