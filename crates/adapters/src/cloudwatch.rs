@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use aws_sdk_cloudwatch::Client;
 use aws_sdk_cloudwatch::config::retry::RetryConfig;
+use aws_sdk_cloudwatch::config::timeout::TimeoutConfig;
 use aws_sdk_cloudwatch::types::{Dimension, MetricDatum, StandardUnit};
 use futures::StreamExt;
 use streamwatch_core::PortError;
@@ -46,6 +47,19 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
+    /// The longest one request can take under this policy when every attempt runs into
+    /// `attempt_timeout`: all attempts plus the largest backoff before each retry.
+    pub fn worst_case(&self, attempt_timeout: Duration) -> Duration {
+        let backoffs: Duration = (0..self.max_attempts.saturating_sub(1))
+            .map(|a| {
+                self.base_delay
+                    .saturating_mul(1 << a.min(16))
+                    .min(self.max_delay)
+            })
+            .sum();
+        attempt_timeout.saturating_mul(self.max_attempts) + backoffs
+    }
+
     /// Full jitter: a random delay up to `min(max, base * 2^attempt)`, so that concurrent
     /// invocations throttled together do not retry together.
     fn delay(&self, attempt: u32) -> Duration {
@@ -70,6 +84,14 @@ fn random_u64() -> u64 {
     h.finish()
 }
 
+/// Deadline of one PutMetricData attempt. A request is at most 1 MB (the API's limit, which
+/// `pack_requests` keeps); CloudWatch answers one in well under a second, and 1 MB crosses
+/// even a 1 MB/s link in a second. Without a deadline a hung connection would hold the
+/// invocation until the function's timeout and the whole batch would be delivered again;
+/// with it the request is retried, and one request's worst case under the default policy
+/// (4 x 10 s + backoffs of at most 0.1 + 0.2 + 0.4 s) stays inside the template's 60 s.
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Requests of one batch in flight at once. CloudWatch's PutMetricData quota is per
 /// account and region (thousands of TPS); a small bound keeps one invocation from
 /// throttling its neighbours while still overlapping the round trips.
@@ -87,10 +109,15 @@ pub struct CloudWatchSink {
 
 impl CloudWatchSink {
     /// Builds the client from the shared SDK config, with the SDK's retries off (this
-    /// sink retries, see the module docs).
+    /// sink retries, see the module docs) and [`ATTEMPT_TIMEOUT`] on each attempt.
     pub fn new(config: &aws_config::SdkConfig) -> Self {
         let conf = aws_sdk_cloudwatch::config::Builder::from(config)
             .retry_config(RetryConfig::disabled())
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .operation_attempt_timeout(ATTEMPT_TIMEOUT)
+                    .build(),
+            )
             .build();
         Self::from_client(Client::from_conf(conf))
     }
