@@ -52,6 +52,10 @@ def main():
             continue
         props = {**globals_, **res["Properties"]}
         env = {k: resolve(v) for k, v in props.get("Environment", {}).get("Variables", {}).items()}
+        # moto takes seconds per 1,000-datum PutMetricData: a deadline sized for CloudWatch
+        # would time out requests moto then applies (as `streamwatch dev run` does too).
+        if "PUT_METRIC_DATA_TIMEOUT_SECONDS" in env:
+            env["PUT_METRIC_DATA_TIMEOUT_SECONDS"] = str(props.get("Timeout", 3))
         logging = props.get("LoggingConfig", {})
         if "LogFormat" in logging:
             env["AWS_LAMBDA_LOG_FORMAT"] = resolve(logging["LogFormat"])

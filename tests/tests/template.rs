@@ -558,21 +558,29 @@ fn t_resources(t: &Value) -> Vec<(String, Value)> {
 
 // ------------------------------------------------------------------ deadlines
 
-/// One PutMetricData request whose every attempt runs into its deadline still gives up
-/// inside the metrics-publisher's timeout: a hung connection costs a retry of that
-/// request, not a timed-out invocation and the whole batch delivered again.
+/// One PutMetricData request whose every attempt runs into its deadline (the template's
+/// `PUT_METRIC_DATA_TIMEOUT_SECONDS`) still gives up inside the metrics-publisher's timeout:
+/// a hung connection costs a retry of that request, not a timed-out invocation and the
+/// whole batch delivered again.
 #[test]
 fn a_put_metric_data_request_exhausts_its_retries_within_the_function_timeout() {
     use std::time::Duration;
-    use streamwatch_adapters::cloudwatch::{ATTEMPT_TIMEOUT, RetryPolicy};
+    use streamwatch_adapters::cloudwatch::RetryPolicy;
 
     let t = template();
     let timeout = t["Resources"]["MetricsPublisherFunction"]["Properties"]["Timeout"]
         .as_u64()
         .or_else(|| t["Globals"]["Function"]["Timeout"].as_u64())
         .expect("the metrics-publisher has a Timeout");
-    let worst = RetryPolicy::default().worst_case(ATTEMPT_TIMEOUT);
-    assert_eq!(worst, Duration::from_millis(4 * 10_000 + 100 + 200 + 400));
+    let attempt: u64 =
+        environment(&t, "MetricsPublisherFunction")["PUT_METRIC_DATA_TIMEOUT_SECONDS"]
+            .parse()
+            .expect("PUT_METRIC_DATA_TIMEOUT_SECONDS is a number of seconds");
+    let worst = RetryPolicy::default().worst_case(Duration::from_secs(attempt));
+    assert_eq!(
+        RetryPolicy::default().worst_case(Duration::from_secs(10)),
+        Duration::from_millis(4 * 10_000 + 100 + 200 + 400)
+    );
     assert!(
         worst < Duration::from_secs(timeout),
         "one request may take {worst:?}, the function's timeout is {timeout} s"

@@ -84,12 +84,14 @@ fn random_u64() -> u64 {
     h.finish()
 }
 
-/// Deadline of one PutMetricData attempt. A request is at most 1 MB (the API's limit, which
-/// `pack_requests` keeps); CloudWatch answers one in well under a second, and 1 MB crosses
-/// even a 1 MB/s link in a second. Without a deadline a hung connection would hold the
-/// invocation until the function's timeout and the whole batch would be delivered again;
-/// with it the request is retried, and one request's worst case under the default policy
-/// (4 x 10 s + backoffs of at most 0.1 + 0.2 + 0.4 s) stays inside the template's 60 s.
+/// Default deadline of one PutMetricData attempt. A request is at most 1 MB (the API's
+/// limit, which `pack_requests` keeps); CloudWatch answers one in well under a second, and
+/// 1 MB crosses even a 1 MB/s link in a second. Without a deadline a hung connection would
+/// hold the invocation until the function's timeout and the whole batch would be delivered
+/// again; with it the request is retried, and one request's worst case under the default
+/// policy (4 x 10 s + backoffs of at most 0.1 + 0.2 + 0.4 s) stays inside the template's
+/// 60 s. Emulators are slower: moto takes 3-9 s for one 1,000-datum request here, so
+/// `streamwatch dev run` raises it to the function's timeout.
 pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Requests of one batch in flight at once. CloudWatch's PutMetricData quota is per
@@ -109,17 +111,26 @@ pub struct CloudWatchSink {
 
 impl CloudWatchSink {
     /// Builds the client from the shared SDK config, with the SDK's retries off (this
-    /// sink retries, see the module docs) and [`ATTEMPT_TIMEOUT`] on each attempt.
+    /// sink retries, see the module docs) and the config's timeouts as they are.
     pub fn new(config: &aws_config::SdkConfig) -> Self {
-        let conf = aws_sdk_cloudwatch::config::Builder::from(config)
-            .retry_config(RetryConfig::disabled())
+        Self::from_client(Client::from_conf(Self::client_config(config).build()))
+    }
+
+    /// As [`Self::new`], with a deadline on each attempt: what the function runs, with
+    /// [`ATTEMPT_TIMEOUT`] unless configured otherwise.
+    pub fn with_attempt_timeout(config: &aws_config::SdkConfig, timeout: Duration) -> Self {
+        let conf = Self::client_config(config)
             .timeout_config(
                 TimeoutConfig::builder()
-                    .operation_attempt_timeout(ATTEMPT_TIMEOUT)
+                    .operation_attempt_timeout(timeout)
                     .build(),
             )
             .build();
         Self::from_client(Client::from_conf(conf))
+    }
+
+    fn client_config(config: &aws_config::SdkConfig) -> aws_sdk_cloudwatch::config::Builder {
+        aws_sdk_cloudwatch::config::Builder::from(config).retry_config(RetryConfig::disabled())
     }
 
     /// Uses a client as given (its own retry settings stay in force).

@@ -75,6 +75,8 @@ pub struct Config {
     pub alerts: Option<AlertConfig>,
     /// PutMetricData requests of one batch in flight at once.
     pub publish_concurrency: usize,
+    /// Deadline of one PutMetricData attempt (`PUT_METRIC_DATA_TIMEOUT_SECONDS`).
+    pub put_metric_data_timeout: std::time::Duration,
     /// Alert writes of one batch in flight at once.
     pub alert_concurrency: usize,
 }
@@ -162,6 +164,17 @@ impl Config {
         if !(1..=32).contains(&publish_concurrency) {
             return Err(invalid("PUBLISH_CONCURRENCY", "must be 1 to 32"));
         }
+        let timeout_seconds = parsed_or(
+            src,
+            "PUT_METRIC_DATA_TIMEOUT_SECONDS",
+            streamwatch_adapters::cloudwatch::ATTEMPT_TIMEOUT.as_secs(),
+        )?;
+        if !(1..=900).contains(&timeout_seconds) {
+            return Err(invalid(
+                "PUT_METRIC_DATA_TIMEOUT_SECONDS",
+                "must be 1 to 900 (Lambda's longest timeout)",
+            ));
+        }
         let alert_concurrency = parsed_or(src, "ALERT_CONCURRENCY", 16usize)?;
         if !(1..=128).contains(&alert_concurrency) {
             return Err(invalid("ALERT_CONCURRENCY", "must be 1 to 128"));
@@ -181,6 +194,7 @@ impl Config {
             ops_namespace,
             alerts,
             publish_concurrency,
+            put_metric_data_timeout: std::time::Duration::from_secs(timeout_seconds),
             alert_concurrency,
         })
     }
@@ -258,6 +272,7 @@ mod tests {
         assert_eq!(a.key_field.as_str(), "ID");
         assert_eq!(a.table, "alerts");
         assert_eq!((c.publish_concurrency, c.alert_concurrency), (4, 16));
+        assert_eq!(c.put_metric_data_timeout.as_secs(), 10);
     }
 
     #[test]
@@ -275,6 +290,8 @@ mod tests {
             ("METRIC_TIMESTAMP_FIELD", "[0]"),
             ("ALERT_RULE", "Severity"),
             ("PUBLISH_CONCURRENCY", "0"),
+            ("PUT_METRIC_DATA_TIMEOUT_SECONDS", "0"),
+            ("PUT_METRIC_DATA_TIMEOUT_SECONDS", "ten"),
             ("ALERT_CONCURRENCY", "many"),
         ];
         for (var, value) in cases {

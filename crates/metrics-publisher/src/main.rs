@@ -12,7 +12,8 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     // With ALERT_RULE=off the outbox is never called; an embedded one stands in.
     match (config.sink, config.alerts.as_ref().map(|a| a.table.clone())) {
         (SinkKind::Api, Some(table)) => {
-            let sink = CloudWatchSink::new(&sdk).with_concurrency(config.publish_concurrency);
+            let sink = CloudWatchSink::with_attempt_timeout(&sdk, config.put_metric_data_timeout)
+                .with_concurrency(config.publish_concurrency);
             let outbox = DynamoDbAlertOutbox::new(aws_sdk_dynamodb::Client::new(&sdk), table);
             run(Deps {
                 config,
@@ -22,7 +23,8 @@ async fn main() -> Result<(), lambda_runtime::Error> {
             .await
         }
         (SinkKind::Api, None) => {
-            let sink = CloudWatchSink::new(&sdk).with_concurrency(config.publish_concurrency);
+            let sink = CloudWatchSink::with_attempt_timeout(&sdk, config.put_metric_data_timeout)
+                .with_concurrency(config.publish_concurrency);
             let outbox = EmbeddedAlertOutbox::new();
             run(Deps {
                 config,

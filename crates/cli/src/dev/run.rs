@@ -582,6 +582,22 @@ fn function(
     if let Some(format) = logging["LogFormat"].as_str() {
         env.push(("AWS_LAMBDA_LOG_FORMAT".into(), format.to_owned()));
     }
+    // Emulators are slower than the services: moto takes seconds for one 1,000-datum
+    // PutMetricData, so a deadline sized for CloudWatch would cut off requests it goes on
+    // to apply, and the retry would count their metrics twice. Here the invocation's own
+    // timeout is the deadline.
+    let number = |key: &str, default: u64| {
+        props[key]
+            .as_u64()
+            .or_else(|| globals[key].as_u64())
+            .unwrap_or(default)
+    };
+    let timeout = number("Timeout", 3);
+    for (k, v) in env.iter_mut() {
+        if k == "PUT_METRIC_DATA_TIMEOUT_SECONDS" {
+            *v = timeout.to_string();
+        }
+    }
     env.push(("AWS_ENDPOINT_URL".into(), stack.endpoint.clone()));
     env.push(("AWS_REGION".into(), stack.region.clone()));
     env.push(("AWS_DEFAULT_REGION".into(), stack.region.clone()));
@@ -589,18 +605,12 @@ fn function(
         env.push(("AWS_ACCESS_KEY_ID".into(), "testing".into()));
         env.push(("AWS_SECRET_ACCESS_KEY".into(), "testing".into()));
     }
-    let number = |key: &str, default: u64| {
-        props[key]
-            .as_u64()
-            .or_else(|| globals[key].as_u64())
-            .unwrap_or(default)
-    };
     Ok(Function {
         arn: format!("arn:aws:lambda:{}:{account}:function:{name}", stack.region),
         log: logs.join(format!("{name}.log")),
         binary: bin_dir.join(binary_name(props)),
         env,
-        timeout: Duration::from_secs(number("Timeout", 3)),
+        timeout: Duration::from_secs(timeout),
         memory: u32::try_from(number("MemorySize", 128)).unwrap_or(128),
         idle: Mutex::new(Vec::new()),
         stats: Counters::default(),
