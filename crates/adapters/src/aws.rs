@@ -71,7 +71,9 @@ where
         }
         _ => false,
     };
-    let source = aws_smithy_types::error::display::DisplayErrorContext(&err).to_string();
+    let source = redact_account_ids(
+        &aws_smithy_types::error::display::DisplayErrorContext(&err).to_string(),
+    );
     let boxed: Box<dyn std::error::Error + Send + Sync> = Box::new(err);
     let error = SdkFailure {
         context: source,
@@ -84,11 +86,81 @@ where
     }
 }
 
-/// An SDK error with its full context chain rendered once (the SDK's own Display is terse).
+/// The text with every account id (a run of exactly 12 digits, as in ARNs and in
+/// messages like AccessDenied's "User: arn:aws:sts::123456789012:assumed-role/...") masked:
+/// error text is logged, account ids must not be.
+pub fn redact_account_ids(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let run = bytes[i..].iter().take_while(|b| b.is_ascii_digit()).count();
+        if run == 0 {
+            // Copy up to the next digit in one go (keeps multi-byte characters whole).
+            let next = bytes[i..]
+                .iter()
+                .position(u8::is_ascii_digit)
+                .map_or(bytes.len(), |p| i + p);
+            out.push_str(&text[i..next]);
+            i = next;
+        } else {
+            out.push_str(if run == 12 {
+                "************"
+            } else {
+                &text[i..i + run]
+            });
+            i += run;
+        }
+    }
+    out
+}
+
+/// An SDK error with its full context chain rendered once (the SDK's own Display is terse),
+/// account ids masked ([`redact_account_ids`]).
 #[derive(Debug, thiserror::Error)]
 #[error("{context}")]
 pub struct SdkFailure {
     context: String,
     #[source]
     source: Box<dyn std::error::Error + Send + Sync>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_smithy_runtime_api::http::StatusCode;
+    use aws_smithy_types::body::SdkBody;
+    use aws_smithy_types::error::ErrorMetadata;
+
+    #[test]
+    fn account_ids_are_masked_and_other_numbers_kept() {
+        assert_eq!(
+            redact_account_ids(
+                "arn:aws:sns:us-east-1:123456789012:alerts, 5 of 1234567890123 in 2026 — 123456789012"
+            ),
+            "arn:aws:sns:us-east-1:************:alerts, 5 of 1234567890123 in 2026 — ************"
+        );
+    }
+
+    #[test]
+    fn an_access_denied_error_is_permanent_and_carries_no_account_id() {
+        let message = "User: arn:aws:sts::123456789012:assumed-role/streamwatch-alerter/fn is not \
+                       authorized to perform: SNS:Publish on resource: arn:aws:sns:us-east-1:123456789012:alerts";
+        let err = aws_sdk_sns::operation::publish::PublishError::generic(
+            ErrorMetadata::builder()
+                .code("AuthorizationError")
+                .message(message)
+                .build(),
+        );
+        let raw = HttpResponse::new(StatusCode::try_from(403).unwrap(), SdkBody::empty());
+        let port = classify("sns.Publish", SdkError::service_error(err, raw));
+        let text = port.to_string();
+        assert!(!port.is_transient(), "{text}");
+        assert!(text.contains("AuthorizationError"), "{text}");
+        assert!(
+            text.contains("arn:aws:sns:us-east-1:************:alerts"),
+            "{text}"
+        );
+        assert!(!text.contains("123456789012"), "{text}");
+    }
 }
