@@ -6,7 +6,7 @@
 //! timeout, or — the nastiest case for exactly-once — a response lost *after* moto applied
 //! the request. Every decision is counted so a test can report what it survived.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -191,11 +191,20 @@ type LostRequests = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
 /// Counts of what the proxy did, per (operation, fault).
 pub type FaultCounts = BTreeMap<(String, Fault), u64>;
 
+/// Every call seen: the count per operation (the plan's call number) and the IAM actions
+/// the calls need.
+#[derive(Default)]
+struct Ledger {
+    calls: BTreeMap<String, u64>,
+    actions: BTreeSet<String>,
+}
+
 /// A running proxy; stops when dropped.
 pub struct FaultProxy {
     port: u16,
     counts: Arc<Mutex<FaultCounts>>,
     lost: LostRequests,
+    ledger: Arc<Mutex<Ledger>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -206,7 +215,8 @@ impl FaultProxy {
         let port = listener.local_addr().expect("proxy address").port();
         let upstream = upstream.trim_start_matches("http://").to_owned();
         let counts = Arc::new(Mutex::new(FaultCounts::new()));
-        let calls = Arc::new(Mutex::new(BTreeMap::<String, u64>::new()));
+        let ledger = Arc::new(Mutex::new(Ledger::default()));
+        let task_ledger = ledger.clone();
         let lost = Arc::new(Mutex::new(Vec::new()));
         let task_counts = counts.clone();
         let task_lost = lost.clone();
@@ -215,15 +225,15 @@ impl FaultProxy {
                 let Ok((client, _)) = listener.accept().await else {
                     break;
                 };
-                let (upstream, plan, counts, calls, lost) = (
+                let (upstream, plan, counts, ledger, lost) = (
                     upstream.clone(),
                     plan.clone(),
                     task_counts.clone(),
-                    calls.clone(),
+                    task_ledger.clone(),
                     task_lost.clone(),
                 );
                 tokio::spawn(async move {
-                    let _ = serve(client, &upstream, plan, counts, calls, lost, slow).await;
+                    let _ = serve(client, &upstream, plan, counts, ledger, lost, slow).await;
                 });
             }
         });
@@ -231,6 +241,7 @@ impl FaultProxy {
             port,
             counts,
             lost,
+            ledger,
             task,
         }
     }
@@ -252,6 +263,18 @@ impl FaultProxy {
     /// may have applied twice.
     pub fn lost_requests(&self) -> Vec<(String, Vec<u8>)> {
         self.lost.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The IAM actions the calls so far need (`dynamodb:Query`, `sns:Publish`, ...): each
+    /// item of a `TransactWriteItems` needs its own action (`dynamodb:PutItem`,
+    /// `UpdateItem`, `DeleteItem`, `ConditionCheckItem`), a `TransactGetItems` needs
+    /// `dynamodb:GetItem`. Compare with the function's role: moto does not enforce IAM.
+    pub fn iam_actions(&self) -> BTreeSet<String> {
+        self.ledger
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .actions
+            .clone()
     }
 
     /// Requests passed through whose client hung up (an SDK attempt timeout) before moto
@@ -357,6 +380,44 @@ async fn read_request(
     }
 }
 
+/// The IAM actions one request needs. The service is the SigV4 signing name from the
+/// `Authorization` header's credential scope (`monitoring` is CloudWatch's).
+fn iam_actions(req: &Request) -> Vec<String> {
+    let head = String::from_utf8_lossy(&req.head);
+    let service = header(&head, "authorization")
+        .and_then(|a| {
+            let scope = a.split("Credential=").nth(1)?;
+            scope.split('/').nth(3).map(str::to_owned)
+        })
+        .unwrap_or_else(|| "unknown".into());
+    let service = if service == "monitoring" {
+        "cloudwatch".to_owned()
+    } else {
+        service
+    };
+    let item_action = |kind: &str| match kind {
+        "Put" => "PutItem",
+        "Update" => "UpdateItem",
+        "Delete" => "DeleteItem",
+        "ConditionCheck" => "ConditionCheckItem",
+        "Get" => "GetItem",
+        _ => "UnknownTransactItem",
+    };
+    match (service.as_str(), req.operation.as_str()) {
+        ("dynamodb", "TransactWriteItems" | "TransactGetItems") => {
+            let body: serde_json::Value = serde_json::from_slice(&req.body).unwrap_or_default();
+            body["TransactItems"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|item| item.as_object()?.keys().next().cloned())
+                .map(|kind| format!("dynamodb:{}", item_action(&kind)))
+                .collect()
+        }
+        (service, operation) => vec![format!("{service}:{operation}")],
+    }
+}
+
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
@@ -381,15 +442,16 @@ async fn serve(
     upstream: &str,
     plan: FaultPlan,
     counts: Arc<Mutex<FaultCounts>>,
-    calls: Arc<Mutex<BTreeMap<String, u64>>>,
+    ledger: Arc<Mutex<Ledger>>,
     lost: LostRequests,
     slow: Duration,
 ) -> std::io::Result<()> {
     let mut buf = Vec::new();
     while let Some(req) = read_request(&mut client, &mut buf).await? {
         let n = {
-            let mut c = calls.lock().unwrap_or_else(|e| e.into_inner());
-            let e = c.entry(req.operation.clone()).or_insert(0);
+            let mut l = ledger.lock().unwrap_or_else(|e| e.into_inner());
+            l.actions.extend(iam_actions(&req));
+            let e = l.calls.entry(req.operation.clone()).or_insert(0);
             *e += 1;
             *e
         };

@@ -241,6 +241,23 @@ pub async fn scan_all(
     }
 }
 
+/// Asserts that `role` in template.yaml allows every IAM action the calls through `proxy`
+/// needed (moto does not enforce IAM: a missing grant would only show on AWS), and returns
+/// those actions.
+pub fn assert_role_allows(
+    role: &str,
+    proxy: &faults::FaultProxy,
+) -> std::collections::BTreeSet<String> {
+    let allowed = role_actions(role);
+    let needed = proxy.iam_actions();
+    let missing: Vec<&String> = needed.iter().filter(|a| !allowed.contains(*a)).collect();
+    assert!(
+        missing.is_empty(),
+        "the handler called {missing:?}, which {role} does not allow (it allows {allowed:?})"
+    );
+    needed
+}
+
 /// The actions a role in template.yaml allows (every `Allow` statement of its inline
 /// policies), e.g. `dynamodb:PutItem`. moto does not enforce IAM, so tests that see which
 /// operations a function really makes check them against this.

@@ -163,6 +163,10 @@ async fn chaos_run(retries: SdkRetries, default_records: usize) {
         "{duplicates} duplicate notifications beyond the documented bound: {lost_publish} lost Publish responses + {update_faults} failed UpdateItem calls"
     );
 
+    // AND every call the function made is one its role in template.yaml allows
+    let actions = streamwatch_tests::assert_role_allows("AlerterRole", &proxy);
+    assert!(actions.contains("sns:Publish"), "{actions:?}");
+
     let invocations: u64 = stats.iter().map(|s| s.invocations).sum();
     let retries_: u64 = stats.iter().map(|s| s.retries).sum();
     let bisections: u64 = stats.iter().map(|s| s.bisections).sum();

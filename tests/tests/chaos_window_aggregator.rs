@@ -111,6 +111,10 @@ async fn chaos_run(retries: SdkRetries, default_records: usize) {
     assert_eq!((totals.malformed, totals.late), (0, 0), "{totals:?}");
     let (windows, alerts) = common::assert_tables_hold_truth(&direct, &truth).await;
 
+    // AND every call the function made is one its role in template.yaml allows
+    let actions = streamwatch_tests::assert_role_allows("WindowAggregatorRole", &proxy);
+    assert!(actions.contains("dynamodb:PutItem"), "{actions:?}");
+
     let records_in: usize = truth.shards.iter().map(Vec::len).sum();
     let invocations: u64 = stats.iter().map(|s| s.invocations).sum();
     let retries_: u64 = stats.iter().map(|s| s.retries).sum();
