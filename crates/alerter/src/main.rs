@@ -13,7 +13,7 @@ use streamwatch_adapters::sns::SnsNotifier;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    lambda_runtime::tracing::init_default_subscriber();
+    streamwatch_adapters::logging::init();
     let config = Config::from_env()?;
     let aws = streamwatch_adapters::aws::load_config().await;
     // Bounded publish calls: a claim's lease (at least PUBLISH_TIMEOUT + 5 s) then always

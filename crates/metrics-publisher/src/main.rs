@@ -6,7 +6,7 @@ use streamwatch_adapters::{CloudWatchSink, DynamoDbAlertOutbox, EmbeddedAlertOut
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    lambda_runtime::tracing::init_default_subscriber();
+    streamwatch_adapters::logging::init();
     let config = Config::from_env()?;
     let sdk = streamwatch_adapters::aws::load_config().await;
     // With ALERT_RULE=off the outbox is never called; an embedded one stands in.

@@ -1,6 +1,6 @@
 //! Lambda entry point: configuration and clients once per cold start, then the runtime.
 
-use lambda_runtime::{run, service_fn, tracing};
+use lambda_runtime::{run, service_fn};
 use streamwatch_adapters::alerts::DynamoDbAlertOutbox;
 use streamwatch_adapters::aws::load_config;
 use streamwatch_adapters::windows::DynamoDbWindowStore;
@@ -8,7 +8,7 @@ use window_aggregator::{Config, Deps, SystemClock, handle};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    tracing::init_default_subscriber();
+    streamwatch_adapters::logging::init();
     let config = Config::from_env()?;
     let aws = load_config().await;
     let ddb = aws_sdk_dynamodb::Client::new(&aws);
