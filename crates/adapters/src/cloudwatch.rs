@@ -51,23 +51,22 @@ impl RetryPolicy {
     /// `attempt_timeout`: all attempts plus the largest backoff before each retry.
     pub fn worst_case(&self, attempt_timeout: Duration) -> Duration {
         let backoffs: Duration = (0..self.max_attempts.saturating_sub(1))
-            .map(|a| {
-                self.base_delay
-                    .saturating_mul(1 << a.min(16))
-                    .min(self.max_delay)
-            })
+            .map(|a| self.ceiling(a))
             .sum();
         attempt_timeout.saturating_mul(self.max_attempts) + backoffs
     }
 
-    /// Full jitter: a random delay up to `min(max, base * 2^attempt)`, so that concurrent
-    /// invocations throttled together do not retry together.
-    fn delay(&self, attempt: u32) -> Duration {
-        let cap = self
-            .base_delay
+    /// The largest backoff after failed attempt `attempt + 1`: `min(max, base * 2^attempt)`.
+    fn ceiling(&self, attempt: u32) -> Duration {
+        self.base_delay
             .saturating_mul(1 << attempt.min(16))
-            .min(self.max_delay);
-        let nanos = u64::try_from(cap.as_nanos()).unwrap_or(u64::MAX);
+            .min(self.max_delay)
+    }
+
+    /// Full jitter: a random delay up to [`Self::ceiling`], so that concurrent invocations
+    /// throttled together do not retry together.
+    fn delay(&self, attempt: u32) -> Duration {
+        let nanos = u64::try_from(self.ceiling(attempt).as_nanos()).unwrap_or(u64::MAX);
         if nanos == 0 {
             return Duration::ZERO;
         }
