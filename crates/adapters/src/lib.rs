@@ -10,6 +10,7 @@ pub mod emf;
 pub mod esm;
 pub mod logging;
 pub mod metrics_memory;
+pub mod shards;
 pub mod sns;
 pub mod windows;
 

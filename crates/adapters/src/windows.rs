@@ -3,21 +3,27 @@
 //! watermarks).
 //!
 //! DynamoDB layout (hash key `pk`, range key `sk`):
-//! * window: `pk = "<rule>#<key>"`, `sk = "w#<start µs, 20 digits>"`; `entries` (map of
-//!   reading id → `{v, t, d}`), `version`, `closed`, `settled`, `late`, `start`, `end`, the
-//!   derived `count`/`sum`/`min`/`max`/`avg` for people and dashboards, `ttl`; until
+//! * window: `pk = "<rule>#<key>"`, `sk = "w#<start µs, 20 digits>"`; `e` (binary: per
+//!   reading its 64-bit identity, value, change time and a removed flag, 25 bytes, little
+//!   endian), `l` (binary: per late reading its identity and change time, 16 bytes),
+//!   `version`, `closed`, `settled`, `start`, `end`, and for people and dashboards `late`
+//!   (how many late readings) and the derived `count`/`sum`/`min`/`max`/`avg`; `ttl`; until
 //!   settled also `open_shard = "<rule>#open#<0..3>"` and `close_at` (µs), which put it in
 //!   the sparse `open-windows` index (hash `open_shard`, range `close_at`, keys only) the
 //!   schedule queries instead of scanning. Settling removes both attributes.
 //! * key state: `pk = "<rule>#<key>"`, `sk = "state"`; `firing`, `firing_before_last`,
 //!   `last_closed_start`, `version`, `ttl`.
-//! * watermark: `pk = "<rule>"` (no `#`, so it never meets a window), `sk = <shard id>` or
-//!   `#closed` (the floor), `wm` (µs), `ttl`.
+//! * shard progress (`streamwatch_core::progress`): `pk = "<rule>"` (no `#`, so it never
+//!   meets a window), `sk = <shard id>`; `wm` (records' progress, µs), `cu` (caught-up
+//!   progress, µs), `seq` (the last finished sequence number, zero-padded to 128 digits so
+//!   DynamoDB's string order is numeric order), `parents` (list), `retired`, `ttl`; and
+//!   `sk = "#listed"` once the stream's shards were listed. Items of other `#` sort keys
+//!   (the `#closed` floor of earlier versions) are ignored.
 //!
 //! `ttl` (epoch seconds) is wall clock at the item's last write plus the configured state
 //! lifetime; the table's TTL setting must name the `ttl` attribute.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::{Hash, Hasher};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -25,6 +31,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes};
 use streamwatch_core::PortError;
+use streamwatch_core::progress::{Ledger, ShardLedger, ShardProgress, sequence_after};
 use streamwatch_core::time::Micros;
 use streamwatch_core::window::{Entry, KeyState, WindowKey, WindowState, WindowStore, Written};
 
@@ -78,24 +85,74 @@ fn corrupt(what: &str) -> PortError {
     )
 }
 
+const ENTRY_BYTES: usize = 25;
+const LATE_BYTES: usize = 16;
+
+fn encode_entries(entries: &BTreeMap<u64, Entry>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(entries.len() * ENTRY_BYTES);
+    for (id, e) in entries {
+        out.extend_from_slice(&id.to_le_bytes());
+        out.extend_from_slice(&e.value.to_bits().to_le_bytes());
+        out.extend_from_slice(&e.changed_micros.to_le_bytes());
+        out.push(u8::from(e.deleted));
+    }
+    out
+}
+
+fn encode_late(late: &BTreeSet<(u64, Micros)>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(late.len() * LATE_BYTES);
+    for (id, t) in late {
+        out.extend_from_slice(&id.to_le_bytes());
+        out.extend_from_slice(&t.to_le_bytes());
+    }
+    out
+}
+
+fn word(b: &[u8]) -> [u8; 8] {
+    let mut w = [0u8; 8];
+    w.copy_from_slice(&b[..8]);
+    w
+}
+
+fn decode_entries(bytes: &[u8]) -> Result<BTreeMap<u64, Entry>, PortError> {
+    if bytes.len() % ENTRY_BYTES != 0 {
+        return Err(corrupt("entries"));
+    }
+    Ok(bytes
+        .chunks_exact(ENTRY_BYTES)
+        .map(|c| {
+            (
+                u64::from_le_bytes(word(c)),
+                Entry {
+                    value: f64::from_bits(u64::from_le_bytes(word(&c[8..]))),
+                    changed_micros: i64::from_le_bytes(word(&c[16..])),
+                    deleted: c[24] != 0,
+                },
+            )
+        })
+        .collect())
+}
+
+fn decode_late(bytes: &[u8]) -> Result<BTreeSet<(u64, Micros)>, PortError> {
+    if bytes.len() % LATE_BYTES != 0 {
+        return Err(corrupt("late readings"));
+    }
+    Ok(bytes
+        .chunks_exact(LATE_BYTES)
+        .map(|c| (u64::from_le_bytes(word(c)), i64::from_le_bytes(word(&c[8..]))))
+        .collect())
+}
+
+fn binary(item: &HashMap<String, AttributeValue>, name: &str) -> Option<Vec<u8>> {
+    item.get(name)?.as_b().ok().map(|b| b.as_ref().to_vec())
+}
+
 /// The item of a window.
 pub fn window_item(
     w: &WindowState,
     close_at: Micros,
     ttl: Duration,
 ) -> HashMap<String, AttributeValue> {
-    let entries: HashMap<String, AttributeValue> = w
-        .entries
-        .iter()
-        .map(|(id, e)| {
-            let m = HashMap::from([
-                ("v".to_owned(), n(e.value)),
-                ("t".to_owned(), n(e.changed_micros)),
-                ("d".to_owned(), AttributeValue::Bool(e.deleted)),
-            ]);
-            (id.clone(), AttributeValue::M(m))
-        })
-        .collect();
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
@@ -106,13 +163,22 @@ pub fn window_item(
         ("key".to_owned(), s(&w.key)),
         ("start".to_owned(), n(w.start_micros)),
         ("end".to_owned(), n(w.end_micros)),
-        ("entries".to_owned(), AttributeValue::M(entries)),
         ("version".to_owned(), n(w.version + 1)),
         ("closed".to_owned(), AttributeValue::Bool(w.closed)),
         ("settled".to_owned(), AttributeValue::Bool(w.settled)),
-        ("late".to_owned(), n(w.late)),
+        ("late".to_owned(), n(w.late.len())),
         ("ttl".to_owned(), n((now + ttl).as_secs())),
     ]);
+    // DynamoDB refuses an empty binary attribute: absent means none.
+    if !w.entries.is_empty() {
+        item.insert(
+            "e".to_owned(),
+            AttributeValue::B(encode_entries(&w.entries).into()),
+        );
+    }
+    if !w.late.is_empty() {
+        item.insert("l".to_owned(), AttributeValue::B(encode_late(&w.late).into()));
+    }
     if let Some(st) = w.stats() {
         for (k, v) in [
             ("count", st.count as f64),
@@ -133,32 +199,16 @@ pub fn window_item(
 
 /// A window read back from its item.
 pub fn window_from_item(item: &HashMap<String, AttributeValue>) -> Result<WindowState, PortError> {
-    let mut entries = BTreeMap::new();
-    if let Some(AttributeValue::M(m)) = item.get("entries") {
-        for (id, v) in m {
-            let AttributeValue::M(e) = v else {
-                return Err(corrupt("entry"));
-            };
-            entries.insert(
-                id.clone(),
-                Entry {
-                    value: get_n(e, "v").ok_or_else(|| corrupt("entry value"))?,
-                    changed_micros: get_n(e, "t").ok_or_else(|| corrupt("entry time"))?,
-                    deleted: get_bool(e, "d"),
-                },
-            );
-        }
-    }
     Ok(WindowState {
         rule: get_s(item, "rule").ok_or_else(|| corrupt("rule"))?.clone(),
         key: get_s(item, "key").ok_or_else(|| corrupt("key"))?.clone(),
         start_micros: get_n(item, "start").ok_or_else(|| corrupt("start"))?,
         end_micros: get_n(item, "end").ok_or_else(|| corrupt("end"))?,
-        entries,
+        entries: binary(item, "e").map_or(Ok(BTreeMap::new()), |b| decode_entries(&b))?,
+        late: binary(item, "l").map_or(Ok(BTreeSet::new()), |b| decode_late(&b))?,
         version: get_n(item, "version").ok_or_else(|| corrupt("version"))?,
         closed: get_bool(item, "closed"),
         settled: get_bool(item, "settled"),
-        late: get_n(item, "late").unwrap_or(0),
     })
 }
 
@@ -178,6 +228,14 @@ impl DynamoDbWindowStore {
             table: table.into(),
             ttl,
         }
+    }
+
+    /// TTL attribute value for an item written now: epoch seconds plus the state lifetime.
+    fn expiry(&self) -> u64 {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        (now + self.ttl).as_secs()
     }
 
     fn is_condition_failure<E: aws_smithy_types::error::metadata::ProvideErrorMetadata>(
@@ -393,52 +451,173 @@ impl WindowStore for DynamoDbWindowStore {
         }
     }
 
-    async fn raise_watermark(
+}
+
+/// The sequence number as stored: zero-padded so DynamoDB's string order is numeric order.
+fn padded(sequence: &str) -> String {
+    format!("{sequence:0>128}")
+}
+
+fn unpadded(stored: &str) -> String {
+    let t = stored.trim_start_matches('0');
+    if t.is_empty() { "0".into() } else { t.into() }
+}
+
+const LISTED: &str = "#listed";
+
+impl ShardLedger for DynamoDbWindowStore {
+    async fn ledger(&self, rule: &str) -> Result<Ledger, PortError> {
+        let mut ledger = Ledger::default();
+        let mut start_key = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :p")
+                .expression_attribute_values(":p", s(rule))
+                .consistent_read(true)
+                .set_exclusive_start_key(start_key)
+                .send()
+                .await
+                .map_err(|e| classify("dynamodb.Query(shards)", e))?;
+            for item in out.items.unwrap_or_default() {
+                let Some(sk) = get_s(&item, "sk") else {
+                    continue;
+                };
+                if sk == LISTED {
+                    ledger.listed = true;
+                    continue;
+                }
+                if sk.starts_with('#') {
+                    continue;
+                }
+                let parents = match item.get("parents") {
+                    Some(AttributeValue::L(l)) => {
+                        l.iter().filter_map(|v| v.as_s().ok().cloned()).collect()
+                    }
+                    _ => Vec::new(),
+                };
+                ledger.shards.push(ShardProgress {
+                    shard: sk.clone(),
+                    parents,
+                    records: get_n(&item, "wm"),
+                    caught_up: get_n(&item, "cu"),
+                    sequence: get_s(&item, "seq").map(|q| unpadded(q)),
+                    retired: get_bool(&item, "retired"),
+                });
+            }
+            start_key = out.last_evaluated_key.filter(|k| !k.is_empty());
+            if start_key.is_none() {
+                return Ok(ledger);
+            }
+        }
+    }
+
+    async fn register(&self, rule: &str, shards: &[ShardProgress]) -> Result<(), PortError> {
+        for shard in shards {
+            let mut item = HashMap::from([
+                ("pk".to_owned(), s(rule)),
+                ("sk".to_owned(), s(&shard.shard)),
+                (
+                    "parents".to_owned(),
+                    AttributeValue::L(shard.parents.iter().map(s).collect()),
+                ),
+                ("retired".to_owned(), AttributeValue::Bool(shard.retired)),
+                ("ttl".to_owned(), n(self.expiry())),
+            ]);
+            if let Some(wm) = shard.records {
+                item.insert("wm".to_owned(), n(wm));
+            }
+            let result = self
+                .client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(item))
+                .condition_expression("attribute_not_exists(pk)")
+                .send()
+                .await;
+            match result {
+                Ok(_) => {}
+                Err(e) if e.as_service_error().is_some_and(Self::is_condition_failure) => {}
+                Err(e) => return Err(classify("dynamodb.PutItem(shard)", e)),
+            }
+        }
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(rule))
+            .item("sk", s(LISTED))
+            .item("ttl", n(self.expiry()))
+            .send()
+            .await
+            .map_err(|e| classify("dynamodb.PutItem(listed)", e))?;
+        Ok(())
+    }
+
+    async fn advance(
         &self,
         rule: &str,
         shard: &str,
-        micros: Micros,
+        records: Micros,
+        sequence: &str,
     ) -> Result<(), PortError> {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
         let result = self
             .client
             .update_item()
             .table_name(&self.table)
             .key("pk", s(rule))
             .key("sk", s(shard))
-            .update_expression("SET wm = :w, #ttl = :ttl")
-            .condition_expression("attribute_not_exists(wm) OR wm < :w")
+            .update_expression("SET wm = :w, seq = :s, #ttl = :ttl")
+            .condition_expression("attribute_not_exists(seq) OR seq < :s")
             .expression_attribute_names("#ttl", "ttl")
-            .expression_attribute_values(":w", n(micros))
-            .expression_attribute_values(":ttl", n((now + self.ttl).as_secs()))
+            .expression_attribute_values(":w", n(records))
+            .expression_attribute_values(":s", s(padded(sequence)))
+            .expression_attribute_values(":ttl", n(self.expiry()))
             .send()
             .await;
         match result {
             Ok(_) => Ok(()),
             Err(e) if e.as_service_error().is_some_and(Self::is_condition_failure) => Ok(()),
-            Err(e) => Err(classify("dynamodb.UpdateItem(watermark)", e)),
+            Err(e) => Err(classify("dynamodb.UpdateItem(shard progress)", e)),
         }
     }
 
-    async fn watermarks(&self, rule: &str) -> Result<Vec<(String, Micros)>, PortError> {
-        let out = self
+    async fn caught_up(&self, rule: &str, shard: &str, micros: Micros) -> Result<(), PortError> {
+        let result = self
             .client
-            .query()
+            .update_item()
             .table_name(&self.table)
-            .key_condition_expression("pk = :p")
-            .expression_attribute_values(":p", s(rule))
-            .consistent_read(true)
+            .key("pk", s(rule))
+            .key("sk", s(shard))
+            .update_expression("SET cu = :c, #ttl = :ttl")
+            .condition_expression("attribute_not_exists(cu) OR cu < :c")
+            .expression_attribute_names("#ttl", "ttl")
+            .expression_attribute_values(":c", n(micros))
+            .expression_attribute_values(":ttl", n(self.expiry()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) if e.as_service_error().is_some_and(Self::is_condition_failure) => Ok(()),
+            Err(e) => Err(classify("dynamodb.UpdateItem(shard caught up)", e)),
+        }
+    }
+
+    async fn retire(&self, rule: &str, shard: &str) -> Result<(), PortError> {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(rule))
+            .key("sk", s(shard))
+            .update_expression("SET retired = :t, #ttl = :ttl")
+            .expression_attribute_names("#ttl", "ttl")
+            .expression_attribute_values(":t", AttributeValue::Bool(true))
+            .expression_attribute_values(":ttl", n(self.expiry()))
             .send()
             .await
-            .map_err(|e| classify("dynamodb.Query(watermarks)", e))?;
-        Ok(out
-            .items
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|i| Some((get_s(i, "sk")?.clone(), get_n(i, "wm")?)))
-            .collect())
+            .map_err(|e| classify("dynamodb.UpdateItem(retire shard)", e))?;
+        Ok(())
     }
 }
 
@@ -452,7 +631,7 @@ pub struct EmbeddedWindowStore {
 struct Tables {
     windows: HashMap<WindowKey, (WindowState, Option<Micros>)>,
     keys: HashMap<(String, String), KeyState>,
-    watermarks: BTreeMap<(String, String), Micros>,
+    shards: BTreeMap<String, Ledger>,
     writes: u64,
 }
 
@@ -566,30 +745,67 @@ impl WindowStore for EmbeddedWindowStore {
         t.keys.insert(k, s);
         Ok(Written::Ok)
     }
+}
 
-    async fn raise_watermark(
-        &self,
-        rule: &str,
-        shard: &str,
-        micros: Micros,
-    ) -> Result<(), PortError> {
+impl ShardLedger for EmbeddedWindowStore {
+    async fn ledger(&self, rule: &str) -> Result<Ledger, PortError> {
+        Ok(self.lock().shards.get(rule).cloned().unwrap_or_default())
+    }
+
+    async fn register(&self, rule: &str, shards: &[ShardProgress]) -> Result<(), PortError> {
         let mut t = self.lock();
-        t.writes += 1;
-        let wm = t
-            .watermarks
-            .entry((rule.to_owned(), shard.to_owned()))
-            .or_insert(micros);
-        *wm = (*wm).max(micros);
+        t.writes += shards.len() as u64 + 1;
+        let ledger = t.shards.entry(rule.to_owned()).or_default();
+        for shard in shards {
+            if ledger.get(&shard.shard).is_none() {
+                ledger.shards.push(shard.clone());
+            }
+        }
+        ledger.listed = true;
         Ok(())
     }
 
-    async fn watermarks(&self, rule: &str) -> Result<Vec<(String, Micros)>, PortError> {
-        Ok(self
-            .lock()
-            .watermarks
-            .iter()
-            .filter(|((r, _), _)| r == rule)
-            .map(|((_, s), w)| (s.clone(), *w))
-            .collect())
+    async fn advance(
+        &self,
+        rule: &str,
+        shard: &str,
+        records: Micros,
+        sequence: &str,
+    ) -> Result<(), PortError> {
+        self.update(rule, shard, |s| {
+            if s.sequence.as_deref().is_none_or(|q| sequence_after(sequence, q)) {
+                s.records = Some(records);
+                s.sequence = Some(sequence.to_owned());
+            }
+        });
+        Ok(())
+    }
+
+    async fn caught_up(&self, rule: &str, shard: &str, micros: Micros) -> Result<(), PortError> {
+        self.update(rule, shard, |s| s.caught_up = s.caught_up.max(Some(micros)));
+        Ok(())
+    }
+
+    async fn retire(&self, rule: &str, shard: &str) -> Result<(), PortError> {
+        self.update(rule, shard, |s| s.retired = true);
+        Ok(())
+    }
+}
+
+impl EmbeddedWindowStore {
+    /// One shard's progress changed in place (created when missing, as UpdateItem does).
+    fn update(&self, rule: &str, shard: &str, f: impl FnOnce(&mut ShardProgress)) {
+        let mut t = self.lock();
+        t.writes += 1;
+        let ledger = t.shards.entry(rule.to_owned()).or_default();
+        if ledger.get(shard).is_none() {
+            ledger.shards.push(ShardProgress {
+                shard: shard.to_owned(),
+                ..ShardProgress::default()
+            });
+        }
+        if let Some(s) = ledger.shards.iter_mut().find(|s| s.shard == shard) {
+            f(s);
+        }
     }
 }

@@ -12,6 +12,7 @@ pub mod kpl;
 pub mod metrics;
 pub mod notify;
 pub mod path;
+pub mod progress;
 pub mod ports;
 pub mod record;
 pub mod rule;

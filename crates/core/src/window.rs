@@ -1,6 +1,7 @@
 //! Event-time tumbling windows per key, pure: window assignment, the per-window reading
-//! set that makes every Lambda delivery idempotent, close decisions, the combined
-//! watermark, and the `WindowStore` port.
+//! set that makes every Lambda delivery idempotent, close decisions, and the `WindowStore`
+//! port. What decides *when* a window closes and which readings are late is the stream's
+//! progress, in `crate::progress`.
 //!
 //! A window remembers *which* readings it holds, not just their sum: `entries` maps each
 //! reading's identity (the DynamoDB item's key, or the Kinesis record's coordinates for
@@ -15,16 +16,18 @@
 //! min, max and avg are derived from the live entries, so a MODIFY replaces a reading
 //! exactly and min and max stay right under retractions (neither is `ADD`-able).
 //!
-//! The price is item size: a DynamoDB item holds ≤ 400 KB, about 5,000 entries of a UUID
-//! id, value and time — 80 readings per second per key for a 60 s window. At the reference
-//! load (1 reading per second per turbine) a window holds 60.
+//! A reading's identity is kept as a 64-bit hash ([`reading_key`]), so an entry stores in
+//! 25 bytes whatever the item key: a DynamoDB item (≤ 400 KB) holds a window of up to
+//! [`MAX_WINDOW_READINGS`] readings and late readings — 15,000, over 4 readings per second
+//! per key for a one-hour window. A window that would outgrow it is refused whole (its
+//! records are retried, then sent to the on-failure queue, and counted), never cut short.
 //!
 //! A window's life: open (takes changes) → closed (frozen: its statistics are final, but
 //! its close decision may not be recorded yet) → settled (alert and key state written).
 //! Only settled windows leave the open-window index, so a crash between freezing and
 //! settling is finished by whoever looks next, from the same frozen statistics.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 
 use serde::{Deserialize, Serialize};
@@ -103,6 +106,27 @@ impl Change {
             Self::Upsert { id, .. } | Self::Delete { id, .. } => id,
         }
     }
+
+    fn changed_micros(&self) -> Micros {
+        match self {
+            Self::Upsert { changed_micros, .. } | Self::Delete { changed_micros, .. } => {
+                *changed_micros
+            }
+        }
+    }
+}
+
+/// Readings plus late readings one window item holds at most (25 bytes each, in a 400 KB
+/// item with room for the rest of the window's attributes).
+pub const MAX_WINDOW_READINGS: usize = 15_000;
+
+/// A reading's identity in its window: FNV-1a of its id (the item key, or the Kinesis
+/// coordinates). Stable across builds and platforms, as stored state must be; a collision
+/// among one window's readings has a chance of about n²/2⁶⁵ (≈ 6·10⁻¹² at 15,000).
+pub fn reading_key(id: &str) -> u64 {
+    id.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// Count, sum, min, max and average of a window's live readings.
@@ -136,7 +160,8 @@ pub struct WindowState {
     pub key: String,
     pub start_micros: Micros,
     pub end_micros: Micros,
-    pub entries: BTreeMap<String, Entry>,
+    /// Reading identity ([`reading_key`]) → its latest change.
+    pub entries: BTreeMap<u64, Entry>,
     /// Bumped by every write; writes are conditional on it (optimistic concurrency).
     pub version: u64,
     /// Frozen: no change is applied any more; the statistics are final.
@@ -144,8 +169,9 @@ pub struct WindowState {
     /// The close decision (alert, key state) is recorded; the window leaves the open index.
     #[serde(default)]
     pub settled: bool,
-    /// Records that arrived after the window closed (counted per delivery, never applied).
-    pub late: u64,
+    /// Late readings, by identity and change time: each counted once however often it is
+    /// delivered, never applied.
+    pub late: BTreeSet<(u64, Micros)>,
 }
 
 impl WindowState {
@@ -186,13 +212,36 @@ impl WindowState {
                 deleted: true,
             },
         };
-        match self.entries.get(change.id()) {
+        let id = reading_key(change.id());
+        match self.entries.get(&id) {
             Some(old) if !new.supersedes(old) => false,
             _ => {
-                self.entries.insert(change.id().to_owned(), new);
+                self.entries.insert(id, new);
                 true
             }
         }
+    }
+
+    /// Records a change that came too late for this window; true when it is a late reading
+    /// not seen before. A change the window already holds (the same record delivered again,
+    /// after the window closed or its shard moved on) is a duplicate, not a late reading.
+    pub fn record_late(&mut self, change: &Change) -> bool {
+        let id = reading_key(change.id());
+        let t = change.changed_micros();
+        if self.entries.get(&id).is_some_and(|e| e.changed_micros == t) {
+            return false;
+        }
+        self.late.insert((id, t))
+    }
+
+    /// Whether the window holds more than one item can store.
+    pub fn is_oversized(&self) -> bool {
+        self.entries.len() + self.late.len() > MAX_WINDOW_READINGS
+    }
+
+    /// Whether the window holds a reading with this id (live or removed).
+    pub fn holds(&self, id: &str) -> bool {
+        self.entries.contains_key(&reading_key(id))
     }
 
     /// Statistics of the live readings; `None` when there are none.
@@ -370,30 +419,6 @@ pub fn fmt_num(v: f64) -> String {
     }
 }
 
-/// The watermark entry that remembers the highest watermark any window was closed at;
-/// shard ids (`shardId-…`) never start with `#`.
-pub const CLOSED_UP_TO: &str = "#closed";
-
-/// The watermark windows close by: the least of the shards' max event times (every shard
-/// has passed it), but never below [`CLOSED_UP_TO`]. The floor keeps the watermark from
-/// going back — when a shard delivers for the first time, or after the schedule closed
-/// windows by wall clock — so a key's windows always close in order and a record for a
-/// window the watermark has passed is late whether or not its window was ever opened.
-/// `None` before anything has been seen.
-pub fn combined_watermark(marks: &[(String, Micros)]) -> Option<Micros> {
-    let shards = marks
-        .iter()
-        .filter(|(s, _)| !s.starts_with('#'))
-        .map(|(_, t)| *t)
-        .min();
-    let floor = marks
-        .iter()
-        .filter(|(s, _)| s == CLOSED_UP_TO)
-        .map(|(_, t)| *t)
-        .max();
-    shards.max(floor)
-}
-
 /// A conditional write that lost to a concurrent one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Written {
@@ -440,19 +465,6 @@ pub trait WindowStore: Send + Sync {
         state: &KeyState,
     ) -> impl Future<Output = Result<Written, PortError>> + Send;
 
-    /// Raises a shard's watermark (max event time seen) to `micros`; never lowers it.
-    fn raise_watermark(
-        &self,
-        rule: &str,
-        shard: &str,
-        micros: Micros,
-    ) -> impl Future<Output = Result<(), PortError>> + Send;
-
-    /// Every shard's watermark, and the floor under [`CLOSED_UP_TO`].
-    fn watermarks(
-        &self,
-        rule: &str,
-    ) -> impl Future<Output = Result<Vec<(String, Micros)>, PortError>> + Send;
 }
 
 #[cfg(test)]
@@ -627,25 +639,6 @@ mod tests {
         w.apply(&up("a", 55.0, 7));
         w.apply(&up("a", 50.0, 7));
         assert_eq!(w.stats().unwrap().sum, 55.0);
-    }
-
-    #[test]
-    fn watermark_is_the_slowest_shard_but_never_below_the_floor() {
-        let m = |v: &[(&str, Micros)]| {
-            combined_watermark(
-                &v.iter()
-                    .map(|(s, t)| (s.to_string(), *t))
-                    .collect::<Vec<_>>(),
-            )
-        };
-        assert_eq!(m(&[]), None);
-        assert_eq!(m(&[("shardId-1", 10), ("shardId-2", 4)]), Some(4));
-        assert_eq!(m(&[("shardId-1", 10), (CLOSED_UP_TO, 7)]), Some(10));
-        assert_eq!(
-            m(&[("shardId-1", 10), ("shardId-2", 4), (CLOSED_UP_TO, 7)]),
-            Some(7)
-        );
-        assert_eq!(m(&[(CLOSED_UP_TO, 7)]), Some(7));
     }
 
     #[test]
