@@ -158,7 +158,11 @@ impl EmbeddedShardProbe {
                 None,
             )
         });
-        if entry.1.as_deref().is_none_or(|t| sequence_after(sequence, t)) {
+        if entry
+            .1
+            .as_deref()
+            .is_none_or(|t| sequence_after(sequence, t))
+        {
             entry.1 = Some(sequence.to_owned());
         }
     }

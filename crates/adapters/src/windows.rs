@@ -139,7 +139,12 @@ fn decode_late(bytes: &[u8]) -> Result<BTreeSet<(u64, Micros)>, PortError> {
     }
     Ok(bytes
         .chunks_exact(LATE_BYTES)
-        .map(|c| (u64::from_le_bytes(word(c)), i64::from_le_bytes(word(&c[8..]))))
+        .map(|c| {
+            (
+                u64::from_le_bytes(word(c)),
+                i64::from_le_bytes(word(&c[8..])),
+            )
+        })
         .collect())
 }
 
@@ -177,7 +182,10 @@ pub fn window_item(
         );
     }
     if !w.late.is_empty() {
-        item.insert("l".to_owned(), AttributeValue::B(encode_late(&w.late).into()));
+        item.insert(
+            "l".to_owned(),
+            AttributeValue::B(encode_late(&w.late).into()),
+        );
     }
     if let Some(st) = w.stats() {
         for (k, v) in [
@@ -450,7 +458,6 @@ impl WindowStore for DynamoDbWindowStore {
             Err(e) => Err(classify("dynamodb.PutItem(key state)", e)),
         }
     }
-
 }
 
 /// The sequence number as stored: zero-padded so DynamoDB's string order is numeric order.
@@ -559,23 +566,26 @@ impl ShardLedger for DynamoDbWindowStore {
         &self,
         rule: &str,
         shard: &str,
-        records: Micros,
+        records: Option<Micros>,
         sequence: &str,
     ) -> Result<(), PortError> {
-        let result = self
+        let mut update = self
             .client
             .update_item()
             .table_name(&self.table)
             .key("pk", s(rule))
             .key("sk", s(shard))
-            .update_expression("SET wm = :w, seq = :s, #ttl = :ttl")
+            .update_expression("SET seq = :s, #ttl = :ttl")
             .condition_expression("attribute_not_exists(seq) OR seq < :s")
             .expression_attribute_names("#ttl", "ttl")
-            .expression_attribute_values(":w", n(records))
             .expression_attribute_values(":s", s(padded(sequence)))
-            .expression_attribute_values(":ttl", n(self.expiry()))
-            .send()
-            .await;
+            .expression_attribute_values(":ttl", n(self.expiry()));
+        if let Some(wm) = records {
+            update = update
+                .update_expression("SET seq = :s, wm = :w, #ttl = :ttl")
+                .expression_attribute_values(":w", n(wm));
+        }
+        let result = update.send().await;
         match result {
             Ok(_) => Ok(()),
             Err(e) if e.as_service_error().is_some_and(Self::is_condition_failure) => Ok(()),
@@ -769,12 +779,15 @@ impl ShardLedger for EmbeddedWindowStore {
         &self,
         rule: &str,
         shard: &str,
-        records: Micros,
+        records: Option<Micros>,
         sequence: &str,
     ) -> Result<(), PortError> {
         self.update(rule, shard, |s| {
-            if s.sequence.as_deref().is_none_or(|q| sequence_after(sequence, q)) {
-                s.records = Some(records);
+            if s.sequence
+                .as_deref()
+                .is_none_or(|q| sequence_after(sequence, q))
+            {
+                s.records = s.records.max(records);
                 s.sequence = Some(sequence.to_owned());
             }
         });

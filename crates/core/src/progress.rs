@@ -7,8 +7,8 @@
 //!
 //! * A shard's **progress** is the highest *bounded* event time it has delivered: a
 //!   reading's event time, but never more than its record's own time (the change record's
-//!   creation time, or the Kinesis arrival time) plus the allowed future skew. A device
-//!   whose clock runs ahead cannot carry its shard's progress with it.
+//!   creation time, or the Kinesis arrival time). A device whose clock runs ahead cannot
+//!   carry its shard's progress with it; its readings still count in their own windows.
 //! * A shard the probe finds **caught up** (nothing after the last record the function
 //!   finished) has progressed to the probe's wall-clock time minus the grace (the delay
 //!   between a change and its arrival on the stream). That is the only way wall-clock time
@@ -130,13 +130,14 @@ pub trait ShardLedger: Send + Sync {
         shards: &[ShardProgress],
     ) -> impl Future<Output = Result<(), PortError>> + Send;
 
-    /// Records that the function finished `shard` up to `sequence` with progress `records`:
-    /// applied only when `sequence` is after the stored one (a replayed batch changes nothing).
+    /// Records that the function finished `shard` up to `sequence` with progress `records`
+    /// (`None`: nothing with a time yet): applied only when `sequence` is after the stored
+    /// one, so a replayed batch changes nothing.
     fn advance(
         &self,
         rule: &str,
         shard: &str,
-        records: Micros,
+        records: Option<Micros>,
         sequence: &str,
     ) -> impl Future<Output = Result<(), PortError>> + Send;
 
@@ -202,7 +203,11 @@ mod tests {
         l.listed = true;
         assert_eq!(l.watermark(), Some(7), "b is caught up to 7");
         l.shards.push(shard("c", None, None));
-        assert_eq!(l.watermark(), None, "c has neither delivered nor been probed");
+        assert_eq!(
+            l.watermark(),
+            None,
+            "c has neither delivered nor been probed"
+        );
         l.shards[2].retired = true;
         assert_eq!(l.watermark(), Some(7), "a retired shard holds nothing back");
     }
@@ -214,7 +219,11 @@ mod tests {
             shards: vec![shard("a", Some(10), None), shard("b", Some(4), None)],
         };
         assert_eq!(l.starting_progress(&["a".into(), "b".into()]), Some(10));
-        assert_eq!(l.starting_progress(&[]), Some(4), "no parent: the watermark");
+        assert_eq!(
+            l.starting_progress(&[]),
+            Some(4),
+            "no parent: the watermark"
+        );
         assert!(sequence_after("10", "9") && !sequence_after("9", "9"));
     }
 }

@@ -101,7 +101,8 @@ pub enum Change {
 }
 
 impl Change {
-    fn id(&self) -> &str {
+    /// The reading's id (item key or Kinesis coordinates).
+    pub fn id(&self) -> &str {
         match self {
             Self::Upsert { id, .. } | Self::Delete { id, .. } => id,
         }
@@ -223,12 +224,13 @@ impl WindowState {
     }
 
     /// Records a change that came too late for this window; true when it is a late reading
-    /// not seen before. A change the window already holds (the same record delivered again,
-    /// after the window closed or its shard moved on) is a duplicate, not a late reading.
+    /// not seen before. A change the window already holds or has superseded (the same record
+    /// delivered again, after the window closed or its shard moved on) would not change the
+    /// window had it come in time: it is a duplicate, not a lost reading.
     pub fn record_late(&mut self, change: &Change) -> bool {
         let id = reading_key(change.id());
         let t = change.changed_micros();
-        if self.entries.get(&id).is_some_and(|e| e.changed_micros == t) {
+        if self.entries.get(&id).is_some_and(|e| e.changed_micros >= t) {
             return false;
         }
         self.late.insert((id, t))
@@ -464,7 +466,6 @@ pub trait WindowStore: Send + Sync {
         &self,
         state: &KeyState,
     ) -> impl Future<Output = Result<Written, PortError>> + Send;
-
 }
 
 #[cfg(test)]

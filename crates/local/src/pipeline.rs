@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use alerter::{Settings, SystemClock};
 use streamwatch_adapters::alert_state::EmbeddedAlertStateStore;
 use streamwatch_adapters::esm::{MappingConfig, MappingStats, Outcome, drain_shard};
+use streamwatch_adapters::shards::EmbeddedShardProbe;
 use streamwatch_adapters::sns::EmbeddedNotifier;
 use streamwatch_adapters::windows::EmbeddedWindowStore;
 use streamwatch_adapters::{EmbeddedAlertOutbox, EmbeddedMetricSink};
@@ -42,8 +43,12 @@ impl MappingTotals {
 
 pub type PublisherDeps = metrics_publisher::Deps<Arc<EmbeddedMetricSink>, Arc<EmbeddedAlertOutbox>>;
 pub type AlerterDeps = alerter::Deps<EmbeddedAlertStateStore, EmbeddedNotifier, SystemClock>;
-pub type AggregatorDeps =
-    window_aggregator::Deps<EmbeddedWindowStore, Arc<EmbeddedAlertOutbox>, SimClock>;
+pub type AggregatorDeps = window_aggregator::Deps<
+    EmbeddedWindowStore,
+    Arc<EmbeddedAlertOutbox>,
+    EmbeddedShardProbe,
+    SimClock,
+>;
 
 /// Simulated wall-clock time for the window-aggregator's schedule: the demo runs thirty
 /// minutes of event time in seconds.
@@ -125,6 +130,7 @@ impl Pipeline {
             ])?,
             store: EmbeddedWindowStore::new(),
             outbox: outbox.clone(),
+            probe: EmbeddedShardProbe::new(),
             clock: clock.clone(),
         };
         Ok(Self {
@@ -224,6 +230,13 @@ impl Pipeline {
     ) -> MappingTotals {
         self.clock.0.store(now, Ordering::SeqCst);
         let deps = &self.aggregator;
+        // The stream holds these records now: the schedule's probe finds each shard caught
+        // up only once they are all processed.
+        for (shard, records) in &shards {
+            if let Some(last) = records.last() {
+                deps.probe.written(shard, &last.kinesis.sequence_number);
+            }
+        }
         let runs = shards.iter().map(|(_, records)| {
             drain_shard(
                 records,
@@ -246,7 +259,8 @@ impl Pipeline {
         for stats in futures::future::join_all(runs).await {
             totals.add(&stats);
         }
-        // The one-minute schedule: close idle keys' windows by (simulated) wall clock.
+        // The one-minute schedule: shards caught up at (simulated) wall clock, idle keys'
+        // windows closed.
         if let Err(e) = window_aggregator::close_idle(deps).await {
             eprintln!("streamwatch demo: closing idle windows failed: {e}");
         }

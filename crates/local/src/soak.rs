@@ -240,7 +240,7 @@ pub async fn run(opts: &SoakOptions, mut progress: impl FnMut(&str)) -> Result<S
                     let s = w.stats();
                     w.closed
                         && w.settled
-                        && w.late == 0
+                        && w.late.is_empty()
                         && s.is_some_and(|s| s.count == count && s.sum == sum as f64)
                 });
                 if ok {
@@ -252,7 +252,7 @@ pub async fn run(opts: &SoakOptions, mut progress: impl FnMut(&str)) -> Result<S
                         format_micros(key.1),
                         stored
                             .get(&key)
-                            .map(|w| (w.closed, w.settled, w.late, w.stats()))
+                            .map(|w| (w.closed, w.settled, w.late.len(), w.stats()))
                     ));
                 }
             }

@@ -38,9 +38,17 @@ pub struct Config {
     pub old_event_time: Option<FieldPath>,
     /// `WINDOW_SECONDS` (60) and `ALLOWED_LATENESS_SECONDS` (5, the reference watermark).
     pub spec: WindowSpec,
-    /// `CLOSE_GRACE_SECONDS` (10): the schedule closes an idle key's window this long after
-    /// its end plus lateness, by wall clock.
+    /// `CLOSE_GRACE_SECONDS` (10): a shard the schedule finds caught up has progressed to
+    /// wall clock minus this (the delay between a change and its arrival on the stream).
     pub grace: Duration,
+    /// `MAX_FUTURE_SKEW_SECONDS` (60): a reading stamped further ahead of its record's own
+    /// time is counted (`FutureRecords`) and logged with its key. (No reading moves its
+    /// shard's progress past its record's time, however small its skew.)
+    pub max_future_skew: Duration,
+    /// `STREAM_ARN`: the stream the function reads, for its shards (`ListShards`) and the
+    /// schedule's probe. Required by the deployed function (`main`); tests and the local
+    /// pipeline give their own probe.
+    pub stream_arn: Option<String>,
     /// `WINDOW_RULE_NAME` (`windspeed-avg`), `WINDOW_CONDITION` (`avg > 60`),
     /// `RESOLVE_HYSTERESIS` (0), `WINDOW_LABEL` (`Wind speed`), `WINDOW_UNIT` (`mph`).
     pub rule: WindowRule,
@@ -99,6 +107,10 @@ impl Config {
             return Err(bad("ALLOWED_LATENESS_SECONDS", "must be at most 3600"));
         }
         let grace: u64 = parsed_or(src, "CLOSE_GRACE_SECONDS", 10)?;
+        let skew: u64 = parsed_or(src, "MAX_FUTURE_SKEW_SECONDS", 60)?;
+        if skew > 86_400 {
+            return Err(bad("MAX_FUTURE_SKEW_SECONDS", "must be at most 86400"));
+        }
         let name = optional(src, "WINDOW_RULE_NAME").unwrap_or_else(|| "windspeed-avg".into());
         if name.contains('#') || name.trim().is_empty() {
             return Err(bad(
@@ -142,6 +154,8 @@ impl Config {
                 lateness_micros: lateness as i64 * 1_000_000,
             },
             grace: Duration::from_secs(grace),
+            max_future_skew: Duration::from_secs(skew),
+            stream_arn: optional(src, "STREAM_ARN"),
             rule: WindowRule {
                 name,
                 condition,
@@ -173,6 +187,7 @@ mod tests {
             ("INPUT_FORMAT", "xml"),
             ("WINDOW_RULE_NAME", "a#b"),
             ("WINDOW_KEY", "a..b"),
+            ("MAX_FUTURE_SKEW_SECONDS", "-1"),
         ] {
             let err =
                 Config::from_source(&[("WINDOWS_TABLE", "w"), ("ALERTS_TABLE", "a"), (var, value)])

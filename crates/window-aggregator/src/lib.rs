@@ -21,44 +21,46 @@
 //! Why not `ADD` with per-shard sequence high-water marks: min and max are not `ADD`-able,
 //! a MODIFY or REMOVE needs the value it replaces, and a change record duplicated under a
 //! new sequence number passes any sequence check — each needs per-reading memory anyway.
-//! Keeping the readings makes all three exact; the bound is the item size (≤ 400 KB, about
-//! 5,000 readings per key per window; a write beyond it is rejected by DynamoDB, logged,
-//! and its records dropped, never retried forever).
+//! Keeping the readings makes all three exact; the bound is the item size: readings are
+//! kept by a 64-bit identity in 25 bytes, so a window holds up to 15,000
+//! (`MAX_WINDOW_READINGS`). A window that would outgrow that is never cut short: its
+//! records are reported as batch item failures (retried, then the on-failure queue) and
+//! counted as `OversizedWindows`.
 //!
-//! No per-shard sequence bookkeeping is needed, so exactly-once does not depend on
-//! `ParallelizationFactor`. The template sets it to 1 all the same: each shard's watermark
-//! is its max event time *in delivery order*; with several concurrent batches per shard a
-//! later batch could raise it before an earlier one is applied and make that one's
-//! records late.
+//! The template sets `ParallelizationFactor` to 1: a shard's progress is judged record by
+//! record in shard order, which concurrent batches of one shard would not keep.
 //!
 //! INSERT adds a reading; MODIFY replaces it (and, when the old image puts it in another
 //! key or window, retracts it there); REMOVE retracts it while its window is open. A REMOVE
 //! without an old image cannot say which window it belongs to and is skipped as malformed;
 //! a MODIFY without one replaces the reading by item key, which is exact unless it moved.
 //!
+//! # Time
+//!
+//! The time model is `streamwatch_core::progress`: each shard's progress is the highest
+//! event time it delivered, bounded by each record's own time (a device clock running
+//! ahead moves nothing; its readings still go to their own windows, and those more than
+//! `MAX_FUTURE_SKEW_SECONDS` ahead count as `FutureRecords`); a reading is late when its
+//! own shard had progressed past its window's end plus `ALLOWED_LATENESS_SECONDS` when it
+//! arrived; a window closes when every live shard of the stream has. Shards are learned from
+//! the stream (`ListShards`, `STREAM_ARN`): one that has not delivered holds closing back, a
+//! parent retires when its child delivers or when it is read to its end, a child starts
+//! where its parents got to. Wall clock enters only through the schedule's probe: a shard
+//! with nothing waiting after the last record the function finished is caught up as of now
+//! minus `CLOSE_GRACE_SECONDS`; a shard with a backlog stays where its records are, however
+//! long the backlog. So a late reading is late by its own shard's history alone, whatever
+//! the wall clock, the iterator age, the other shards or the shard layout.
+//!
 //! # Closing
 //!
-//! Each shard's watermark (max event time seen) is kept in the table. The watermark is the
-//! least of them over the shards that have delivered records — every shard has passed it —
-//! but never below a stored floor (`#closed`): the highest watermark at which a window
-//! was closed or a record judged late. The floor keeps the watermark from going back when a
-//! shard joins with older data, so decisions stick: a key's windows close in start order,
-//! and a record judged late stays late when it is replayed or duplicated.
-//!
-//! A window closes when the watermark passes its end plus the allowed lateness (the
-//! reference's 5 s) — after each batch — or when the schedule's cut (wall clock minus
-//! the grace period) does: the schedule finds due windows in the sparse `open-windows`
-//! index — a Query, never a Scan — so an idle key's last window closes within the schedule
-//! interval plus lateness plus grace. Closing freezes the window first (its statistics are
-//! final from then on; a concurrent writer either landed before or finds it closed), then
-//! writes the alert (a conditional put: one per window, ever), the key's firing state, and
-//! settles the window out of the index; a crash anywhere is finished identically by the
-//! next close pass. Records for a closed window, or for an unopened window the watermark
-//! already passed, are late: counted on the item (per delivery) and in the `LateRecords`
-//! metric, never applied. A shard whose watermark stops (closed after a reshard, or idle)
-//! only delays closing until the schedule; its item expires with the state TTL.
-//! `CLOSE_GRACE_SECONDS` must cover the delivery delay (batching window plus iterator
-//! age), or records still in flight when the schedule closes their window count late.
+//! After each batch and on the schedule, the windows the watermark passed are found in the
+//! sparse `open-windows` index — a Query, never a Scan — and closed per key in start order,
+//! within the invocation's time budget (the rest waits for the next pass). Closing freezes
+//! the window first (its statistics are final from then on; a concurrent writer either
+//! landed before or finds it closed), then writes the alert (a conditional put: one per
+//! window, ever), the key's firing state, and settles the window out of the index; a crash
+//! anywhere is finished identically by the next close pass. Late readings are kept on
+//! their window by identity, never applied, and counted once in `LateRecords`.
 //!
 //! # Table (`WINDOWS_TABLE`)
 //!
@@ -74,27 +76,76 @@
 //! `WindowWrites`, `WindowsClosed`, `AlertsWritten` — no API call, CloudWatch Logs
 //! extracts them.
 
+mod batch;
+mod close;
 pub mod config;
-pub mod handler;
+mod decode;
+mod report;
+mod shards;
 
+pub use batch::{process_batch, process_batch_within};
+pub use close::{close_due, close_idle, close_idle_within};
 pub use config::{Config, InputFormat};
-pub use handler::{Clock, Deps, Report, SystemClock, close_due, close_idle, process_batch};
+pub use report::Report;
+
+use std::time::Duration;
 
 use lambda_runtime::LambdaEvent;
 use serde_json::Value;
+use streamwatch_core::progress::{ShardLedger, ShardProbe};
+use streamwatch_core::time::Micros;
 use streamwatch_core::window::WindowStore;
 use streamwatch_core::{AlertOutbox, KinesisEvent};
 
+/// Wall-clock time, injectable so the local demo can run in accelerated event time.
+pub trait Clock: Send + Sync {
+    fn now_micros(&self) -> Micros;
+}
+
+/// The real clock.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_micros(&self) -> Micros {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_micros() as Micros)
+            .unwrap_or_default()
+    }
+}
+
+/// What the function needs, built once per cold start: the window store (which also keeps
+/// the shard ledger), the alerts outbox, the stream probe and the clock.
+pub struct Deps<W, A, P, C = SystemClock> {
+    pub config: Config,
+    pub store: W,
+    pub outbox: A,
+    pub probe: P,
+    pub clock: C,
+}
+
+/// Time kept back from the invocation's deadline when closing: closing stops early enough
+/// to answer (and to print the metrics line) before Lambda's timeout.
+const CLOSE_RESERVE: Duration = Duration::from_secs(10);
+
 /// The Lambda entry point for both triggers: a Kinesis batch, or the scheduled event.
-pub async fn handle<W: WindowStore, A: AlertOutbox, C: Clock>(
-    deps: &Deps<W, A, C>,
+pub async fn handle<W, A, P, C>(
+    deps: &Deps<W, A, P, C>,
     event: LambdaEvent<Value>,
-) -> Result<Value, lambda_runtime::Error> {
+) -> Result<Value, lambda_runtime::Error>
+where
+    W: WindowStore + ShardLedger,
+    A: AlertOutbox,
+    P: ShardProbe,
+    C: Clock,
+{
+    let deadline = deadline(event.context.deadline);
     let payload = event.payload;
     let now_ms = deps.clock.now_micros() / 1000;
     if payload.get("Records").is_some() {
         let event: KinesisEvent = serde_json::from_value(payload)?;
-        let (response, report) = process_batch(deps, &event).await;
+        let (response, report) = process_batch_within(deps, &event, deadline).await;
         tracing::info!(?report, "batch done");
         println!("{}", report.emf(&deps.config.ops_namespace, now_ms));
         return Ok(serde_json::to_value(response)?);
@@ -102,7 +153,7 @@ pub async fn handle<W: WindowStore, A: AlertOutbox, C: Clock>(
     if payload.get("source").and_then(Value::as_str) == Some("aws.events")
         || payload.get("detail-type").is_some()
     {
-        let report = close_idle(deps).await?;
+        let report = close_idle_within(deps, deadline).await?;
         tracing::info!(?report, "schedule done");
         println!("{}", report.emf(&deps.config.ops_namespace, now_ms));
         return Ok(
@@ -113,4 +164,18 @@ pub async fn handle<W: WindowStore, A: AlertOutbox, C: Clock>(
         "unrecognised event: expected a Kinesis batch (Records) or an EventBridge scheduled event"
             .into(),
     )
+}
+
+/// The instant closing must stop: the invocation's deadline (epoch milliseconds) less the
+/// reserve; `None` when the context carries none (tests, local runs).
+fn deadline(deadline_ms: u64) -> Option<tokio::time::Instant> {
+    if deadline_ms == 0 {
+        return None;
+    }
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let left = Duration::from_millis(deadline_ms.saturating_sub(now_ms));
+    Some(tokio::time::Instant::now() + left.saturating_sub(CLOSE_RESERVE))
 }

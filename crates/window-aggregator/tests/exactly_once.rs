@@ -9,24 +9,67 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use common::{MIN, T0, TestClock};
 use proptest::prelude::*;
 use streamwatch_adapters::EmbeddedAlertOutbox;
+use streamwatch_adapters::shards::EmbeddedShardProbe;
 use streamwatch_adapters::windows::EmbeddedWindowStore;
 use streamwatch_core::PortError;
+use streamwatch_core::progress::{Ledger, ShardLedger, ShardProgress};
 use streamwatch_core::time::Micros;
 use streamwatch_core::window::{Change, KeyState, WindowKey, WindowState, WindowStore, Written};
 use streamwatch_core::{AlertKind, KinesisEvent};
 use window_aggregator::{Deps, close_idle, process_batch};
 
-fn deps<W>(store: W) -> Deps<W, EmbeddedAlertOutbox, TestClock> {
+fn deps<W>(store: W) -> common::TestDeps<W, EmbeddedAlertOutbox> {
     Deps {
         config: common::config("w", "a"),
         store,
         outbox: EmbeddedAlertOutbox::new(),
+        probe: EmbeddedShardProbe::new(),
         clock: TestClock(AtomicI64::new(T0)),
     }
 }
 
+/// The test stores keep their shard ledger in the embedded store they wrap.
+macro_rules! ledger_of_inner {
+    ($t:ty) => {
+        impl ShardLedger for $t {
+            async fn ledger(&self, rule: &str) -> Result<Ledger, PortError> {
+                self.inner.ledger(rule).await
+            }
+            async fn register(
+                &self,
+                rule: &str,
+                shards: &[ShardProgress],
+            ) -> Result<(), PortError> {
+                self.inner.register(rule, shards).await
+            }
+            async fn advance(
+                &self,
+                rule: &str,
+                shard: &str,
+                records: Option<Micros>,
+                sequence: &str,
+            ) -> Result<(), PortError> {
+                self.inner.advance(rule, shard, records, sequence).await
+            }
+            async fn caught_up(
+                &self,
+                rule: &str,
+                shard: &str,
+                micros: Micros,
+            ) -> Result<(), PortError> {
+                self.inner.caught_up(rule, shard, micros).await
+            }
+            async fn retire(&self, rule: &str, shard: &str) -> Result<(), PortError> {
+                self.inner.retire(rule, shard).await
+            }
+        }
+    };
+}
+ledger_of_inner!(Racing);
+ledger_of_inner!(Flaky);
+
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
     /// Final windows (all closed and settled) and alerts equal the reference model's.
     #[test]
@@ -38,11 +81,11 @@ proptest! {
         let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
         rt.block_on(async {
             let d = deps(EmbeddedWindowStore::new());
-            let (model, late) = common::run(&d, &actions).await;
+            let (model, counted) = common::run(&d, &actions).await;
             let want = model.windows();
             prop_assert_eq!(common::observed_windows(&d.store.windows()), want.clone());
-            prop_assert_eq!(common::observed_alerts(&d.outbox.alerts(), &want), model.alerts.clone());
-            prop_assert!(model.late == 0 || late > 0, "late records are counted");
+            prop_assert_eq!(common::observed_alerts(&d.outbox.alerts(), &want), model.alerts());
+            prop_assert_eq!((counted.late, counted.future), (model.late, model.future), "each late and future reading counted once");
             Ok(())
         })?;
     }
@@ -58,26 +101,47 @@ async fn the_scenarios_reach_late_records_mid_stream_closes_and_resolutions() {
         RunnerConfig::default(),
         TestRng::deterministic_rng(proptest::test_runner::RngAlgorithm::ChaCha),
     );
-    let (mut late, mut resolved, mut firing) = (0, 0, 0);
+    let (mut late, mut resolved, mut firing, mut future, mut reshards, mut lagging) =
+        (0, 0, 0, 0, 0, 0);
     for seed in 0..40u64 {
         let steps = common::steps(90).new_tree(&mut runner).unwrap().current();
         let d = deps(EmbeddedWindowStore::new());
-        let (model, _) = common::run(&d, &common::plan(&steps, seed)).await;
+        let plan = common::plan(&steps, seed);
+        let (model, _) = common::run(&d, &plan).await;
         late += model.late;
+        future += model.future;
+        reshards += plan.shards.len() - common::BASE_SHARDS;
+        // Schedule passes with records waiting on the stream: a backlog.
+        let mut seen = 0;
+        for a in &plan.actions {
+            match a {
+                common::Action::Deliver { batch, .. } => seen += batch.len(),
+                common::Action::Schedule(w) => {
+                    lagging += usize::from(
+                        plan.logs
+                            .iter()
+                            .flatten()
+                            .filter(|r| r.arrival <= *w)
+                            .count()
+                            > seen,
+                    )
+                }
+            }
+        }
         resolved += model
-            .alerts
+            .alerts()
             .iter()
             .filter(|a| a.2 == AlertKind::Resolved.as_str())
             .count();
         firing += model
-            .alerts
+            .alerts()
             .iter()
             .filter(|a| a.2 == AlertKind::Firing.as_str())
             .count();
     }
     assert!(
-        late > 10 && resolved > 5 && firing > 10,
-        "late {late}, resolved {resolved}, firing {firing}"
+        late > 10 && resolved > 5 && firing > 10 && future > 3 && reshards > 3 && lagging > 10,
+        "late {late}, resolved {resolved}, firing {firing}, future {future}, new shards {reshards}, schedules during a backlog {lagging}"
     );
 }
 
@@ -128,17 +192,6 @@ impl WindowStore for Racing {
     async fn put_key_state(&self, state: &KeyState) -> Result<Written, PortError> {
         self.inner.put_key_state(state).await
     }
-    async fn raise_watermark(
-        &self,
-        rule: &str,
-        shard: &str,
-        micros: Micros,
-    ) -> Result<(), PortError> {
-        self.inner.raise_watermark(rule, shard, micros).await
-    }
-    async fn watermarks(&self, rule: &str) -> Result<Vec<(String, Micros)>, PortError> {
-        self.inner.watermarks(rule).await
-    }
 }
 
 #[tokio::test]
@@ -155,6 +208,7 @@ async fn a_close_racing_another_shard_decides_on_the_final_statistics() {
             value: 70,
             advance_ms: 1_000,
             back_ms: 0,
+            ahead: false,
         },
         common::Step::Put {
             item: 3,
@@ -162,10 +216,14 @@ async fn a_close_racing_another_shard_decides_on_the_final_statistics() {
             value: 70,
             advance_ms: 1_000,
             back_ms: 0,
+            ahead: false,
         },
     ];
-    for action in common::plan(&steps, 7) {
-        if let common::Action::Deliver(batch) = action {
+    let plan = common::plan(&steps, 7);
+    let mut stream = common::StreamView::default();
+    for action in &plan.actions {
+        if let common::Action::Deliver { wall, batch } = action {
+            stream.show(&d.probe, &plan, *wall);
             let event = KinesisEvent {
                 records: batch.iter().map(|r| r.record.clone()).collect(),
             };
@@ -174,6 +232,7 @@ async fn a_close_racing_another_shard_decides_on_the_final_statistics() {
     }
     // ... and a reading of 10 lands from another shard while the schedule closes it.
     d.clock.0.store(T0 + 2 * MIN, Ordering::SeqCst);
+    stream.show(&d.probe, &plan, T0 + 2 * MIN);
     let report = close_idle(&d).await.unwrap();
     assert_eq!(report.windows_closed, 1);
     let w = d.store.inner.windows().pop().unwrap();
@@ -225,17 +284,6 @@ impl WindowStore for Flaky {
     async fn put_key_state(&self, state: &KeyState) -> Result<Written, PortError> {
         self.inner.put_key_state(state).await
     }
-    async fn raise_watermark(
-        &self,
-        rule: &str,
-        shard: &str,
-        micros: Micros,
-    ) -> Result<(), PortError> {
-        self.inner.raise_watermark(rule, shard, micros).await
-    }
-    async fn watermarks(&self, rule: &str) -> Result<Vec<(String, Micros)>, PortError> {
-        self.inner.watermarks(rule).await
-    }
 }
 
 /// Guarantee 1's other half: a throttled window write reports the first record of that
@@ -262,13 +310,15 @@ async fn a_transient_failure_retries_from_the_first_record_not_durable() {
         value,
         advance_ms: 1_000,
         back_ms: 0,
+        ahead: false,
     })
     .collect();
     // Items 0, 3, 6, 9, 12 and 1... are on shards by item % 3: take shard 0's records.
     let shard0: Vec<common::Rec> = common::plan(&steps, 1)
+        .actions
         .into_iter()
         .flat_map(|a| match a {
-            common::Action::Deliver(b) => b,
+            common::Action::Deliver { batch, .. } => batch,
             common::Action::Schedule(_) => Vec::new(),
         })
         .filter(|r| {
@@ -311,8 +361,9 @@ async fn a_transient_failure_retries_from_the_first_record_not_durable() {
     };
     let (response, _) = process_batch(&d, &retry).await;
     assert!(response.batch_item_failures.is_empty());
-    let mut model = common::Model::default();
-    model.deliver(&shard0);
+    let plan = common::plan(&steps, 1);
+    let mut model = common::Model::new();
+    model.deliver(&plan, &shard0);
     let got = common::observed_windows_open(&d.store.inner.windows());
     assert_eq!(got, model.windows());
 }

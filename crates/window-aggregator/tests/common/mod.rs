@@ -1,11 +1,20 @@
-//! The model-based scenario shared by the embedded and the moto property tests: random
-//! reading changes of several turbines over several windows, on three shards, delivered as
-//! Lambda delivers them (batches, whole-batch replays, suffix retries, bisection,
-//! duplicated change records, shards interleaved) with scheduled closes in between; and a
-//! reference model that sees every *unique* change once and applies the specification:
-//! last change per item wins, a window closes when the slowest shard's max event time or
-//! the schedule's cut passes its end plus lateness, changes for a closed window are late,
-//! a window closing above 60 fires and one closing at or below 60 after a firing resolves.
+//! The model-based scenarios shared by the embedded and the moto tests.
+//!
+//! A [`Plan`] is a stream as Lambda reads it: shards (with their parents after a split or
+//! merge, and when they open and close), each shard's log of change records with the wall
+//! time each arrived, and the actions — invocations with some records of one shard
+//! (batches, whole-batch replays, suffix retries, bisection; a child shard only after its
+//! parents are done), and schedule passes at a wall-clock time. [`plan`] makes random ones;
+//! the scenario tests build theirs by hand with [`Builder`].
+//!
+//! The [`Model`] sees the same plan and applies the specification directly, without the
+//! production code's closing rule or ledger: a shard's progress is the highest event time
+//! it delivered, each bounded by its record's own time, raised at a
+//! schedule pass to wall clock minus grace when every record that had arrived on it by then
+//! was delivered; a child shard starts from its parents' progress; a reading is late when
+//! its own shard's progress before it had passed its window's end plus lateness; each
+//! unique change counts once; a key's windows fire above 60 and resolve at or below 60
+//! after firing, in window order.
 
 #![allow(dead_code)]
 
@@ -14,35 +23,49 @@ use std::sync::atomic::{AtomicI64, Ordering};
 
 use proptest::prelude::*;
 use serde_json::{Value, json};
+use streamwatch_adapters::shards::EmbeddedShardProbe;
 use streamwatch_core::kinesis::{KinesisEventRecord, KinesisRecord};
-use streamwatch_core::window::WindowState;
+use streamwatch_core::progress::{ShardInfo, ShardLedger};
+use streamwatch_core::window::{WindowState, WindowStore};
 use streamwatch_core::{AlertKind, AlertOutbox, AlertRecord, KinesisEvent};
 use window_aggregator::{Clock, Deps, close_idle, process_batch};
 
 pub const T0: i64 = 1_795_262_400_000_000;
 pub const SEC: i64 = 1_000_000;
 pub const MIN: i64 = 60 * SEC;
+pub const HOUR: i64 = 60 * MIN;
 pub const LATENESS: i64 = 5 * SEC;
 pub const GRACE: i64 = 10 * SEC;
-pub const SHARDS: usize = 3;
+pub const SKEW: i64 = 60 * SEC;
+pub const BASE_SHARDS: usize = 3;
 
-/// The configuration the scenario assumes (the defaults, spelled out).
+/// The configuration the scenarios assume (the defaults, spelled out).
 pub const ENV: &[(&str, &str)] = &[
     ("WINDOW_SECONDS", "60"),
     ("ALLOWED_LATENESS_SECONDS", "5"),
     ("CLOSE_GRACE_SECONDS", "10"),
+    ("MAX_FUTURE_SKEW_SECONDS", "60"),
     ("WINDOW_CONDITION", "avg > 60"),
 ];
 
-/// The function's configuration for these tables, with `ENV` on top of the defaults.
-pub fn config(windows_table: &str, alerts_table: &str) -> window_aggregator::Config {
+/// The function's configuration for these tables, with `ENV` and `extra` on the defaults.
+pub fn config_with(
+    windows_table: &str,
+    alerts_table: &str,
+    extra: &[(&str, &str)],
+) -> window_aggregator::Config {
     let mut env: std::collections::HashMap<String, String> = ENV
         .iter()
+        .chain(extra)
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
     env.insert("WINDOWS_TABLE".into(), windows_table.into());
     env.insert("ALERTS_TABLE".into(), alerts_table.into());
     window_aggregator::Config::from_source(&env).expect("valid configuration")
+}
+
+pub fn config(windows_table: &str, alerts_table: &str) -> window_aggregator::Config {
+    config_with(windows_table, alerts_table, &[])
 }
 
 pub struct TestClock(pub AtomicI64);
@@ -52,18 +75,195 @@ impl Clock for TestClock {
     }
 }
 
+pub type TestDeps<W, A> = Deps<W, A, EmbeddedShardProbe, TestClock>;
+
+pub fn shard_id(shard: usize) -> String {
+    format!("shardId-{shard:012}")
+}
+
+/// A reading as the model sees it: device, event time, value.
+pub type Image = (String, i64, f64);
+
+/// One change record and what the model needs to know about it.
+#[derive(Debug, Clone)]
+pub struct Rec {
+    pub record: KinesisEventRecord,
+    pub shard: usize,
+    pub seq: u64,
+    pub event_id: String,
+    pub item: String,
+    pub new: Option<Image>,
+    pub old: Option<Image>,
+    /// The change record's creation time (ApproximateCreationDateTime).
+    pub changed: i64,
+    /// When the record was on the stream (wall clock).
+    pub arrival: i64,
+}
+
+/// A shard of the plan's stream.
+#[derive(Debug, Clone)]
+pub struct ShardSpec {
+    pub parents: Vec<usize>,
+    /// Wall time the shard exists from, and (after a split or merge) is closed at.
+    pub opens_at: i64,
+    pub closes_at: Option<i64>,
+}
+
+/// What happens, in order.
+#[derive(Debug, Clone)]
+pub enum Action {
+    /// One Lambda invocation with these records of one shard, at this wall time.
+    Deliver { wall: i64, batch: Vec<Rec> },
+    /// The EventBridge schedule fires at this wall-clock time.
+    Schedule(i64),
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Plan {
+    pub shards: Vec<ShardSpec>,
+    /// Each shard's records in sequence order (duplicates included, under their own
+    /// sequence numbers).
+    pub logs: Vec<Vec<Rec>>,
+    pub actions: Vec<Action>,
+}
+
+fn image(item: &str, img: &Image) -> Value {
+    json!({"id": {"S": item}, "deviceID": {"S": img.0}, "value": {"N": img.2.to_string()},
+        "createdAt": {"S": streamwatch_core::time::format_micros(img.1)}})
+}
+
+fn kinesis_record(
+    shard: usize,
+    seq: u64,
+    data: Vec<u8>,
+    item: &str,
+    arrival: i64,
+) -> KinesisEventRecord {
+    let sequence_number = format!("4959033827149025660855969253836157109592157{seq:013}");
+    KinesisEventRecord {
+        kinesis: KinesisRecord {
+            partition_key: item.to_owned(),
+            sequence_number: sequence_number.clone(),
+            data: data.into(),
+            approximate_arrival_timestamp: arrival as f64 / 1e6,
+            ..Default::default()
+        },
+        event_id: Some(format!("{}:{sequence_number}", shard_id(shard))),
+        ..Default::default()
+    }
+}
+
+/// The change record's JSON, as Kinesis Data Streams for DynamoDB writes it.
+fn change_json(
+    event_id: &str,
+    item: &str,
+    new: Option<&Image>,
+    old: Option<&Image>,
+    changed: i64,
+) -> Vec<u8> {
+    let name = match (new, old) {
+        (Some(_), None) => "INSERT",
+        (Some(_), Some(_)) => "MODIFY",
+        _ => "REMOVE",
+    };
+    let mut d = json!({"ApproximateCreationDateTime": changed, "ApproximateCreationDateTimePrecision": "MICROSECOND", "Keys": {"id": {"S": item}}, "SizeBytes": 120});
+    if let Some(n) = new {
+        d["NewImage"] = image(item, n);
+    }
+    if let Some(o) = old {
+        d["OldImage"] = image(item, o);
+    }
+    json!({"awsRegion": "us-east-1", "eventID": event_id, "eventName": name, "recordFormat": "application/json",
+        "tableName": "windspeed", "eventSource": "aws:dynamodb", "dynamodb": d})
+    .to_string()
+    .into_bytes()
+}
+
+impl Plan {
+    /// Appends a record to a shard's log (its sequence number is the log's next).
+    #[allow(clippy::too_many_arguments)]
+    pub fn push(
+        &mut self,
+        shard: usize,
+        event_id: &str,
+        item: &str,
+        new: Option<Image>,
+        old: Option<Image>,
+        changed: i64,
+        arrival: i64,
+    ) -> Rec {
+        let log = &mut self.logs[shard];
+        let seq = log.last().map_or(1, |r| r.seq + 1);
+        let arrival = log.last().map_or(arrival, |r| r.arrival.max(arrival));
+        let data = change_json(event_id, item, new.as_ref(), old.as_ref(), changed);
+        let rec = Rec {
+            record: kinesis_record(shard, seq, data, item, arrival),
+            shard,
+            seq,
+            event_id: event_id.to_owned(),
+            item: item.to_owned(),
+            new,
+            old,
+            changed,
+            arrival,
+        };
+        log.push(rec.clone());
+        rec
+    }
+
+    pub fn with_shards(n: usize) -> Self {
+        Self {
+            shards: vec![
+                ShardSpec {
+                    parents: Vec::new(),
+                    opens_at: i64::MIN,
+                    closes_at: None
+                };
+                n
+            ],
+            logs: vec![Vec::new(); n],
+            actions: Vec::new(),
+        }
+    }
+
+    /// Adds a shard (a child of `parents`, which close at `at`); returns its number.
+    pub fn reshard(&mut self, parents: &[usize], at: i64) -> usize {
+        for p in parents {
+            self.shards[*p].closes_at = Some(at);
+        }
+        self.shards.push(ShardSpec {
+            parents: parents.to_vec(),
+            opens_at: at,
+            closes_at: None,
+        });
+        self.logs.push(Vec::new());
+        self.shards.len() - 1
+    }
+
+    /// The latest event time of any reading: the last window's end follows it.
+    pub fn max_event_time(&self) -> i64 {
+        self.logs
+            .iter()
+            .flatten()
+            .flat_map(|r| r.new.iter().chain(r.old.iter()).map(|i| i.1))
+            .max()
+            .unwrap_or(T0)
+    }
+}
+
 /// One change to the turbine table.
 #[derive(Debug, Clone)]
 pub enum Step {
     /// PutItem: INSERT, or MODIFY (with the old image) when the item exists. `back_ms` puts
     /// `createdAt` behind the table's clock: up to 4 s is ordinary disorder (< lateness),
-    /// more makes a straggler that is late when its window has closed.
+    /// more makes a straggler. `ahead` stamps it 3 h ahead: a device with a wrong clock.
     Put {
         item: usize,
         device: usize,
         value: u32,
         advance_ms: u32,
         back_ms: u32,
+        ahead: bool,
     },
     /// UpdateItem of the value only: same window.
     Update {
@@ -75,61 +275,21 @@ pub enum Step {
         item: usize,
         advance_ms: u32,
     },
+    /// The stream reshards: shard 0 splits in two; the next time, the two merge.
+    Reshard,
 }
 
 pub fn steps(max: usize) -> impl Strategy<Value = Vec<Step>> {
     let back = prop_oneof![8 => 0u32..4_000, 1 => 65_000u32..240_000];
     prop::collection::vec(
         prop_oneof![
-            6 => (0usize..24, 0usize..3, 20u32..95, 0u32..6_000, back).prop_map(|(item, device, value, advance_ms, back_ms)| Step::Put { item, device, value, advance_ms, back_ms }),
-            2 => (0usize..24, 20u32..95, 0u32..6_000).prop_map(|(item, value, advance_ms)| Step::Update { item, value, advance_ms }),
-            1 => (0usize..24, 0u32..6_000).prop_map(|(item, advance_ms)| Step::Remove { item, advance_ms }),
+            12 => (0usize..24, 0usize..3, 20u32..95, 0u32..6_000, back, prop::bool::weighted(0.05)).prop_map(|(item, device, value, advance_ms, back_ms, ahead)| Step::Put { item, device, value, advance_ms, back_ms, ahead }),
+            4 => (0usize..24, 20u32..95, 0u32..6_000).prop_map(|(item, value, advance_ms)| Step::Update { item, value, advance_ms }),
+            2 => (0usize..24, 0u32..6_000).prop_map(|(item, advance_ms)| Step::Remove { item, advance_ms }),
+            1 => Just(Step::Reshard),
         ],
         1..max,
     )
-}
-
-/// A reading as the model sees it: device, event time, value.
-type Image = (String, i64, f64);
-
-/// One change record and what the model needs to know about it.
-#[derive(Debug, Clone)]
-pub struct Rec {
-    pub record: KinesisEventRecord,
-    pub event_id: String,
-    pub item: String,
-    pub new: Option<Image>,
-    pub old: Option<Image>,
-    pub changed: i64,
-}
-
-/// What happens between batches.
-#[derive(Debug, Clone)]
-pub enum Action {
-    /// One Lambda invocation with these records of one shard.
-    Deliver(Vec<Rec>),
-    /// The EventBridge schedule fires at this wall-clock time.
-    Schedule(i64),
-}
-
-fn image(item: &str, img: &Image) -> Value {
-    json!({"id": {"S": item}, "deviceID": {"S": img.0}, "value": {"N": img.2.to_string()},
-        "createdAt": {"S": streamwatch_core::time::format_micros(img.1)}})
-}
-
-fn record(shard: usize, seq: u64, rec_data: Vec<u8>, item: &str) -> KinesisEventRecord {
-    let sequence_number = format!("4959033827149025660855969253836157109592157{seq:013}");
-    KinesisEventRecord {
-        kinesis: KinesisRecord {
-            partition_key: item.to_owned(),
-            sequence_number: sequence_number.clone(),
-            data: rec_data.into(),
-            approximate_arrival_timestamp: 1_795_262_400.0,
-            ..Default::default()
-        },
-        event_id: Some(format!("shardId-{shard:012}:{sequence_number}")),
-        ..Default::default()
-    }
 }
 
 /// A small deterministic generator for the delivery schedule.
@@ -147,34 +307,52 @@ impl Rng {
 }
 
 /// Turns table changes into change records on shards (by item, as the feature partitions
-/// them), duplicates some under new sequence numbers a few records later, cuts each
-/// shard into batches and interleaves the shards' invocations with scheduled closes.
-pub fn plan(steps: &[Step], seed: u64) -> Vec<Action> {
+/// them; after a reshard shard 0's items go to its children), duplicates some under new
+/// sequence numbers a few records later, then delivers them as Lambda does (see
+/// [`deliver_randomly`]).
+pub fn plan(steps: &[Step], seed: u64) -> Plan {
     let mut rng = Rng::new(seed);
+    let mut p = Plan::with_shards(BASE_SHARDS);
     let mut table: BTreeMap<usize, Image> = BTreeMap::new();
     let mut clock = T0;
-    let mut shards: Vec<Vec<Rec>> = vec![Vec::new(); SHARDS];
+    // Where shard 0's items go: 0, then the split's children, then their merge.
+    let mut zero: Vec<usize> = vec![0];
     // Duplicates waiting to be re-sent: (records still to pass, record).
-    let mut pending: Vec<Vec<(u64, Rec)>> = vec![Vec::new(); SHARDS];
-    let mut seqs = [0u64; SHARDS];
+    let mut pending: Vec<(u64, Rec)> = Vec::new();
     for (i, step) in steps.iter().enumerate() {
-        let (item, name, new, old, advance) = match *step {
+        let (item, new, old) = match *step {
+            Step::Reshard => {
+                clock += 1_000;
+                zero = match zero.len() {
+                    1 if zero[0] == 0 => {
+                        let a = p.reshard(&[0], clock);
+                        let b = p.shards.len();
+                        p.shards.push(p.shards[a].clone());
+                        p.logs.push(Vec::new());
+                        vec![a, b]
+                    }
+                    2 => vec![p.reshard(&zero, clock)],
+                    _ => zero,
+                };
+                continue;
+            }
             Step::Put {
                 item,
                 device,
                 value,
                 advance_ms,
                 back_ms,
+                ahead,
             } => {
                 clock += advance_ms as i64 * 1_000;
-                let img = (
-                    format!("device{device}"),
-                    clock - back_ms as i64 * 1_000,
-                    value as f64,
-                );
+                let t = if ahead {
+                    clock + 3 * HOUR
+                } else {
+                    clock - back_ms as i64 * 1_000
+                };
+                let img = (format!("device{device}"), t, value as f64);
                 let old = table.insert(item, img.clone());
-                let name = if old.is_some() { "MODIFY" } else { "INSERT" };
-                (item, name, Some(img), old, advance_ms)
+                (item, Some(img), old)
             }
             Step::Update {
                 item,
@@ -187,48 +365,38 @@ pub fn plan(steps: &[Step], seed: u64) -> Vec<Action> {
                 };
                 let img = (old.0.clone(), old.1, value as f64);
                 table.insert(item, img.clone());
-                (item, "MODIFY", Some(img), Some(old), advance_ms)
+                (item, Some(img), Some(old))
             }
             Step::Remove { item, advance_ms } => {
                 clock += advance_ms as i64 * 1_000;
                 let Some(old) = table.remove(&item) else {
                     continue;
                 };
-                (item, "REMOVE", None, Some(old), advance_ms)
+                (item, None, Some(old))
             }
         };
-        let _ = advance;
         let item_id = format!("item-{item}");
-        // Change time: the table's clock, strictly increasing.
-        let changed = clock + i as i64;
-        let mut d = json!({"ApproximateCreationDateTime": changed, "ApproximateCreationDateTimePrecision": "MICROSECOND", "Keys": {"id": {"S": item_id}}, "SizeBytes": 120});
-        if let Some(n) = &new {
-            d["NewImage"] = image(&item_id, n);
-        }
-        if let Some(o) = &old {
-            d["OldImage"] = image(&item_id, o);
-        }
-        let event_id = format!("ev{i}");
-        let data = json!({"awsRegion": "us-east-1", "eventID": event_id, "eventName": name, "recordFormat": "application/json",
-            "tableName": "windspeed", "eventSource": "aws:dynamodb", "dynamodb": d})
-        .to_string()
-        .into_bytes();
-        let shard = item % SHARDS;
-        let mut push = |shards: &mut Vec<Vec<Rec>>, data: Vec<u8>| {
-            seqs[shard] += 1;
-            shards[shard].push(Rec {
-                record: record(shard, seqs[shard], data, &item_id),
-                event_id: event_id.clone(),
-                item: item_id.clone(),
-                new: new.clone(),
-                old: old.clone(),
-                changed,
-            });
+        let shard_of = |item: usize| {
+            if item % BASE_SHARDS == 0 {
+                zero[(item / BASE_SHARDS) % zero.len()]
+            } else {
+                item % BASE_SHARDS
+            }
         };
-        push(&mut shards, data.clone());
-        // Earlier duplicates whose turn has come.
+        // Change time: the table's clock, strictly increasing; on the stream at once.
+        let changed = clock + i as i64;
+        let rec = p.push(
+            shard_of(item),
+            &format!("ev{i}"),
+            &item_id,
+            new,
+            old,
+            changed,
+            changed,
+        );
+        // Earlier duplicates whose turn has come, on the shard their item maps to now.
         let mut due = Vec::new();
-        pending[shard].retain_mut(|(n, r)| {
+        pending.retain_mut(|(n, r)| {
             if *n == 0 {
                 due.push(r.clone());
                 false
@@ -238,84 +406,100 @@ pub fn plan(steps: &[Step], seed: u64) -> Vec<Action> {
             }
         });
         for r in due {
-            push(
-                &mut shards,
-                r.record.kinesis.data.0.clone().unwrap_or_default(),
+            let n: usize = r.item[5..].parse().unwrap_or(0);
+            p.push(
+                shard_of(n),
+                &r.event_id,
+                &r.item,
+                r.new,
+                r.old,
+                r.changed,
+                changed,
             );
         }
         if rng.below(6) == 0 {
-            let last = shards[shard].len() - 1;
-            let dup = shards[shard][last].clone();
-            pending[shard].push((rng.below(6), dup));
+            pending.push((rng.below(6), rec));
         }
     }
-    for (shard, p) in pending.into_iter().enumerate() {
-        for (_, r) in p {
-            seqs[shard] += 1;
-            let mut r = r;
-            r.record = record(
-                shard,
-                seqs[shard],
-                r.record.kinesis.data.0.clone().unwrap_or_default(),
-                &r.item,
-            );
-            shards[shard].push(r);
-        }
+    let end = clock + 1;
+    for (_, r) in pending {
+        let n: usize = r.item[5..].parse().unwrap_or(0);
+        let shard = if n % BASE_SHARDS == 0 {
+            zero[(n / BASE_SHARDS) % zero.len()]
+        } else {
+            n % BASE_SHARDS
+        };
+        p.push(shard, &r.event_id, &r.item, r.new, r.old, r.changed, end);
     }
+    deliver_randomly(&mut p, &mut rng);
+    p
+}
 
-    // Cut into batches, interleave shards, and decide each invocation's fate.
-    let mut actions = Vec::new();
-    let mut cursors = [0usize; SHARDS];
+/// Cuts each shard's log into batches and interleaves the shards' invocations (a child
+/// only once its parents are done), each with a random fate: answered, timed out after
+/// finishing (the whole batch again), failed part-way (the rest again), or bisected. The
+/// schedule fires in between, now and then after a jump of up to 15 minutes of wall clock
+/// with records still waiting (an iterator-age backlog), and once at the end.
+pub fn deliver_randomly(p: &mut Plan, rng: &mut Rng) {
+    let n = p.shards.len();
+    let mut cursors = vec![0usize; n];
     let mut wall = T0;
     let mut max_event = T0;
-    while (0..SHARDS).any(|s| cursors[s] < shards[s].len()) {
-        let s = rng.below(SHARDS as u64) as usize;
-        if cursors[s] >= shards[s].len() {
+    fn done(c: &[usize], p: &Plan, s: usize) -> bool {
+        c[s] >= p.logs[s].len() && p.shards[s].parents.iter().all(|q| done(c, p, *q))
+    }
+    while (0..n).any(|s| !done(&cursors, p, s)) {
+        let s = rng.below(n as u64) as usize;
+        if cursors[s] >= p.logs[s].len()
+            || p.shards[s].parents.iter().any(|q| !done(&cursors, p, *q))
+        {
             continue;
         }
-        let end = (cursors[s] + 1 + rng.below(10) as usize).min(shards[s].len());
-        let batch: Vec<Rec> = shards[s][cursors[s]..end].to_vec();
+        let end = (cursors[s] + 1 + rng.below(10) as usize).min(p.logs[s].len());
+        let batch: Vec<Rec> = p.logs[s][cursors[s]..end].to_vec();
         cursors[s] = end;
         for r in &batch {
             max_event = max_event.max(r.changed);
+            wall = wall.max(r.arrival);
         }
+        let mut deliver = |b: Vec<Rec>| p.actions.push(Action::Deliver { wall, batch: b });
         match rng.below(5) {
-            // Done, but the invocation timed out before answering: the whole batch again.
             0 => {
-                actions.push(Action::Deliver(batch.clone()));
-                actions.push(Action::Deliver(batch));
+                deliver(batch.clone());
+                deliver(batch);
             }
-            // A transient failure part-way: Lambda retries from the reported record.
             1 => {
                 let cut = rng.below(batch.len() as u64) as usize;
-                actions.push(Action::Deliver(batch.clone()));
-                actions.push(Action::Deliver(batch[cut..].to_vec()));
+                deliver(batch.clone());
+                deliver(batch[cut..].to_vec());
             }
-            // The function errored: BisectBatchOnFunctionError splits the batch in two.
             2 if batch.len() > 1 => {
                 let mid = batch.len() / 2;
-                actions.push(Action::Deliver(batch[..mid].to_vec()));
-                actions.push(Action::Deliver(batch[mid..].to_vec()));
+                deliver(batch[..mid].to_vec());
+                deliver(batch[mid..].to_vec());
             }
-            _ => actions.push(Action::Deliver(batch)),
+            _ => deliver(batch),
         }
-        if rng.below(4) == 0 {
-            // The schedule fires: wall clock a little past the table's latest change.
-            wall = wall.max(max_event + rng.below(30) as i64 * SEC);
-            actions.push(Action::Schedule(wall));
+        match rng.below(8) {
+            0 | 1 => {
+                wall = wall.max(max_event + rng.below(30) as i64 * SEC);
+                p.actions.push(Action::Schedule(wall));
+            }
+            2 => {
+                wall += (1 + rng.below(15) as i64) * MIN;
+                p.actions.push(Action::Schedule(wall));
+            }
+            _ => {}
         }
     }
-    // Much later, the schedule closes whatever is left.
-    actions.push(Action::Schedule(wall.max(max_event) + 10 * MIN));
-    actions
+    let last = wall.max(p.max_event_time()) + 10 * MIN;
+    p.actions.push(Action::Schedule(last));
 }
 
-/// The reference model's window.
+/// The reference model's window: item → (change time, value or removed).
 #[derive(Debug, Default, Clone)]
 struct MWindow {
-    /// item → (change time, value or removed).
     entries: BTreeMap<String, (i64, Option<f64>)>,
-    closed: bool,
 }
 
 /// Final window statistics: (count, sum, min, max), `None` when every reading was removed.
@@ -323,52 +507,64 @@ pub type MStats = Option<(u64, f64, f64, f64)>;
 
 #[derive(Debug, Default)]
 pub struct Model {
-    shard_wm: BTreeMap<String, i64>,
-    /// The highest watermark anything was closed at: the watermark never goes back.
-    floor: Option<i64>,
+    progress: BTreeMap<usize, Option<i64>>,
+    /// Per shard, the highest sequence number delivered: a replay is not seen again.
+    delivered: BTreeMap<usize, u64>,
+    started: BTreeSet<usize>,
     windows: BTreeMap<(String, i64), MWindow>,
     seen: BTreeSet<String>,
-    firing: BTreeMap<String, bool>,
-    pub alerts: BTreeSet<(String, i64, &'static str)>,
     /// Unique changes that came too late for their window.
     pub late: usize,
-}
-
-fn start_of(t: i64) -> i64 {
-    t.div_euclid(MIN) * MIN
-}
-
-fn close_at(start: i64) -> i64 {
-    start + MIN + LATENESS
+    /// Unique readings stamped further ahead of their record than the skew allows.
+    pub future: usize,
+    /// Window length and lateness the model assumes.
+    pub size: i64,
+    pub lateness: i64,
 }
 
 impl Model {
-    fn watermark(&self) -> Option<i64> {
-        self.shard_wm.values().min().copied().max(self.floor)
+    pub fn new() -> Self {
+        Self::with_window(MIN, LATENESS)
     }
 
-    pub fn deliver(&mut self, batch: &[Rec]) {
-        let before = self.watermark();
-        // Judging anything against the watermark pins it (the floor never goes back).
-        if let Some(wm) = before {
-            let touches_passed = batch.iter().any(|r| {
-                r.new
-                    .iter()
-                    .chain(r.old.iter())
-                    .any(|i| close_at(start_of(i.1)) <= wm)
-            });
-            if touches_passed {
-                self.floor = Some(self.floor.map_or(wm, |f| f.max(wm)));
-            }
+    pub fn with_window(size: i64, lateness: i64) -> Self {
+        Self {
+            size,
+            lateness,
+            ..Self::default()
         }
-        let mut max: BTreeMap<String, i64> = BTreeMap::new();
+    }
+
+    fn start_of(&self, t: i64) -> i64 {
+        t.div_euclid(self.size) * self.size
+    }
+
+    fn close_at(&self, start: i64) -> i64 {
+        start + self.size + self.lateness
+    }
+
+    pub fn deliver(&mut self, plan: &Plan, batch: &[Rec]) {
         for r in batch {
-            let shard = streamwatch_core::record::shard_id(&r.record).to_owned();
-            let mut ops: Vec<(String, i64, Option<f64>)> = Vec::new();
+            let s = r.shard;
+            if self.delivered.get(&s).is_some_and(|d| r.seq <= *d) {
+                continue;
+            }
+            self.delivered.insert(s, r.seq);
+            if self.started.insert(s) {
+                let inherited = plan.shards[s]
+                    .parents
+                    .iter()
+                    .filter_map(|p| self.progress.get(p).copied().flatten())
+                    .max();
+                let own = self.progress.entry(s).or_default();
+                *own = (*own).max(inherited);
+            }
+            let before = self.progress.get(&s).copied().flatten();
             let moved = match (&r.new, &r.old) {
-                (Some(n), Some(o)) => (&n.0, start_of(n.1)) != (&o.0, start_of(o.1)),
+                (Some(n), Some(o)) => (&n.0, self.start_of(n.1)) != (&o.0, self.start_of(o.1)),
                 _ => true,
             };
+            let mut ops: Vec<(String, i64, Option<f64>)> = Vec::new();
             if let Some(o) = &r.old
                 && (r.new.is_none() || moved)
             {
@@ -377,25 +573,27 @@ impl Model {
             if let Some(n) = &r.new {
                 ops.push((n.0.clone(), n.1, Some(n.2)));
             }
+            let p = self.progress.entry(s).or_default();
             for (_, t, _) in &ops {
-                let m = max.entry(shard.clone()).or_insert(*t);
-                *m = (*m).max(*t);
+                *p = (*p).max(Some((*t).min(r.changed)));
             }
             if !self.seen.insert(r.event_id.clone()) {
                 continue;
             }
             for (device, t, value) in ops {
-                let start = start_of(t);
-                let key = (device, start);
-                let late = match self.windows.get(&key) {
-                    Some(w) => w.closed,
-                    None => before.is_some_and(|wm| close_at(start) <= wm),
-                };
-                if late {
-                    self.late += 1;
+                let start = self.start_of(t);
+                if before.is_some_and(|b| b >= self.close_at(start)) {
+                    // Lost, unless the window already holds a later change of the item.
+                    let superseded = self.windows.get(&(device, start)).is_some_and(|w| {
+                        w.entries.get(&r.item).is_some_and(|(c, _)| *c >= r.changed)
+                    });
+                    self.late += usize::from(!superseded);
                     continue;
                 }
-                let w = self.windows.entry(key).or_default();
+                let w = self.windows.entry((device, start)).or_default();
+                if value.is_some() && t > r.changed + SKEW && !w.entries.contains_key(&r.item) {
+                    self.future += 1;
+                }
                 match w.entries.get(&r.item) {
                     Some((c, _)) if *c >= r.changed => {}
                     _ => {
@@ -404,57 +602,29 @@ impl Model {
                 }
             }
         }
-        for (shard, t) in max {
-            let m = self.shard_wm.entry(shard).or_insert(t);
-            *m = (*m).max(t);
-        }
-        if let Some(wm) = self.watermark() {
-            self.close(wm);
-        }
     }
 
-    /// The schedule closes by wall clock minus grace, or the watermark if that is ahead.
-    pub fn schedule(&mut self, wall: i64) {
-        let cut = wall - GRACE;
-        self.close(self.watermark().map_or(cut, |wm| wm.max(cut)));
-    }
-
-    fn close(&mut self, wm: i64) {
-        let due: Vec<(String, i64)> = self
-            .windows
-            .iter()
-            .filter(|((_, start), w)| !w.closed && close_at(*start) <= wm)
-            .map(|(k, _)| k.clone())
-            .collect();
-        if !due.is_empty() {
-            self.floor = Some(self.floor.map_or(wm, |f| f.max(wm)));
-        }
-        // BTreeMap order: per device, in start order.
-        for key in due {
-            let stats = self.stats(&key);
-            let firing = self.firing.get(&key.0).copied().unwrap_or(false);
-            let breach = stats.is_some_and(|(c, s, _, _)| s / c as f64 > 60.0);
-            if breach {
-                self.alerts
-                    .insert((key.0.clone(), key.1, AlertKind::Firing.as_str()));
-            } else if firing {
-                self.alerts
-                    .insert((key.0.clone(), key.1, AlertKind::Resolved.as_str()));
+    /// A schedule pass at wall time `wall`: a shard that exists, is open, and has every
+    /// record that had arrived by then delivered, has progressed to `wall` minus grace.
+    pub fn schedule(&mut self, plan: &Plan, wall: i64) {
+        for (s, spec) in plan.shards.iter().enumerate() {
+            if spec.opens_at > wall || spec.closes_at.is_some_and(|c| c <= wall) {
+                continue;
             }
-            if std::env::var_os("WA_TRACE").is_some() {
-                eprintln!(
-                    "model close {key:?} stats {stats:?} firing_before {firing} breach {breach}"
-                );
-            }
-            self.firing.insert(key.0.clone(), breach);
-            if let Some(w) = self.windows.get_mut(&key) {
-                w.closed = true;
+            let tip = plan.logs[s]
+                .iter()
+                .rev()
+                .find(|r| r.arrival <= wall)
+                .map(|r| r.seq);
+            let delivered = self.delivered.get(&s).copied().unwrap_or(0);
+            if tip.is_none_or(|t| t <= delivered) {
+                let p = self.progress.entry(s).or_default();
+                *p = (*p).max(Some(wall - GRACE));
             }
         }
     }
 
-    fn stats(&self, key: &(String, i64)) -> MStats {
-        let w = self.windows.get(key)?;
+    fn stats(w: &MWindow) -> MStats {
         let live: Vec<f64> = w.entries.values().filter_map(|(_, v)| *v).collect();
         (!live.is_empty()).then(|| {
             (
@@ -469,67 +639,116 @@ impl Model {
     /// Every window the model opened, with its final statistics.
     pub fn windows(&self) -> BTreeMap<(String, i64), MStats> {
         self.windows
-            .keys()
-            .map(|k| (k.clone(), self.stats(k)))
+            .iter()
+            .map(|(k, w)| (k.clone(), Self::stats(w)))
             .collect()
+    }
+
+    /// The alerts closing every window produces: per device in window order, firing above
+    /// 60, resolved at or below 60 (or empty) after a firing window.
+    pub fn alerts(&self) -> BTreeSet<(String, i64, &'static str)> {
+        let mut out = BTreeSet::new();
+        let mut firing: BTreeMap<&str, bool> = BTreeMap::new();
+        for ((device, start), w) in &self.windows {
+            let breach = Self::stats(w).is_some_and(|(c, s, _, _)| s / c as f64 > 60.0);
+            let was = firing.insert(device, breach).unwrap_or(false);
+            if breach {
+                out.insert((device.clone(), *start, AlertKind::Firing.as_str()));
+            } else if was {
+                out.insert((device.clone(), *start, AlertKind::Resolved.as_str()));
+            }
+        }
+        out
     }
 }
 
-/// Runs the plan through the real handler and the model; returns the model and the sum of
-/// the handler's late counts.
-pub async fn run<W, A>(deps: &Deps<W, A, TestClock>, actions: &[Action]) -> (Model, usize)
+/// What the handler reported over a run.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Counted {
+    pub late: usize,
+    pub future: usize,
+    pub oversized: usize,
+    pub failures: usize,
+}
+
+/// Runs the plan through the real handler, steering the probe as the stream would look at
+/// each wall time, and through the model. Every invocation must succeed.
+pub async fn run<W, A>(deps: &TestDeps<W, A>, plan: &Plan) -> (Model, Counted)
 where
-    W: streamwatch_core::window::WindowStore,
+    W: WindowStore + ShardLedger,
     A: AlertOutbox,
 {
-    let mut model = Model::default();
-    let mut late = 0;
-    let trace = std::env::var_os("WA_TRACE").is_some();
-    for action in actions {
-        if trace {
-            match action {
-                Action::Deliver(b) => eprintln!(
-                    "deliver {:?}",
-                    b.iter()
-                        .map(|r| (
-                            &r.event_id,
-                            streamwatch_core::record::shard_id(&r.record).to_owned(),
-                            &r.new,
-                            &r.old
-                        ))
-                        .collect::<Vec<_>>()
-                ),
-                Action::Schedule(w) => eprintln!("schedule {}", (w - T0) / 1000),
-            }
-        }
+    let mut model = Model::with_window(
+        deps.config.spec.size_micros,
+        deps.config.spec.lateness_micros,
+    );
+    let mut counted = Counted::default();
+    let mut stream = StreamView::default();
+    for action in &plan.actions {
         match action {
-            Action::Deliver(batch) => {
+            Action::Deliver { wall, batch } => {
+                stream.show(&deps.probe, plan, *wall);
                 let event = KinesisEvent {
                     records: batch.iter().map(|r| r.record.clone()).collect(),
                 };
                 let (response, report) = process_batch(deps, &event).await;
                 assert!(
                     response.batch_item_failures.is_empty(),
-                    "no transient failure expected: {report:?}"
+                    "no failure expected: {report:?}"
                 );
                 assert_eq!(report.malformed, 0);
-                late += report.late;
-                model.deliver(batch);
+                counted.late += report.late;
+                counted.future += report.future;
+                model.deliver(plan, batch);
             }
             Action::Schedule(wall) => {
+                stream.show(&deps.probe, plan, *wall);
                 deps.clock.0.store(*wall, Ordering::SeqCst);
                 close_idle(deps).await.expect("the schedule closes");
-                model.schedule(*wall);
+                model.schedule(plan, *wall);
             }
         }
     }
-    (model, late)
+    (model, counted)
+}
+
+/// What of the plan's stream the probe has been shown so far.
+#[derive(Default)]
+pub struct StreamView {
+    shards: BTreeSet<usize>,
+    closed: BTreeSet<usize>,
+    written: BTreeMap<usize, usize>,
+}
+
+impl StreamView {
+    /// Shows the probe the shards and records that exist at `wall`.
+    pub fn show(&mut self, probe: &EmbeddedShardProbe, plan: &Plan, wall: i64) {
+        for (s, spec) in plan.shards.iter().enumerate() {
+            if spec.opens_at <= wall && self.shards.insert(s) {
+                probe.add_shard(ShardInfo {
+                    shard: shard_id(s),
+                    parents: spec.parents.iter().map(|p| shard_id(*p)).collect(),
+                    closed: false,
+                });
+            }
+            if spec.closes_at.is_some_and(|c| c <= wall) && self.closed.insert(s) {
+                probe.close_shard(&shard_id(s));
+            }
+            let w = self.written.entry(s).or_default();
+            while let Some(r) = plan.logs[s].get(*w).filter(|r| r.arrival <= wall) {
+                probe.written(&shard_id(s), &r.record.kinesis.sequence_number);
+                *w += 1;
+            }
+        }
+    }
 }
 
 /// Final windows as the store holds them, in the model's terms; every one must be settled.
+/// A window only late readings ever came for never opened: it is not a window.
 pub fn observed_windows(windows: &[WindowState]) -> BTreeMap<(String, i64), MStats> {
     windows
         .iter()
+        .filter(|w| !w.entries.is_empty())
         .map(|w| {
             assert!(w.closed && w.settled, "window left open: {w:?}");
             (
@@ -544,6 +763,7 @@ pub fn observed_windows(windows: &[WindowState]) -> BTreeMap<(String, i64), MSta
 pub fn observed_windows_open(windows: &[WindowState]) -> BTreeMap<(String, i64), MStats> {
     windows
         .iter()
+        .filter(|w| !w.entries.is_empty())
         .map(|w| {
             (
                 (w.key.clone(), w.start_micros),
