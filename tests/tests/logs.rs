@@ -233,6 +233,7 @@ fn window_aggregator_logs_coordinates_not_payloads() {
         config: window_aggregator::Config::from_source(&env).expect("config"),
         store: EmbeddedWindowStore::new(),
         outbox: EmbeddedAlertOutbox::new(),
+        probe: streamwatch_adapters::shards::EmbeddedShardProbe::with_shards(8),
         clock: Fixed(AtomicI64::new(NOW)),
     };
     let lines = capture(Level::INFO, || async {

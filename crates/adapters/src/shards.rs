@@ -131,6 +131,20 @@ impl EmbeddedShardProbe {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// A stream of `n` open shards (`shardId-000000000000` …) that nothing is known to have
+    /// been written to: each is caught up whenever asked, whatever has been delivered.
+    pub fn with_shards(n: usize) -> Self {
+        let probe = Self::new();
+        for i in 0..n {
+            probe.add_shard(ShardInfo {
+                shard: format!("shardId-{i:012}"),
+                parents: Vec::new(),
+                closed: false,
+            });
+        }
+        probe
+    }
+
     /// Adds a shard (or replaces its description, keeping its tip).
     pub fn add_shard(&self, info: ShardInfo) {
         let mut m = self.lock();

@@ -11,8 +11,9 @@ use aws_sdk_dynamodb::types::{
 };
 use streamwatch_adapters::windows::{DynamoDbWindowStore, EmbeddedWindowStore, OPEN_INDEX};
 use streamwatch_core::window::{
-    CLOSED_UP_TO, Change, KeyState, WindowKey, WindowSpec, WindowState, WindowStore, Written,
+    Change, KeyState, WindowKey, WindowSpec, WindowState, WindowStore, Written,
 };
+use streamwatch_core::progress::{Ledger, ShardLedger, ShardProgress};
 use streamwatch_tests::MotoServer;
 
 const T0: i64 = 1_795_262_400_000_000;
@@ -42,7 +43,7 @@ fn window(key: &str, minute: i64, readings: &[(&str, f64)]) -> WindowState {
 }
 
 /// What every `WindowStore` must do.
-async fn conforms(store: &impl WindowStore) {
+async fn conforms(store: &(impl WindowStore + ShardLedger)) {
     // Ids as the handler makes them (the item key as JSON), a unicode key, extreme values.
     let mut w = window(
         "风机-7",
@@ -141,7 +142,7 @@ async fn conforms(store: &impl WindowStore) {
     );
     closing.version += 1;
     closing.settled = true;
-    closing.late = 2;
+    closing.late = [(7u64, T0), (u64::MAX, -1)].into_iter().collect();
     store.put_window(&closing, close_at).await.unwrap();
     assert_eq!(
         store
@@ -161,7 +162,7 @@ async fn conforms(store: &impl WindowStore) {
         (
             settled.closed,
             settled.settled,
-            settled.late,
+            settled.late.len(),
             settled.version
         ),
         (true, true, 2, 4)
@@ -192,29 +193,61 @@ async fn conforms(store: &impl WindowStore) {
         .unwrap();
     assert_eq!(back, KeyState { version: 1, ..ks });
 
-    // Watermarks only rise.
-    for (shard, t) in [
-        ("shardId-000000000000", T0 + 5),
-        ("shardId-000000000000", T0 + 3),
-        ("shardId-000000000001", T0 + 1),
-        (CLOSED_UP_TO, T0),
-    ] {
-        store
-            .raise_watermark("windspeed-avg", shard, t)
-            .await
-            .unwrap();
-    }
-    let mut marks = store.watermarks("windspeed-avg").await.unwrap();
-    marks.sort();
+    // Shard progress: registered once, only ever moving forward.
+    let rule = "windspeed-avg";
+    assert_eq!(store.ledger(rule).await.unwrap(), Ledger::default());
+    let child = ShardProgress {
+        shard: "shardId-000000000002".into(),
+        parents: vec!["shardId-000000000000".into(), "shardId-000000000001".into()],
+        records: Some(T0 - 9),
+        ..ShardProgress::default()
+    };
+    let parent = ShardProgress {
+        shard: "shardId-000000000000".into(),
+        ..ShardProgress::default()
+    };
+    store.register(rule, &[parent.clone(), child.clone()]).await.unwrap();
+    let again = ShardProgress {
+        records: Some(T0 + 99),
+        ..child.clone()
+    };
+    store.register(rule, &[again]).await.unwrap();
+    // A sequence number longer than DynamoDB's numbers, then smaller ones: only the
+    // greater sequence moves the shard.
+    let long = "49590338271490256608559692538361571095921575989136588898";
+    store.advance(rule, &parent.shard, Some(T0 + 5), long).await.unwrap();
+    store.advance(rule, &parent.shard, Some(T0 + 1), "12345").await.unwrap();
+    store.advance(rule, &child.shard, None, "7").await.unwrap();
+    store.caught_up(rule, &child.shard, T0 + 3).await.unwrap();
+    store.caught_up(rule, &child.shard, T0 + 2).await.unwrap();
+    store.retire(rule, "shardId-000000000001").await.unwrap();
+    let mut ledger = store.ledger(rule).await.unwrap();
+    ledger.shards.sort_by(|a, b| a.shard.cmp(&b.shard));
     assert_eq!(
-        marks,
-        vec![
-            (CLOSED_UP_TO.to_owned(), T0),
-            ("shardId-000000000000".to_owned(), T0 + 5),
-            ("shardId-000000000001".to_owned(), T0 + 1),
-        ]
+        ledger,
+        Ledger {
+            listed: true,
+            shards: vec![
+                ShardProgress {
+                    records: Some(T0 + 5),
+                    sequence: Some(long.into()),
+                    ..parent
+                },
+                ShardProgress {
+                    shard: "shardId-000000000001".into(),
+                    retired: true,
+                    ..ShardProgress::default()
+                },
+                ShardProgress {
+                    caught_up: Some(T0 + 3),
+                    sequence: Some("7".into()),
+                    ..child
+                },
+            ],
+        }
     );
-    assert_eq!(store.watermarks("other-rule").await.unwrap(), vec![]);
+    assert_eq!(ledger.watermark(), Some(T0 - 9).max(Some(T0 + 3)).min(Some(T0 + 5)));
+    assert_eq!(store.ledger("other-rule").await.unwrap(), Ledger::default());
 }
 
 #[tokio::test]
@@ -304,8 +337,9 @@ async fn dynamodb_store_conforms_and_its_items_carry_ttl_and_index_keys() {
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_secs();
-    // Two windows, one key state, three watermarks: every one expires about `ttl` from now.
-    assert_eq!(all.len(), 6);
+    // Two windows, one key state, three shards and the listed marker: every one expires
+    // about `ttl` from now.
+    assert_eq!(all.len(), 7);
     for item in &all {
         let expires: u64 = item["ttl"].as_n().unwrap().parse().unwrap();
         assert!(
@@ -342,7 +376,13 @@ async fn dynamodb_store_conforms_and_its_items_carry_ttl_and_index_keys() {
             .starts_with("windspeed-avg#open#")
     );
     by_sk("windspeed-avg#风机-7", "state");
-    by_sk("windspeed-avg", CLOSED_UP_TO);
+    by_sk("windspeed-avg", "#listed");
+    let shard = by_sk("windspeed-avg", "shardId-000000000000");
+    assert_eq!(
+        shard["seq"].as_s().unwrap().len(),
+        128,
+        "sequence numbers stored zero-padded: DynamoDB's string order is numeric order"
+    );
     // The index holds the open window only (sparse).
     let mut in_index = 0;
     for b in 0..streamwatch_adapters::windows::OPEN_BUCKETS {

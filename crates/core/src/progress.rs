@@ -80,6 +80,27 @@ impl Ledger {
         min
     }
 
+    /// The greatest progress of a shard's ancestors (parents, their parents, …): where a
+    /// child continues from. A parent that never delivered (split, then merged at once)
+    /// passes on what its own parents reached.
+    pub fn inherited(&self, shard: &str) -> Option<Micros> {
+        let mut best = None;
+        let mut todo: Vec<&str> = self.get(shard).map_or(Vec::new(), |s| {
+            s.parents.iter().map(String::as_str).collect()
+        });
+        let mut seen = std::collections::BTreeSet::new();
+        while let Some(p) = todo.pop() {
+            if !seen.insert(p) {
+                continue;
+            }
+            if let Some(ps) = self.get(p) {
+                best = best.max(ps.progress());
+                todo.extend(ps.parents.iter().map(String::as_str));
+            }
+        }
+        best
+    }
+
     /// Where a shard first seen now starts: its parents' greatest progress; with no parent
     /// the ledger knows, the current watermark (what every known shard has passed), so a
     /// shard the listing missed cannot re-open what the others closed.
@@ -225,5 +246,17 @@ mod tests {
             "no parent: the watermark"
         );
         assert!(sequence_after("10", "9") && !sequence_after("9", "9"));
+        let mut l = l;
+        l.shards.push(ShardProgress {
+            shard: "c".into(),
+            parents: vec!["a".into()],
+            ..ShardProgress::default()
+        });
+        l.shards.push(ShardProgress {
+            shard: "d".into(),
+            parents: vec!["c".into(), "b".into()],
+            ..ShardProgress::default()
+        });
+        assert_eq!(l.inherited("d"), Some(10), "through a parent that never delivered");
     }
 }

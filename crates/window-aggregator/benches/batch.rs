@@ -36,11 +36,12 @@ fn readings(turbines: usize, n: usize) -> Vec<KinesisEventRecord> {
         .collect()
 }
 
-fn deps() -> Deps<EmbeddedWindowStore, EmbeddedAlertOutbox> {
+fn deps() -> Deps<EmbeddedWindowStore, EmbeddedAlertOutbox, streamwatch_adapters::shards::EmbeddedShardProbe> {
     Deps {
         config: Config::from_source(&[("WINDOWS_TABLE", "w"), ("ALERTS_TABLE", "a")]).unwrap(),
         store: EmbeddedWindowStore::new(),
         outbox: EmbeddedAlertOutbox::new(),
+        probe: streamwatch_adapters::shards::EmbeddedShardProbe::with_shards(8),
         clock: SystemClock,
     }
 }

@@ -230,15 +230,10 @@ where
 }
 
 /// A shard's progress before this batch: its own or — the first batches of a child shard —
-/// its parents', whichever is further.
+/// its ancestors', whichever is further.
 fn start_of_shard(ledger: &Ledger, shard: &str) -> Option<Micros> {
     let own = ledger.get(shard)?;
-    let inherited = own
-        .parents
-        .iter()
-        .filter_map(|p| ledger.get(p).and_then(|p| p.progress()))
-        .max();
-    own.progress().max(inherited)
+    own.progress().max(ledger.inherited(shard))
 }
 
 fn finish(

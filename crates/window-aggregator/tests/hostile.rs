@@ -37,7 +37,9 @@ impl Clock for FixedClock {
     }
 }
 
-fn deps(format: &str) -> Deps<EmbeddedWindowStore, EmbeddedAlertOutbox, FixedClock> {
+fn deps(
+    format: &str,
+) -> Deps<EmbeddedWindowStore, EmbeddedAlertOutbox, streamwatch_adapters::shards::EmbeddedShardProbe, FixedClock> {
     let env: HashMap<String, String> = [
         ("WINDOWS_TABLE", "w"),
         ("ALERTS_TABLE", "a"),
@@ -50,6 +52,7 @@ fn deps(format: &str) -> Deps<EmbeddedWindowStore, EmbeddedAlertOutbox, FixedClo
         config: Config::from_source(&env).expect("configuration"),
         store: EmbeddedWindowStore::new(),
         outbox: EmbeddedAlertOutbox::new(),
+        probe: streamwatch_adapters::shards::EmbeddedShardProbe::with_shards(8),
         clock: FixedClock(AtomicI64::new(T0 + 3_600_000_000)),
     }
 }

@@ -236,7 +236,12 @@ pub fn config(windows: &str, alerts: &str) -> window_aggregator::Config {
     window_aggregator::Config::from_source(&env).expect("valid configuration")
 }
 
-pub type WindowDeps = Deps<DynamoDbWindowStore, DynamoDbAlertOutbox, TestClock>;
+pub type WindowDeps = Deps<
+    DynamoDbWindowStore,
+    DynamoDbAlertOutbox,
+    streamwatch_adapters::shards::EmbeddedShardProbe,
+    TestClock,
+>;
 
 /// The function's dependencies on `client`.
 pub fn deps(client: &aws_sdk_dynamodb::Client) -> WindowDeps {
@@ -244,6 +249,7 @@ pub fn deps(client: &aws_sdk_dynamodb::Client) -> WindowDeps {
         config: config("windows", "alerts"),
         store: DynamoDbWindowStore::new(client.clone(), "windows", Duration::from_secs(48 * 3600)),
         outbox: DynamoDbAlertOutbox::new(client.clone(), "alerts"),
+        probe: streamwatch_adapters::shards::EmbeddedShardProbe::with_shards(8),
         clock: TestClock(AtomicI64::new(T0)),
     }
 }
@@ -340,7 +346,7 @@ pub async fn assert_tables_hold_truth(
             w.start_micros
         );
         assert_eq!(
-            w.late, 0,
+            w.late.len(), 0,
             "window {} {} counted late records",
             w.key, w.start_micros
         );

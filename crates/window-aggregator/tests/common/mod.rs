@@ -11,7 +11,7 @@
 //! production code's closing rule or ledger: a shard's progress is the highest event time
 //! it delivered, each bounded by its record's own time, raised at a
 //! schedule pass to wall clock minus grace when every record that had arrived on it by then
-//! was delivered; a child shard starts from its parents' progress; a reading is late when
+//! was delivered; a child shard starts from its ancestors' progress; a reading is late when
 //! its own shard's progress before it had passed its window's end plus lateness; each
 //! unique change counts once; a key's windows fire above 60 and resolve at or below 60
 //! after firing, in window order.
@@ -551,11 +551,13 @@ impl Model {
             }
             self.delivered.insert(s, r.seq);
             if self.started.insert(s) {
-                let inherited = plan.shards[s]
-                    .parents
-                    .iter()
-                    .filter_map(|p| self.progress.get(p).copied().flatten())
-                    .max();
+                // Every ancestor's progress: a parent that never delivered passes on its own.
+                let mut inherited = None;
+                let mut todo = plan.shards[s].parents.clone();
+                while let Some(p) = todo.pop() {
+                    inherited = inherited.max(self.progress.get(&p).copied().flatten());
+                    todo.extend(&plan.shards[p].parents);
+                }
                 let own = self.progress.entry(s).or_default();
                 *own = (*own).max(inherited);
             }
