@@ -183,6 +183,54 @@ pub async fn create_alerts_table(ddb: &aws_sdk_dynamodb::Client, name: &str) {
         .expect("alerts table created in moto");
 }
 
+/// The template's windows table (hash `pk`, range `sk`, the sparse `open-windows` index),
+/// created in moto.
+pub async fn create_windows_table(ddb: &aws_sdk_dynamodb::Client, name: &str) {
+    use aws_sdk_dynamodb::types::{
+        AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType,
+        Projection, ProjectionType, ScalarAttributeType,
+    };
+    let key = |name: &str, kind: KeyType| {
+        KeySchemaElement::builder()
+            .attribute_name(name)
+            .key_type(kind)
+            .build()
+            .expect("key schema")
+    };
+    let attr = |name: &str, t: ScalarAttributeType| {
+        AttributeDefinition::builder()
+            .attribute_name(name)
+            .attribute_type(t)
+            .build()
+            .expect("attribute definition")
+    };
+    ddb.create_table()
+        .table_name(name)
+        .key_schema(key("pk", KeyType::Hash))
+        .key_schema(key("sk", KeyType::Range))
+        .attribute_definitions(attr("pk", ScalarAttributeType::S))
+        .attribute_definitions(attr("sk", ScalarAttributeType::S))
+        .attribute_definitions(attr("open_shard", ScalarAttributeType::S))
+        .attribute_definitions(attr("close_at", ScalarAttributeType::N))
+        .global_secondary_indexes(
+            GlobalSecondaryIndex::builder()
+                .index_name("open-windows")
+                .key_schema(key("open_shard", KeyType::Hash))
+                .key_schema(key("close_at", KeyType::Range))
+                .projection(
+                    Projection::builder()
+                        .projection_type(ProjectionType::KeysOnly)
+                        .build(),
+                )
+                .build()
+                .expect("index"),
+        )
+        .billing_mode(BillingMode::PayPerRequest)
+        .send()
+        .await
+        .expect("windows table created in moto");
+}
+
 /// Reads a fixture from `tests/fixtures/` (copied from the reference implementations).
 pub fn fixture(name: &str) -> Vec<u8> {
     let path = workspace_root().join("tests/fixtures").join(name);

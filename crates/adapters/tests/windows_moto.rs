@@ -10,10 +10,10 @@ use aws_sdk_dynamodb::types::{
     KeyType, Projection, ProjectionType, ScalarAttributeType,
 };
 use streamwatch_adapters::windows::{DynamoDbWindowStore, EmbeddedWindowStore, OPEN_INDEX};
+use streamwatch_core::progress::{Ledger, ShardLedger, ShardProgress};
 use streamwatch_core::window::{
     Change, KeyState, WindowKey, WindowSpec, WindowState, WindowStore, Written,
 };
-use streamwatch_core::progress::{Ledger, ShardLedger, ShardProgress};
 use streamwatch_tests::MotoServer;
 
 const T0: i64 = 1_795_262_400_000_000;
@@ -206,7 +206,10 @@ async fn conforms(store: &(impl WindowStore + ShardLedger)) {
         shard: "shardId-000000000000".into(),
         ..ShardProgress::default()
     };
-    store.register(rule, &[parent.clone(), child.clone()]).await.unwrap();
+    store
+        .register(rule, &[parent.clone(), child.clone()])
+        .await
+        .unwrap();
     let again = ShardProgress {
         records: Some(T0 + 99),
         ..child.clone()
@@ -215,8 +218,14 @@ async fn conforms(store: &(impl WindowStore + ShardLedger)) {
     // A sequence number longer than DynamoDB's numbers, then smaller ones: only the
     // greater sequence moves the shard.
     let long = "49590338271490256608559692538361571095921575989136588898";
-    store.advance(rule, &parent.shard, Some(T0 + 5), long).await.unwrap();
-    store.advance(rule, &parent.shard, Some(T0 + 1), "12345").await.unwrap();
+    store
+        .advance(rule, &parent.shard, Some(T0 + 5), long)
+        .await
+        .unwrap();
+    store
+        .advance(rule, &parent.shard, Some(T0 + 1), "12345")
+        .await
+        .unwrap();
     store.advance(rule, &child.shard, None, "7").await.unwrap();
     store.caught_up(rule, &child.shard, T0 + 3).await.unwrap();
     store.caught_up(rule, &child.shard, T0 + 2).await.unwrap();
@@ -246,7 +255,10 @@ async fn conforms(store: &(impl WindowStore + ShardLedger)) {
             ],
         }
     );
-    assert_eq!(ledger.watermark(), Some(T0 - 9).max(Some(T0 + 3)).min(Some(T0 + 5)));
+    assert_eq!(
+        ledger.watermark(),
+        Some(T0 - 9).max(Some(T0 + 3)).min(Some(T0 + 5))
+    );
     assert_eq!(store.ledger("other-rule").await.unwrap(), Ledger::default());
 }
 

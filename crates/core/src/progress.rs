@@ -257,6 +257,10 @@ mod tests {
             parents: vec!["c".into(), "b".into()],
             ..ShardProgress::default()
         });
-        assert_eq!(l.inherited("d"), Some(10), "through a parent that never delivered");
+        assert_eq!(
+            l.inherited("d"),
+            Some(10),
+            "through a parent that never delivered"
+        );
     }
 }

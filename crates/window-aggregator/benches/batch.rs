@@ -36,7 +36,9 @@ fn readings(turbines: usize, n: usize) -> Vec<KinesisEventRecord> {
         .collect()
 }
 
-fn deps() -> Deps<EmbeddedWindowStore, EmbeddedAlertOutbox, streamwatch_adapters::shards::EmbeddedShardProbe> {
+fn deps()
+-> Deps<EmbeddedWindowStore, EmbeddedAlertOutbox, streamwatch_adapters::shards::EmbeddedShardProbe>
+{
     Deps {
         config: Config::from_source(&[("WINDOWS_TABLE", "w"), ("ALERTS_TABLE", "a")]).unwrap(),
         store: EmbeddedWindowStore::new(),

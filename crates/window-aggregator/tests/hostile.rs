@@ -39,7 +39,12 @@ impl Clock for FixedClock {
 
 fn deps(
     format: &str,
-) -> Deps<EmbeddedWindowStore, EmbeddedAlertOutbox, streamwatch_adapters::shards::EmbeddedShardProbe, FixedClock> {
+) -> Deps<
+    EmbeddedWindowStore,
+    EmbeddedAlertOutbox,
+    streamwatch_adapters::shards::EmbeddedShardProbe,
+    FixedClock,
+> {
     let env: HashMap<String, String> = [
         ("WINDOWS_TABLE", "w"),
         ("ALERTS_TABLE", "a"),

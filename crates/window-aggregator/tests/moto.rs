@@ -141,10 +141,7 @@ fn windows_and_alerts_equal_the_model_against_dynamodb() {
                     .collect();
                 let want = model.windows();
                 prop_assert_eq!(common::observed_windows(&windows), want.clone());
-                prop_assert_eq!(
-                    common::observed_alerts(&alerts, &want),
-                    model.alerts()
-                );
+                prop_assert_eq!(common::observed_alerts(&alerts, &want), model.alerts());
                 prop_assert_eq!((counted.late, counted.future), (model.late, model.future));
                 Ok(())
             })

@@ -346,9 +346,11 @@ pub async fn assert_tables_hold_truth(
             w.start_micros
         );
         assert_eq!(
-            w.late.len(), 0,
+            w.late.len(),
+            0,
             "window {} {} counted late records",
-            w.key, w.start_micros
+            w.key,
+            w.start_micros
         );
         let s = w.stats().expect("a window with readings");
         let previous = got.insert(
