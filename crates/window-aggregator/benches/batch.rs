@@ -43,7 +43,7 @@ fn deps()
         config: Config::from_source(&[("WINDOWS_TABLE", "w"), ("ALERTS_TABLE", "a")]).unwrap(),
         store: EmbeddedWindowStore::new(),
         outbox: EmbeddedAlertOutbox::new(),
-        probe: streamwatch_adapters::shards::EmbeddedShardProbe::with_shards(8),
+        probe: streamwatch_adapters::shards::EmbeddedShardProbe::with_shards(1),
         clock: SystemClock,
     }
 }
