@@ -568,3 +568,52 @@ fn operational_metrics_are_one_emf_line() {
         assert_eq!(v[name], value, "{name}");
     }
 }
+
+/// Closing stops at the invocation's deadline (after at least one window) and leaves the
+/// rest due for the next pass, which finishes them; each key's windows in start order.
+#[tokio::test]
+async fn closing_stops_at_the_deadline_and_the_next_pass_carries_on() {
+    let d = deps(&[]);
+    let mut records = Vec::new();
+    // In time order, as a shard carries them.
+    for minute in 0..3 {
+        for (i, device) in ["device1", "device2", "device3"].iter().enumerate() {
+            let seq = (minute * 10 + i) as u64 + 1;
+            records.push(kinesis(
+                0,
+                seq,
+                change(
+                    &format!("e{seq}"),
+                    "INSERT",
+                    device,
+                    json!("70"),
+                    T0 + minute as i64 * MIN,
+                    &format!("i{seq}"),
+                    false,
+                ),
+            ));
+        }
+    }
+    // Deliver without closing (the watermark needs the schedule's probe: one shard, listed
+    // on the first batch, so the batch closes what its own records passed: minutes 0 and 1).
+    let (_, report) = process_batch(&d, &KinesisEvent { records }).await;
+    let open_before = d.store.windows().iter().filter(|w| !w.settled).count();
+    assert_eq!(report.windows_closed + open_before, 9);
+    // The schedule with a deadline already passed: one window, then it stops.
+    d.clock.0.store(T0 + 10 * MIN, Ordering::SeqCst);
+    let report = window_aggregator::close_idle_within(&d, Some(tokio::time::Instant::now()))
+        .await
+        .unwrap();
+    assert_eq!(report.windows_closed, 1);
+    assert!(report.close_deferred);
+    let report = close_idle(&d).await.unwrap();
+    assert_eq!(report.windows_closed, open_before - 1);
+    assert!(d.store.windows().iter().all(|w| w.settled));
+    let firing: Vec<(String, i64)> = d
+        .outbox
+        .alerts()
+        .iter()
+        .map(|a| (a.key.clone(), a.window.as_ref().unwrap().start_micros))
+        .collect();
+    assert_eq!(firing.len(), 9, "every window fired once: {firing:?}");
+}
