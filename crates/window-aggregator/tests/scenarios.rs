@@ -19,8 +19,9 @@ use streamwatch_adapters::EmbeddedAlertOutbox;
 use streamwatch_adapters::alerts::alert_from_item;
 use streamwatch_adapters::shards::EmbeddedShardProbe;
 use streamwatch_adapters::windows::{DynamoDbWindowStore, EmbeddedWindowStore, window_from_item};
+use streamwatch_core::notify::NotificationKind;
 use streamwatch_core::window::WindowState;
-use streamwatch_core::{AlertKind, AlertRecord, KinesisEvent};
+use streamwatch_core::{AlertKind, AlertOutbox, AlertRecord, KinesisEvent};
 use streamwatch_tests::{MotoServer, scan_all};
 use window_aggregator::Deps;
 
@@ -154,6 +155,11 @@ async fn run(plan: &Plan, env: &[(&str, &str)]) -> Outcome {
         "alerts"
     );
     assert_eq!(
+        notifications(&alerts).await,
+        expected_notifications(&model),
+        "notifications"
+    );
+    assert_eq!(
         (counted.late, counted.future),
         (model.late, model.future),
         "late and future readings counted once each"
@@ -164,6 +170,42 @@ async fn run(plan: &Plan, env: &[(&str, &str)]) -> Outcome {
         windows,
         alerts,
     }
+}
+
+/// The alert records read back from DynamoDB, through the real alerter (embedded state
+/// and notifier, the local pipeline's alerts-table stream) in window order per key: the
+/// notifications sent, as (key, kind).
+async fn notifications(alerts: &[AlertRecord]) -> Vec<(String, NotificationKind)> {
+    let mut sorted = alerts.to_vec();
+    sorted.sort_by_key(|a| (a.key.clone(), a.window.as_ref().map(|w| w.start_micros)));
+    let mut pipeline = streamwatch_local::pipeline::Pipeline::new(3600).expect("pipeline");
+    for a in &sorted {
+        pipeline.outbox.put_alert(a).await.expect("outbox");
+    }
+    pipeline
+        .deliver_alerts()
+        .await
+        .into_iter()
+        .map(|m| (m.attributes.get("key").cloned().unwrap_or_default(), m.kind))
+        .collect()
+}
+
+/// What an operator should receive, from the model's alerts: per key, one FIRING when an
+/// episode starts and one RESOLVED when it ends (no reminder: every scenario's episodes
+/// are shorter than the hour between reminders).
+fn expected_notifications(model: &Model) -> Vec<(String, NotificationKind)> {
+    let mut out = Vec::new();
+    let mut firing: BTreeMap<String, bool> = BTreeMap::new();
+    for (key, _, kind) in model.alerts() {
+        let was = firing.get(&key).copied().unwrap_or(false);
+        if kind == AlertKind::Firing.as_str() && !was {
+            out.push((key.clone(), NotificationKind::Firing));
+        } else if kind == AlertKind::Resolved.as_str() {
+            out.push((key.clone(), NotificationKind::Resolved));
+        }
+        firing.insert(key, kind == AlertKind::Firing.as_str());
+    }
+    out
 }
 
 /// Readings per (device, window start) from the scenario's own input.
