@@ -5,10 +5,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex, KeySchemaElement,
-    KeyType, Projection, ProjectionType, ScalarAttributeType,
-};
+use aws_sdk_dynamodb::types::AttributeValue;
 use streamwatch_adapters::windows::{DynamoDbWindowStore, EmbeddedWindowStore, OPEN_INDEX};
 use streamwatch_core::progress::{Ledger, ShardLedger, ShardProgress};
 use streamwatch_core::window::{
@@ -267,22 +264,6 @@ async fn embedded_store_conforms() {
     conforms(&EmbeddedWindowStore::new()).await;
 }
 
-fn key(name: &str, kind: KeyType) -> KeySchemaElement {
-    KeySchemaElement::builder()
-        .attribute_name(name)
-        .key_type(kind)
-        .build()
-        .unwrap()
-}
-
-fn attr(name: &str, t: ScalarAttributeType) -> AttributeDefinition {
-    AttributeDefinition::builder()
-        .attribute_name(name)
-        .attribute_type(t)
-        .build()
-        .unwrap()
-}
-
 async fn client(moto: &MotoServer) -> aws_sdk_dynamodb::Client {
     let config = streamwatch_adapters::aws::defaults()
         .endpoint_url(moto.endpoint())
@@ -293,34 +274,7 @@ async fn client(moto: &MotoServer) -> aws_sdk_dynamodb::Client {
     aws_sdk_dynamodb::Client::new(&config)
 }
 
-/// The windows table exactly as the template must create it.
-async fn create_windows_table(ddb: &aws_sdk_dynamodb::Client, name: &str) {
-    ddb.create_table()
-        .table_name(name)
-        .key_schema(key("pk", KeyType::Hash))
-        .key_schema(key("sk", KeyType::Range))
-        .attribute_definitions(attr("pk", ScalarAttributeType::S))
-        .attribute_definitions(attr("sk", ScalarAttributeType::S))
-        .attribute_definitions(attr("open_shard", ScalarAttributeType::S))
-        .attribute_definitions(attr("close_at", ScalarAttributeType::N))
-        .global_secondary_indexes(
-            GlobalSecondaryIndex::builder()
-                .index_name(OPEN_INDEX)
-                .key_schema(key("open_shard", KeyType::Hash))
-                .key_schema(key("close_at", KeyType::Range))
-                .projection(
-                    Projection::builder()
-                        .projection_type(ProjectionType::KeysOnly)
-                        .build(),
-                )
-                .build()
-                .unwrap(),
-        )
-        .billing_mode(BillingMode::PayPerRequest)
-        .send()
-        .await
-        .unwrap();
-}
+use streamwatch_tests::create_windows_table;
 
 async fn items(
     ddb: &aws_sdk_dynamodb::Client,

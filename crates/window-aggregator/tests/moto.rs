@@ -8,10 +8,6 @@ mod common;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
-    ProjectionType, ScalarAttributeType,
-};
 use serde_json::json;
 use streamwatch_adapters::DynamoDbAlertOutbox;
 use streamwatch_adapters::alerts::alert_from_item;
@@ -23,22 +19,6 @@ use streamwatch_tests::MotoServer;
 use window_aggregator::{Config, Deps, close_idle, process_batch};
 
 use common::{MIN, T0, TestClock};
-
-fn key(name: &str, kind: KeyType) -> KeySchemaElement {
-    KeySchemaElement::builder()
-        .attribute_name(name)
-        .key_type(kind)
-        .build()
-        .unwrap()
-}
-
-fn attr(name: &str, t: ScalarAttributeType) -> AttributeDefinition {
-    AttributeDefinition::builder()
-        .attribute_name(name)
-        .attribute_type(t)
-        .build()
-        .unwrap()
-}
 
 async fn setup(moto: &MotoServer) -> aws_sdk_dynamodb::Client {
     let ddb = client(moto).await;
@@ -57,40 +37,8 @@ async fn client(moto: &MotoServer) -> aws_sdk_dynamodb::Client {
 }
 
 async fn create_tables(ddb: &aws_sdk_dynamodb::Client, windows: &str, alerts: &str) {
-    // The template's windows table.
-    ddb.create_table()
-        .table_name(windows)
-        .key_schema(key("pk", KeyType::Hash))
-        .key_schema(key("sk", KeyType::Range))
-        .attribute_definitions(attr("pk", ScalarAttributeType::S))
-        .attribute_definitions(attr("sk", ScalarAttributeType::S))
-        .attribute_definitions(attr("open_shard", ScalarAttributeType::S))
-        .attribute_definitions(attr("close_at", ScalarAttributeType::N))
-        .global_secondary_indexes(
-            GlobalSecondaryIndex::builder()
-                .index_name("open-windows")
-                .key_schema(key("open_shard", KeyType::Hash))
-                .key_schema(key("close_at", KeyType::Range))
-                .projection(
-                    Projection::builder()
-                        .projection_type(ProjectionType::KeysOnly)
-                        .build(),
-                )
-                .build()
-                .unwrap(),
-        )
-        .billing_mode(BillingMode::PayPerRequest)
-        .send()
-        .await
-        .unwrap();
-    ddb.create_table()
-        .table_name(alerts)
-        .key_schema(key("alert_id", KeyType::Hash))
-        .attribute_definitions(attr("alert_id", ScalarAttributeType::S))
-        .billing_mode(BillingMode::PayPerRequest)
-        .send()
-        .await
-        .unwrap();
+    streamwatch_tests::create_windows_table(ddb, windows).await;
+    streamwatch_tests::create_alerts_table(ddb, alerts).await;
 }
 
 use streamwatch_tests::scan_all;

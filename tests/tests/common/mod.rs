@@ -12,10 +12,6 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
-    ProjectionType, ScalarAttributeType,
-};
 use serde_json::json;
 use streamwatch_adapters::DynamoDbAlertOutbox;
 use streamwatch_adapters::alerts::alert_from_item;
@@ -254,49 +250,9 @@ pub fn deps(client: &aws_sdk_dynamodb::Client) -> WindowDeps {
     }
 }
 
-fn key(name: &str, kind: KeyType) -> KeySchemaElement {
-    KeySchemaElement::builder()
-        .attribute_name(name)
-        .key_type(kind)
-        .build()
-        .expect("key schema")
-}
-
-fn attr(name: &str, t: ScalarAttributeType) -> AttributeDefinition {
-    AttributeDefinition::builder()
-        .attribute_name(name)
-        .attribute_type(t)
-        .build()
-        .expect("attribute")
-}
-
 /// The template's windows table (with its sparse open-windows index) and alerts table.
 pub async fn create_window_tables(ddb: &aws_sdk_dynamodb::Client) {
-    ddb.create_table()
-        .table_name("windows")
-        .key_schema(key("pk", KeyType::Hash))
-        .key_schema(key("sk", KeyType::Range))
-        .attribute_definitions(attr("pk", ScalarAttributeType::S))
-        .attribute_definitions(attr("sk", ScalarAttributeType::S))
-        .attribute_definitions(attr("open_shard", ScalarAttributeType::S))
-        .attribute_definitions(attr("close_at", ScalarAttributeType::N))
-        .global_secondary_indexes(
-            GlobalSecondaryIndex::builder()
-                .index_name("open-windows")
-                .key_schema(key("open_shard", KeyType::Hash))
-                .key_schema(key("close_at", KeyType::Range))
-                .projection(
-                    Projection::builder()
-                        .projection_type(ProjectionType::KeysOnly)
-                        .build(),
-                )
-                .build()
-                .expect("index"),
-        )
-        .billing_mode(BillingMode::PayPerRequest)
-        .send()
-        .await
-        .expect("windows table");
+    streamwatch_tests::create_windows_table(ddb, "windows").await;
     streamwatch_tests::create_alerts_table(ddb, "alerts").await;
 }
 
