@@ -11,7 +11,8 @@ use aws_sdk_dynamodb::types::{
 use streamwatch_tests::MotoServer;
 use streamwatch_tests::faults::{Fault, FaultProxy};
 
-async fn client(endpoint: String) -> aws_sdk_dynamodb::Client {
+/// A client without retries whose every attempt gives up after `attempt`.
+async fn client(endpoint: String, attempt: Duration) -> aws_sdk_dynamodb::Client {
     let config = streamwatch_adapters::aws::defaults()
         .endpoint_url(endpoint)
         .region(aws_config::Region::new("us-east-1"))
@@ -19,7 +20,7 @@ async fn client(endpoint: String) -> aws_sdk_dynamodb::Client {
         .retry_config(aws_config::retry::RetryConfig::disabled())
         .timeout_config(
             aws_config::timeout::TimeoutConfig::builder()
-                .operation_attempt_timeout(Duration::from_millis(500))
+                .operation_attempt_timeout(attempt)
                 .build(),
         )
         .load()
@@ -30,7 +31,7 @@ async fn client(endpoint: String) -> aws_sdk_dynamodb::Client {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn injects_each_fault_and_lost_responses_still_apply() {
     let moto = MotoServer::start();
-    let direct = client(moto.endpoint()).await;
+    let direct = client(moto.endpoint(), Duration::from_secs(60)).await;
     direct
         .create_table()
         .table_name("t")
@@ -68,8 +69,9 @@ async fn injects_each_fault_and_lost_responses_still_apply() {
             Fault::Pass
         }
     });
-    let proxy = FaultProxy::start(&moto.endpoint(), plan, Duration::from_secs(2)).await;
-    let ddb = client(proxy.endpoint()).await;
+    // A slow answer outlasts the client's 5 s by far; a loaded moto answers well within it.
+    let proxy = FaultProxy::start(&moto.endpoint(), plan, Duration::from_secs(30)).await;
+    let ddb = client(proxy.endpoint(), Duration::from_secs(5)).await;
     let mut errors = Vec::new();
     for i in 0..7 {
         let r = ddb
@@ -123,31 +125,39 @@ async fn injects_each_fault_and_lost_responses_still_apply() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_gives_up_first_is_counted_as_a_lost_response() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    // An upstream that takes 1.5 s to answer anything (the client waits 500 ms).
+    // An upstream that answers only once the test says so: after the client (500 ms
+    // attempt timeout) has given up. No race decides the outcome, however loaded the machine.
+    let (release, released) = tokio::sync::watch::channel(false);
     let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = upstream.local_addr().unwrap();
     tokio::spawn(async move {
         while let Ok((mut conn, _)) = upstream.accept().await {
+            let mut released = released.clone();
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 64 * 1024];
                 let _ = conn.read(&mut buf).await;
-                tokio::time::sleep(Duration::from_millis(1_500)).await;
+                let _ = released.wait_for(|r| *r).await;
                 let body = "{}";
                 let reply = format!(
                     "HTTP/1.1 200 OK\r\nContent-Type: application/x-amz-json-1.0\r\nContent-Length: {}\r\n\r\n{body}",
                     body.len()
                 );
                 let _ = conn.write_all(reply.as_bytes()).await;
+                // End our side, then drain: closing with unread request bytes would reset
+                // the connection instead of ending it.
+                let _ = conn.shutdown().await;
+                while matches!(conn.read(&mut buf).await, Ok(n) if n > 0) {}
             });
         }
     });
+    // The proxy's own deadline is far beyond anything the test waits for.
     let proxy = FaultProxy::start(
         &format!("http://{address}"),
         Arc::new(|_: &str, _: u64| Fault::Pass),
-        Duration::from_secs(2),
+        Duration::from_secs(60),
     )
     .await;
-    let ddb = client(proxy.endpoint()).await;
+    let ddb = client(proxy.endpoint(), Duration::from_millis(500)).await;
     let result = ddb
         .put_item()
         .table_name("t")
@@ -155,8 +165,9 @@ async fn a_client_that_gives_up_first_is_counted_as_a_lost_response() {
         .send()
         .await;
     assert!(result.is_err(), "the 500 ms attempt timeout must fire");
+    release.send(true).unwrap();
     // The proxy books it once the upstream has answered.
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while proxy.lost_requests().is_empty() && std::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
