@@ -11,7 +11,7 @@
 //! so at WARN Lambda would drop every metric they carry. template.yaml therefore pins
 //! `ApplicationLogLevel` at TRACE (Lambda drops nothing) and passes the operator's
 //! `LogLevel` as `RUST_LOG`, which this filter applies to our log lines only; the EMF lines
-//! are written past it. `tests/tests/log_levels.rs` checks that under Lambda's rule.
+//! are written past it. `tests/tests/metric_lines.rs` checks that under Lambda's rule.
 
 use std::str::FromStr;
 

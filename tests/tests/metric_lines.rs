@@ -139,25 +139,57 @@ fn samconfig_overrides() -> BTreeMap<String, HashMap<String, String>> {
     out
 }
 
-/// A template value resolved with `params` (else the parameters' defaults): `Ref` to a
-/// parameter, literal strings. Anything else is not a value these checks read.
+/// Stack name the checks deploy as (samconfig.toml's default).
+const STACK: &str = "streamwatch";
+
+/// A template value resolved with `params` (else the parameters' defaults), as
+/// CloudFormation would: `Ref` to a parameter is its value, to a resource its logical id
+/// (a function's, its `FunctionName`), `Fn::Sub` substitutes both and `AWS::StackName`.
 fn resolve(t: &Value, params: &HashMap<String, String>, v: &Value) -> Option<String> {
+    let name_of = |name: &str| -> Option<String> {
+        match name {
+            "AWS::StackName" => return Some(STACK.to_owned()),
+            "AWS::Region" => return Some("us-east-1".to_owned()),
+            "AWS::AccountId" => return Some("123456789012".to_owned()),
+            "AWS::Partition" => return Some("aws".to_owned()),
+            _ => {}
+        }
+        if let Some(v) = params.get(name) {
+            return Some(v.clone());
+        }
+        let d = &t["Parameters"][name]["Default"];
+        if !d.is_null() {
+            return Some(d.as_str().map_or_else(|| d.to_string(), str::to_owned));
+        }
+        let r = &t["Resources"][name];
+        let function_name = &r["Properties"]["FunctionName"];
+        if r["Type"] == "AWS::Serverless::Function" && !function_name.is_null() {
+            return resolve(t, params, function_name);
+        }
+        (!r.is_null()).then(|| name.to_owned())
+    };
     match v {
         Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
         Value::Object(o) => {
-            let name = o.get("Ref")?.as_str()?;
-            params.get(name).cloned().or_else(|| {
-                let d = &t["Parameters"][name]["Default"];
-                d.as_str().map(str::to_owned)
-            })
+            if let Some(name) = o.get("Ref").and_then(Value::as_str) {
+                return name_of(name);
+            }
+            let mut text = o.get("Fn::Sub")?.as_str()?.to_owned();
+            while let Some(start) = text.find("${") {
+                let end = start + text[start..].find('}')?;
+                let value = name_of(&text[start + 2..end])?;
+                text.replace_range(start..=end, &value);
+            }
+            Some(text)
         }
         _ => None,
     }
 }
 
-/// The variables Lambda gives one function's process, as far as logging and the metric
-/// sink go: its `Environment` merged over `Globals`, and its `LoggingConfig` (else the
-/// global one) as `AWS_LAMBDA_LOG_LEVEL` / `AWS_LAMBDA_LOG_FORMAT`.
+/// The variables Lambda gives one function's process: its `Environment` merged over
+/// `Globals`, its name, and its `LoggingConfig` (else the global one) as
+/// `AWS_LAMBDA_LOG_LEVEL` / `AWS_LAMBDA_LOG_FORMAT`.
 fn lambda_env(
     t: &Value,
     function: &str,
@@ -185,6 +217,9 @@ fn lambda_env(
         };
         resolve(t, params, v)
     };
+    let function_name =
+        resolve(t, params, &props["FunctionName"]).unwrap_or_else(|| function.into());
+    env.insert("AWS_LAMBDA_FUNCTION_NAME".into(), function_name);
     // Without an ApplicationLogLevel Lambda's default for JSON logs is INFO.
     env.insert(
         "AWS_LAMBDA_LOG_LEVEL".into(),
@@ -300,12 +335,7 @@ fn metrics_publisher(env: &HashMap<String, String>) -> Vec<String> {
         "../../events/metrics-publisher-bad-input.json"
     )))
     .expect("event");
-    let vars: HashMap<String, String> = [
-        ("ALERTS_TABLE".to_owned(), "alerts".to_owned()),
-        ("METRICS_SINK".to_owned(), env["METRICS_SINK"].clone()),
-    ]
-    .into();
-    let config = metrics_publisher::Config::from_source(&vars).expect("config");
+    let config = metrics_publisher::Config::from_source(env).expect("config");
     with_function_logging(env, &out, || async {
         // main.rs: the EMF sink writes to stdout; the API sink writes nothing there.
         if config.sink == metrics_publisher::SinkKind::Emf {
@@ -341,13 +371,8 @@ fn window_aggregator(env: &HashMap<String, String>) -> Vec<String> {
         "../../events/window-aggregator-changes-milli.json"
     )))
     .expect("event");
-    let vars: HashMap<String, String> = [
-        ("WINDOWS_TABLE".to_owned(), "windows".to_owned()),
-        ("ALERTS_TABLE".to_owned(), "alerts".to_owned()),
-    ]
-    .into();
     let deps = window_aggregator::Deps {
-        config: window_aggregator::Config::from_source(&vars).expect("config"),
+        config: window_aggregator::Config::from_source(env).expect("config"),
         store: EmbeddedWindowStore::new(),
         outbox: EmbeddedAlertOutbox::new(),
         clock: Fixed(AtomicI64::new(NOW)),
@@ -371,18 +396,15 @@ fn alerter(env: &HashMap<String, String>) -> Vec<String> {
         store: EmbeddedAlertStateStore::new(),
         notifier: EmbeddedNotifier::new(),
         clock: alerter::ManualClock::new(1_800_000_000_000_000),
-        settings: alerter::Settings {
-            repeat_interval: std::time::Duration::from_secs(900),
-            claim_lease: std::time::Duration::from_secs(30),
-            claim_wait: std::time::Duration::ZERO,
-            retry: alerter::RetryPolicy::default(),
-        },
+        settings: alerter::Config::from_source(env)
+            .expect("config")
+            .settings(),
     };
     with_function_logging(env, &out, || async {
         let (_, report) = alerter::process(&deps, &event, "inv-1").await;
         assert_eq!((report.malformed, report.sent()), (1, 1), "{report:?}");
         // What `handler` prints after a batch.
-        out.println(&report.emf("streamwatch-alerter", (NOW / 1000) as u128));
+        out.println(&report.emf(&env["AWS_LAMBDA_FUNCTION_NAME"], (NOW / 1000) as u128));
     });
     out.lines()
 }
@@ -457,4 +479,245 @@ fn every_metric_line_reaches_cloudwatch_at_every_log_level() {
         }
     }
     assert!(metric_lines > 30, "{metric_lines} metric lines checked");
+}
+
+// ------------------------------------------------------------------ dashboard and alarms
+
+/// A metric as CloudWatch keys it: namespace, name, and dimensions (name → value).
+type Metric = (String, String, BTreeMap<String, String>);
+
+/// The metrics each function emits, read off its own EMF output in the `emf` deployment
+/// (the API sink publishes the same datums), with the dimension values it writes.
+fn emitted(t: &Value) -> Vec<Metric> {
+    let params: HashMap<String, String> = [("MetricsSink".to_owned(), "emf".to_owned())].into();
+    let functions: [(&str, RunFunction); 3] = [
+        ("MetricsPublisherFunction", metrics_publisher),
+        ("WindowAggregatorFunction", window_aggregator),
+        ("AlerterFunction", alerter),
+    ];
+    let mut out = Vec::new();
+    for (function, run) in functions {
+        for line in run(&lambda_env(t, function, &params)) {
+            let Ok(v) = serde_json::from_str::<Value>(&line) else {
+                continue;
+            };
+            for directive in v["_aws"]["CloudWatchMetrics"]
+                .as_array()
+                .into_iter()
+                .flatten()
+            {
+                let namespace = directive["Namespace"].as_str().unwrap_or_default();
+                for set in directive["Dimensions"].as_array().into_iter().flatten() {
+                    let dims: BTreeMap<String, String> = set
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(Value::as_str)
+                        .map(|d| (d.to_owned(), v[d].as_str().unwrap_or_default().to_owned()))
+                        .collect();
+                    for m in directive["Metrics"].as_array().into_iter().flatten() {
+                        let name = m["Name"].as_str().unwrap_or_default().to_owned();
+                        out.push((namespace.to_owned(), name, dims.clone()));
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The metrics the dashboard's widgets plot, with CloudWatch's shorthand expanded: `"."`
+/// repeats the previous row's item at that position, `"..."` the previous row's leading
+/// items up to the ones given after it; a trailing object is a rendering option.
+fn dashboard_metrics(t: &Value) -> Vec<Metric> {
+    let params = HashMap::new();
+    let sub = &t["Resources"]["Dashboard"]["Properties"]["DashboardBody"]["Fn::Sub"];
+    let mut body = sub[0].as_str().expect("a DashboardBody Fn::Sub").to_owned();
+    let vars = sub[1].as_object().expect("Fn::Sub variables");
+    while let Some(start) = body.find("${") {
+        let end = start + body[start..].find('}').expect("closing brace");
+        let name = &body[start + 2..end];
+        let value = match vars.get(name) {
+            Some(v) => resolve_attribute(t, v),
+            None => resolve(t, &params, &json!({ "Ref": name })),
+        }
+        .unwrap_or_else(|| panic!("dashboard variable {name}"));
+        body.replace_range(start..=end, &value);
+    }
+    let body: Value = serde_json::from_str(&body).expect("the dashboard body is JSON");
+    let mut out = Vec::new();
+    for widget in body["widgets"].as_array().expect("widgets") {
+        let mut previous: Vec<String> = Vec::new();
+        for row in widget["properties"]["metrics"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            let items: Vec<String> = row
+                .as_array()
+                .expect("a metric row")
+                .iter()
+                .filter_map(|i| i.as_str().map(str::to_owned))
+                .collect();
+            let expanded: Vec<String> = if items.first().is_some_and(|i| i == "...") {
+                let given = &items[1..];
+                let keep = previous.len().saturating_sub(given.len());
+                previous[..keep].iter().chain(given).cloned().collect()
+            } else {
+                items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, item)| match item.as_str() {
+                        "." => previous.get(i).cloned().expect("a previous row"),
+                        _ => item.clone(),
+                    })
+                    .collect()
+            };
+            let dims = expanded[2..]
+                .chunks(2)
+                .map(|kv| (kv[0].clone(), kv.get(1).cloned().unwrap_or_default()))
+                .collect();
+            out.push((expanded[0].clone(), expanded[1].clone(), dims));
+            previous = expanded;
+        }
+    }
+    out
+}
+
+/// `Fn::GetAtt [Queue, QueueName]` and `Ref` as the checks need them: the queue's logical
+/// id stands for its generated name.
+fn resolve_attribute(t: &Value, v: &Value) -> Option<String> {
+    match v.get("Fn::GetAtt") {
+        Some(Value::Array(parts)) => parts.first()?.as_str().map(str::to_owned),
+        Some(Value::String(dotted)) => dotted.split('.').next().map(str::to_owned),
+        _ => resolve(t, &HashMap::new(), v),
+    }
+}
+
+/// The metrics the alarms watch: `Namespace`/`MetricName`/`Dimensions`, or each
+/// `MetricStat` of a metric-math alarm.
+fn alarm_metrics(t: &Value) -> Vec<Metric> {
+    let dims = |d: &Value| -> BTreeMap<String, String> {
+        d.as_array()
+            .into_iter()
+            .flatten()
+            .map(|d| {
+                let name = d["Name"].as_str().unwrap_or_default().to_owned();
+                (name, resolve_attribute(t, &d["Value"]).unwrap_or_default())
+            })
+            .collect()
+    };
+    let mut out = Vec::new();
+    for (name, r) in t["Resources"].as_object().expect("Resources") {
+        if r["Type"] != "AWS::CloudWatch::Alarm" {
+            continue;
+        }
+        let p = &r["Properties"];
+        let mut metrics = Vec::new();
+        if p["MetricName"].is_string() {
+            metrics.push((&p["Namespace"], &p["MetricName"], &p["Dimensions"]));
+        }
+        for m in p["Metrics"].as_array().into_iter().flatten() {
+            let metric = &m["MetricStat"]["Metric"];
+            if metric.is_object() {
+                metrics.push((
+                    &metric["Namespace"],
+                    &metric["MetricName"],
+                    &metric["Dimensions"],
+                ));
+            }
+        }
+        assert!(!metrics.is_empty(), "{name} watches no metric");
+        for (namespace, metric, d) in metrics {
+            let namespace = namespace.as_str().unwrap_or_default().to_owned();
+            out.push((
+                namespace,
+                metric.as_str().unwrap_or_default().to_owned(),
+                dims(d),
+            ));
+        }
+    }
+    out
+}
+
+/// The AWS services' own metrics the dashboard and alarms read, per namespace: the metric
+/// names and the dimension that names the resource, with the resource types that have it.
+/// These are AWS's (Lambda event-source and invocation metrics, SQS queue metrics), not
+/// ours; our own are read off the functions' output above.
+const AWS_METRICS: &[(&str, &[&str], &str, &str)] = &[
+    (
+        "AWS/Lambda",
+        &[
+            "IteratorAge",
+            "Errors",
+            "Throttles",
+            "Invocations",
+            "Duration",
+        ],
+        "FunctionName",
+        "AWS::Serverless::Function",
+    ),
+    (
+        "AWS/SQS",
+        &[
+            "ApproximateNumberOfMessagesVisible",
+            "ApproximateAgeOfOldestMessage",
+        ],
+        "QueueName",
+        "AWS::SQS::Queue",
+    ),
+];
+
+#[test]
+fn the_dashboard_and_alarms_read_only_metrics_that_are_emitted() {
+    let t = template();
+    let emitted = emitted(&t);
+    assert!(
+        [
+            "streamwatch/metrics-publisher",
+            "streamwatch/window-aggregator",
+            "streamwatch/alerter"
+        ]
+        .iter()
+        .all(|ns| emitted.iter().any(|(n, _, _)| n == ns)),
+        "every function's operational metrics were read: {emitted:?}"
+    );
+    // Names a resource's generated name stands for: functions by FunctionName, queues by
+    // logical id (resolve_attribute).
+    let resource_of = |value: &str| -> Option<String> {
+        t["Resources"].as_object()?.iter().find_map(|(id, r)| {
+            let function_name = resolve(&t, &HashMap::new(), &r["Properties"]["FunctionName"]);
+            (id == value || function_name.as_deref() == Some(value))
+                .then(|| r["Type"].as_str().unwrap_or_default().to_owned())
+        })
+    };
+    let read: Vec<(&str, Metric)> = dashboard_metrics(&t)
+        .into_iter()
+        .map(|m| ("dashboard", m))
+        .chain(alarm_metrics(&t).into_iter().map(|m| ("alarm", m)))
+        .collect();
+    assert!(read.len() > 20, "{read:?}");
+    for (source, metric) in &read {
+        let (namespace, name, dims) = metric;
+        if let Some((_, names, dimension, kind)) =
+            AWS_METRICS.iter().find(|(ns, ..)| ns == namespace)
+        {
+            assert!(names.contains(&name.as_str()), "{source}: {metric:?}");
+            assert_eq!(dims.len(), 1, "{source}: {metric:?}");
+            let value = dims
+                .get(*dimension)
+                .unwrap_or_else(|| panic!("{source}: {metric:?}"));
+            assert_eq!(
+                resource_of(value).as_deref(),
+                Some(*kind),
+                "{source}: {metric:?} names no {kind} of the template"
+            );
+            continue;
+        }
+        assert!(
+            emitted.contains(metric),
+            "{source} reads {metric:?}, which no function emits (namespace, name and \
+             dimensions must match); emitted: {emitted:?}"
+        );
+    }
 }
