@@ -6,6 +6,10 @@
 //! its Embedded Metric Format lines are rendered by the function's own emitters. Then a model
 //! of Lambda's rule, written here from the Lambda documentation, decides which lines reach
 //! CloudWatch Logs: every metric line must, and no log line under the operator's level may.
+//!
+//! The same rendered output is where the functions' metrics are read from for the second
+//! check: every metric the dashboard and the alarms reference (namespace, name, dimensions)
+//! is one a function emits. Both checks share the function runners, hence one file.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
