@@ -51,7 +51,10 @@ def main():
         if res["Type"] != "AWS::Serverless::Function":
             continue
         props = {**globals_, **res["Properties"]}
-        env = {k: resolve(v) for k, v in props.get("Environment", {}).get("Variables", {}).items()}
+        # SAM merges the Globals' variables (RUST_LOG) under the function's own.
+        variables = {**globals_.get("Environment", {}).get("Variables", {}),
+                     **res["Properties"].get("Environment", {}).get("Variables", {})}
+        env = {k: resolve(v) for k, v in variables.items()}
         # moto takes seconds per 1,000-datum PutMetricData: a deadline sized for CloudWatch
         # would time out requests moto then applies (as `streamwatch dev run` does too).
         if "PUT_METRIC_DATA_TIMEOUT_SECONDS" in env:

@@ -289,9 +289,10 @@ pub async fn scan_all(
     }
 }
 
-/// Asserts that `role` in template.yaml allows every IAM action the calls through `proxy`
-/// needed (moto does not enforce IAM: a missing grant would only show on AWS), and returns
-/// those actions.
+/// Asserts that `role` in template.yaml allows exactly what its function needs: every IAM
+/// action the calls through `proxy` needed (moto does not enforce IAM: a missing grant would
+/// only show on AWS), and nothing beyond those and what Lambda itself does with the role
+/// ([`lambda_service_actions`]): an unused grant fails too. Returns the calls' actions.
 pub fn assert_role_allows(
     role: &str,
     proxy: &faults::FaultProxy,
@@ -303,7 +304,109 @@ pub fn assert_role_allows(
         missing.is_empty(),
         "the handler called {missing:?}, which {role} does not allow (it allows {allowed:?})"
     );
+    let service = lambda_service_actions(role, &needed);
+    let unused: Vec<&String> = allowed
+        .iter()
+        .filter(|a| !needed.contains(*a) && !service.contains(*a))
+        .collect();
+    assert!(
+        unused.is_empty(),
+        "{role} allows {unused:?}, which neither the handler's calls ({needed:?}) nor Lambda's \
+         use of the role ({service:?}) need"
+    );
     needed
+}
+
+/// What Lambda does with a function's role, read from the function's configuration in
+/// template.yaml (Lambda Developer Guide, each event source's "Execution role permissions"):
+/// a Kinesis event source reads the stream, a DynamoDB one the table's stream; an `OnFailure`
+/// SQS destination sends to the queue; the runtime writes to the function's log group
+/// (created by the template, so no `CreateLogGroup`); active tracing sends X-Ray segments.
+/// Sending to a KMS-encrypted queue, or publishing (`called` holds `sns:Publish`) to an
+/// encrypted topic the function names, needs the key's `GenerateDataKey` and `Decrypt`.
+pub fn lambda_service_actions(
+    role: &str,
+    called: &std::collections::BTreeSet<String>,
+) -> std::collections::BTreeSet<String> {
+    let t = template();
+    let logical = |v: &serde_json::Value| -> Option<String> {
+        match v {
+            serde_json::Value::Object(o) => match (o.get("Ref"), o.get("Fn::GetAtt")) {
+                (Some(r), _) => r.as_str().map(str::to_owned),
+                (_, Some(serde_json::Value::Array(parts))) => {
+                    parts.first()?.as_str().map(str::to_owned)
+                }
+                (_, Some(serde_json::Value::String(dotted))) => {
+                    dotted.split('.').next().map(str::to_owned)
+                }
+                _ => None,
+            },
+            _ => None,
+        }
+    };
+    let resources = t["Resources"].as_object().expect("Resources");
+    let (_, function) = resources
+        .iter()
+        .find(|(_, r)| {
+            r["Type"] == "AWS::Serverless::Function"
+                && logical(&r["Properties"]["Role"]).as_deref() == Some(role)
+        })
+        .unwrap_or_else(|| panic!("{role} belongs to no function"));
+    let props = &function["Properties"];
+    let globals = &t["Globals"]["Function"];
+    let encrypted = |name: &str| !t["Resources"][name]["Properties"]["KmsMasterKeyId"].is_null();
+    let mut out = std::collections::BTreeSet::new();
+    let mut add = |actions: &[&str]| out.extend(actions.iter().map(|a| (*a).to_owned()));
+    for event in props["Events"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(_, e)| e)
+    {
+        match event["Type"].as_str() {
+            Some("Kinesis") => add(&[
+                "kinesis:DescribeStream",
+                "kinesis:DescribeStreamSummary",
+                "kinesis:GetRecords",
+                "kinesis:GetShardIterator",
+                "kinesis:ListShards",
+                "kinesis:SubscribeToShard",
+            ]),
+            Some("DynamoDB") => add(&[
+                "dynamodb:DescribeStream",
+                "dynamodb:GetRecords",
+                "dynamodb:GetShardIterator",
+                "dynamodb:ListStreams",
+            ]),
+            _ => {}
+        }
+        let on_failure = &event["Properties"]["DestinationConfig"]["OnFailure"];
+        if on_failure["Type"] == "SQS" {
+            add(&["sqs:SendMessage"]);
+            if logical(&on_failure["Destination"]).is_some_and(|q| encrypted(&q)) {
+                add(&["kms:GenerateDataKey", "kms:Decrypt"]);
+            }
+        }
+    }
+    add(&["logs:CreateLogStream", "logs:PutLogEvents"]);
+    let tracing = props.get("Tracing").unwrap_or(&globals["Tracing"]);
+    if tracing == "Active" {
+        add(&["xray:PutTraceSegments", "xray:PutTelemetryRecords"]);
+    }
+    if called.contains("sns:Publish") {
+        let variables = props["Environment"]["Variables"].as_object();
+        let topics = variables
+            .into_iter()
+            .flatten()
+            .filter_map(|(_, v)| logical(v));
+        let topics: Vec<String> = topics
+            .filter(|r| t["Resources"][r]["Type"] == "AWS::SNS::Topic")
+            .collect();
+        if topics.iter().any(|topic| encrypted(topic)) {
+            add(&["kms:GenerateDataKey", "kms:Decrypt"]);
+        }
+    }
+    out
 }
 
 /// The actions a role in template.yaml allows (every `Allow` statement of its inline

@@ -193,7 +193,15 @@ fn only_the_alerter_and_alarms_publish_to_the_topic() {
 /// Resolves an environment value of the template the way CloudFormation would at the
 /// parameters' defaults; resources resolve to their logical names.
 fn resolve(t: &Value, v: &Value) -> String {
+    resolve_with(t, v, &std::collections::HashMap::new())
+}
+
+/// [`resolve`] with some parameters set to other values than their defaults.
+fn resolve_with(t: &Value, v: &Value, set: &std::collections::HashMap<&str, &str>) -> String {
     let param = |name: &str| -> Option<String> {
+        if let Some(value) = set.get(name) {
+            return Some((*value).to_owned());
+        }
         let d = &t["Parameters"][name]["Default"];
         (!d.is_null()).then(|| d.as_str().map_or_else(|| d.to_string(), str::to_owned))
     };
@@ -404,11 +412,7 @@ fn shared_resources_are_reached_only_as_each_function_needs() {
         (
             "MetricsPublisherRole",
             "AlertsTable",
-            &[
-                "dynamodb:PutItem",
-                "dynamodb:BatchWriteItem",
-                "dynamodb:BatchGetItem",
-            ],
+            &["dynamodb:BatchWriteItem", "dynamodb:BatchGetItem"],
         ),
         ("WindowAggregatorRole", "AlertsTable", &["dynamodb:PutItem"]),
         (
@@ -585,4 +589,145 @@ fn a_put_metric_data_request_exhausts_its_retries_within_the_function_timeout() 
         worst < Duration::from_secs(timeout),
         "one request may take {worst:?}, the function's timeout is {timeout} s"
     );
+}
+
+// ------------------------------------------------------------------ parameters
+
+/// Whether CloudFormation accepts `value` for the parameter `p`, by its documented
+/// constraints: a `Number` is an integer or a decimal, within `MinValue`/`MaxValue`; a
+/// `String` matches all of `AllowedPattern` and is within `MinLength`/`MaxLength`; either is
+/// one of `AllowedValues` when listed.
+fn cloudformation_accepts(p: &Value, value: &str) -> bool {
+    let listed = |v: &Value| v.as_str().map_or_else(|| v.to_string(), str::to_owned);
+    if let Some(allowed) = p["AllowedValues"].as_array()
+        && !allowed.iter().any(|a| listed(a) == value)
+    {
+        return false;
+    }
+    match p["Type"].as_str() {
+        Some("Number") => {
+            let numeric =
+                regex_lite::Regex::new(r"^[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)$").expect("regex");
+            let Some(n) = numeric
+                .is_match(value)
+                .then(|| value.parse::<f64>().ok())
+                .flatten()
+            else {
+                return false;
+            };
+            p["MinValue"].as_f64().is_none_or(|min| n >= min)
+                && p["MaxValue"].as_f64().is_none_or(|max| n <= max)
+        }
+        Some("String") => {
+            let pattern = p["AllowedPattern"].as_str().map(|pattern| {
+                regex_lite::Regex::new(&format!("^(?:{pattern})$")).expect("AllowedPattern")
+            });
+            let len = value.chars().count() as u64;
+            pattern.is_none_or(|re| re.is_match(value))
+                && p["MinLength"].as_u64().is_none_or(|min| len >= min)
+                && p["MaxLength"].as_u64().is_none_or(|max| len <= max)
+        }
+        other => panic!("parameter type {other:?} not modelled"),
+    }
+}
+
+/// A function's `Config` accepts the template's environment with `set` in place of the
+/// parameters' defaults.
+fn config_accepts(
+    t: &Value,
+    function: &str,
+    set: &std::collections::HashMap<&str, &str>,
+) -> Result<(), String> {
+    let env: std::collections::HashMap<String, String> =
+        t["Resources"][function]["Properties"]["Environment"]["Variables"]
+            .as_object()
+            .unwrap_or_else(|| panic!("{function} has no environment"))
+            .iter()
+            .map(|(k, v)| (k.clone(), resolve_with(t, v, set)))
+            .collect();
+    let recording = Recording::new(env);
+    let result = match function {
+        "AlerterFunction" => alerter::config::Config::from_source(&recording).map(drop),
+        "MetricsPublisherFunction" => {
+            metrics_publisher::config::Config::from_source(&recording).map(drop)
+        }
+        "WindowAggregatorFunction" => {
+            window_aggregator::config::Config::from_source(&recording).map(drop)
+        }
+        other => panic!("no config for {other}"),
+    };
+    result.map_err(|e| e.to_string())
+}
+
+/// Every value CloudFormation lets through for a number parameter is one each function
+/// reading it accepts at its cold start: decimals, negatives, out-of-range and blank values
+/// fail at deploy, with the parameter's constraint message, not later in a function.
+#[test]
+fn every_number_parameter_cloudformation_accepts_starts_the_functions() {
+    let t = template();
+    // Every integer to 1,000, every 97th to 100,000, and each side of every bound.
+    let mut probes: Vec<String> = (0..=1_000)
+        .chain((1_000..=100_000).step_by(97))
+        .chain([
+            3_599, 3_600, 3_601, 9_999, 10_000, 86_399, 86_400, 86_401, 99_999, 100_000,
+        ])
+        .map(|n: u64| n.to_string())
+        .collect();
+    for extra in [
+        "-1", "-0", "0.5", "1.0", "60.5", "4.0", "2.5", "1e3", " 60", "60 ", "+5", "060", "", "x",
+        "NaN", "inf",
+    ] {
+        probes.push(extra.to_owned());
+    }
+    let mut checked = 0;
+    for (name, p) in t["Parameters"].as_object().expect("Parameters") {
+        // The parameters whose values are numbers: declared so, or given a numeric default.
+        let numeric = p["Type"] == "Number"
+            || p["Default"]
+                .as_str()
+                .is_some_and(|d| !d.is_empty() && d.parse::<f64>().is_ok());
+        if !numeric {
+            continue;
+        }
+        let readers: Vec<String> = functions(&t)
+            .into_iter()
+            .filter(|(_, f)| refs(&f["Properties"]["Environment"]).contains(name))
+            .map(|(f, _)| f.clone())
+            .collect();
+        assert!(!readers.is_empty(), "{name}: no function reads it");
+        let mut accepted = 0;
+        for value in &probes {
+            if !cloudformation_accepts(p, value) {
+                continue;
+            }
+            accepted += 1;
+            let set = [(name.as_str(), value.as_str())].into();
+            for function in &readers {
+                if let Err(e) = config_accepts(&t, function, &set) {
+                    panic!("{name}={value:?} passes CloudFormation but fails {function}: {e}");
+                }
+            }
+        }
+        assert!(accepted > 0, "{name}: no value is accepted");
+        checked += 1;
+    }
+    assert!(checked >= 6, "{checked} number parameters checked");
+}
+
+/// Each role allows what Lambda itself does with it for its function's configuration (event
+/// sources, on-failure queue, log group, tracing); the chaos tests check the handlers'
+/// own calls, and there that nothing else is granted (`assert_role_allows`).
+#[test]
+fn every_role_allows_what_lambda_does_with_it() {
+    for role in [
+        "MetricsPublisherRole",
+        "WindowAggregatorRole",
+        "AlerterRole",
+    ] {
+        let allowed = streamwatch_tests::role_actions(role);
+        let called = ["sns:Publish".to_owned()].into();
+        let service = streamwatch_tests::lambda_service_actions(role, &called);
+        let missing: Vec<&String> = service.iter().filter(|a| !allowed.contains(*a)).collect();
+        assert!(missing.is_empty(), "{role} lacks {missing:?}");
+    }
 }

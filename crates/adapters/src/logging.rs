@@ -1,46 +1,74 @@
 //! Log setup for the function binaries: what `lambda_runtime::tracing::init_default_subscriber`
-//! does (level from `AWS_LAMBDA_LOG_LEVEL`, which Lambda sets from the template's
-//! `ApplicationLogLevel`, else `RUST_LOG`; JSON lines when `AWS_LAMBDA_LOG_FORMAT=JSON`; no
-//! timestamps, Lambda adds them), with a [`Targets`] filter instead of an `EnvFilter`.
+//! does (JSON lines when `AWS_LAMBDA_LOG_FORMAT=JSON`; no timestamps, Lambda adds them), with
+//! a [`Targets`] filter instead of an `EnvFilter` and the application's own level first.
 //! `EnvFilter` matches with regular expressions, which put the `regex-automata` engine into
 //! each zip; `Targets` takes the same `target=level,level` lists without it.
+//!
+//! # Why the application filters, not Lambda
+//!
+//! Lambda's log-level filtering (`ApplicationLogLevel`) reads a JSON line's `level` key and
+//! treats a line without a valid one as INFO. Embedded Metric Format lines have no `level`,
+//! so at WARN Lambda would drop every metric they carry. template.yaml therefore pins
+//! `ApplicationLogLevel` at TRACE (Lambda drops nothing) and passes the operator's
+//! `LogLevel` as `RUST_LOG`, which this filter applies to our log lines only; the EMF lines
+//! are written past it. `tests/tests/metric_lines.rs` checks that under Lambda's rule.
 
 use std::str::FromStr;
 
+use tracing::Subscriber;
 use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
-/// Installs the global subscriber, writing to stdout.
+/// Installs the global subscriber, configured from the process environment, writing to
+/// stdout.
 pub fn init() {
-    let format = std::env::var("AWS_LAMBDA_LOG_FORMAT").unwrap_or_default();
+    // A second init (tests) keeps the first subscriber; that is not an error worth a panic.
+    let _ = subscriber(|name| std::env::var(name).ok(), std::io::stdout).try_init();
+}
+
+/// The functions' subscriber as [`init`] builds it, configured from `var` (an environment
+/// lookup: `RUST_LOG`, `AWS_LAMBDA_LOG_LEVEL`, `AWS_LAMBDA_LOG_FORMAT`) and writing lines to
+/// `writer`, so a test can render exactly what a deployed function writes.
+pub fn subscriber<W>(
+    var: impl Fn(&str) -> Option<String>,
+    writer: W,
+) -> Box<dyn Subscriber + Send + Sync>
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    let format = var("AWS_LAMBDA_LOG_FORMAT").unwrap_or_default();
     let filter = filter(
-        std::env::var("AWS_LAMBDA_LOG_LEVEL").ok().as_deref(),
-        std::env::var("RUST_LOG").ok().as_deref(),
+        var("AWS_LAMBDA_LOG_LEVEL").as_deref(),
+        var("RUST_LOG").as_deref(),
     );
     let fmt = tracing_subscriber::fmt::layer()
         .with_target(false)
         .without_time()
-        .with_writer(std::io::stdout);
+        .with_writer(writer);
     let registry = tracing_subscriber::registry().with(filter);
-    // A second init (tests) keeps the first subscriber; that is not an error worth a panic.
-    let _ = if format.eq_ignore_ascii_case("json") {
-        registry.with(fmt.json()).try_init()
+    if format.eq_ignore_ascii_case("json") {
+        Box::new(registry.with(fmt.json()))
     } else {
-        registry.with(fmt).try_init()
-    };
+        Box::new(registry.with(fmt))
+    }
 }
 
-/// The filter: Lambda's level if set (a level name, as Lambda writes it), else `RUST_LOG`
-/// as `target=level` directives, else INFO. Unreadable values fall back to INFO, as the
-/// runtime's own setup does.
+/// The filter: `RUST_LOG` as `target=level` directives (the template sets it to its
+/// `LogLevel`), else Lambda's level (a level name, as Lambda writes it), else INFO.
+/// Unreadable values fall back to the next source, then to INFO, as the runtime's own setup
+/// does.
 pub fn filter(lambda_level: Option<&str>, rust_log: Option<&str>) -> Targets {
-    if let Some(level) = set(lambda_level).and_then(|l| LevelFilter::from_str(l).ok()) {
-        return Targets::new().with_default(level);
-    }
-    set(rust_log)
+    let directives = set(rust_log)
         .and_then(|d| Targets::from_str(d).ok())
-        .filter(|t| t.default_level().is_some() || t.iter().next().is_some())
+        .filter(|t| t.default_level().is_some() || t.iter().next().is_some());
+    if let Some(targets) = directives {
+        return targets;
+    }
+    set(lambda_level)
+        .and_then(|l| LevelFilter::from_str(l).ok())
+        .map(|level| Targets::new().with_default(level))
         .unwrap_or_else(|| Targets::new().with_default(LevelFilter::INFO))
 }
 
@@ -55,15 +83,19 @@ mod tests {
     use tracing::Level;
 
     #[test]
-    fn lambdas_level_wins_then_rust_log_then_info() {
-        let f = filter(Some("WARN"), Some("debug"));
+    fn rust_log_wins_then_lambdas_level_then_info() {
+        // The template's pairing: Lambda at TRACE (drops nothing), the application at WARN.
+        let f = filter(Some("TRACE"), Some("WARN"));
         assert!(f.would_enable("metrics_publisher", &Level::WARN));
         assert!(!f.would_enable("metrics_publisher", &Level::INFO));
 
-        let f = filter(None, Some("metrics_publisher=debug,warn"));
+        let f = filter(Some("TRACE"), Some("metrics_publisher=debug,warn"));
         assert!(f.would_enable("metrics_publisher::handler", &Level::DEBUG));
         assert!(!f.would_enable("aws_smithy_runtime", &Level::INFO));
         assert!(f.would_enable("aws_smithy_runtime", &Level::WARN));
+
+        let f = filter(Some("WARN"), None);
+        assert!(f.would_enable("x", &Level::WARN) && !f.would_enable("x", &Level::INFO));
 
         let f = filter(None, None);
         assert!(f.would_enable("anything", &Level::INFO));
