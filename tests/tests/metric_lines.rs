@@ -379,6 +379,7 @@ fn window_aggregator(env: &HashMap<String, String>) -> Vec<String> {
         config: window_aggregator::Config::from_source(env).expect("config"),
         store: EmbeddedWindowStore::new(),
         outbox: EmbeddedAlertOutbox::new(),
+        probe: streamwatch_adapters::shards::EmbeddedShardProbe::with_shards(2),
         clock: Fixed(AtomicI64::new(NOW)),
     };
     with_function_logging(env, &out, || async {
