@@ -17,7 +17,7 @@ use aws_config::meta::region::RegionProviderChain;
 use aws_config::{Region, SdkConfig};
 
 use crate::Failure;
-use crate::dev::{STATE_DIR, Stack, template};
+use crate::dev::{DummyCredentials, STATE_DIR, Stack, template};
 
 /// `--stack local`: the stack `streamwatch dev up` made, not a CloudFormation stack.
 pub const LOCAL_STACK: &str = "local";
@@ -80,14 +80,23 @@ impl AwsArgs {
         let fallback = local
             .as_ref()
             .map_or(LOCAL_REGION.to_owned(), |s| s.region.clone());
-        let config = local_loader(&endpoint, self.region.as_deref(), self.profile.as_deref())
-            .region(local_region(
-                self.region.as_deref(),
-                self.profile.as_deref(),
-                fallback,
-            ))
-            .load()
-            .await;
+        let dummy = local
+            .as_ref()
+            .map(|s| s.credentials.clone())
+            .unwrap_or_default();
+        let config = local_loader(
+            &endpoint,
+            self.region.as_deref(),
+            self.profile.as_deref(),
+            &dummy,
+        )
+        .region(local_region(
+            self.region.as_deref(),
+            self.profile.as_deref(),
+            fallback,
+        ))
+        .load()
+        .await;
         Ok(Aws {
             config,
             endpoint,
@@ -130,6 +139,7 @@ pub fn local_loader(
     endpoint: &str,
     region: Option<&str>,
     profile: Option<&str>,
+    dummy: &DummyCredentials,
 ) -> aws_config::ConfigLoader {
     let loader = streamwatch_adapters::aws::defaults().endpoint_url(endpoint);
     let profile = profile
@@ -146,8 +156,8 @@ pub fn local_loader(
             aws_config::environment::EnvironmentVariableCredentialsProvider::new(),
         ),
         None => loader.credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
-            "testing",
-            "testing",
+            &dummy.access_key_id,
+            &dummy.secret_access_key,
             None,
             None,
             "streamwatch-local",

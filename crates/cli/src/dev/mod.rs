@@ -55,6 +55,26 @@ pub struct Stack {
     /// forwards their DynamoDB stream to the Kinesis stream in the same record layout.
     #[serde(default)]
     pub forwards: Vec<Forward>,
+    /// Dummy credentials (emulators accept any): what the producers sign with under
+    /// `--stack local` when the environment names none.
+    #[serde(default)]
+    pub credentials: DummyCredentials,
+}
+
+/// The static key pair of a local stack.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DummyCredentials {
+    pub access_key_id: String,
+    pub secret_access_key: String,
+}
+
+impl Default for DummyCredentials {
+    fn default() -> Self {
+        Self {
+            access_key_id: "testing".into(),
+            secret_access_key: "testing".into(),
+        }
+    }
 }
 
 /// A table → Kinesis forward standing in for Kinesis Data Streams for DynamoDB.
@@ -100,7 +120,7 @@ impl Stack {
 /// SDK config for the emulator: its endpoint, the region, and the environment's
 /// credentials or dummy ones (emulators accept any), never the instance-metadata service.
 pub async fn sdk_config(endpoint: &str, region: &str, max_attempts: u32) -> SdkConfig {
-    crate::aws_args::local_loader(endpoint, Some(region), None)
+    crate::aws_args::local_loader(endpoint, Some(region), None, &DummyCredentials::default())
         .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(max_attempts))
         .load()
         .await
