@@ -117,13 +117,14 @@ impl SdkCall {
                 None if dispatch.is_timeout() => {
                     (CallKind::Transient, format!("{operation}: timed out"))
                 }
-                None if dispatch.is_io() => (
-                    CallKind::Transient,
+                // A request the client itself refuses (bad URL, …): no retry changes that.
+                None if dispatch.is_user() => (
+                    CallKind::Permanent,
                     format!("{operation}: {}", innermost(err)),
                 ),
-                // Credentials or a request that cannot be built: no retry will change that.
+                // A reset or a connection closed mid-response: the next attempt may pass.
                 None => (
-                    CallKind::Permanent,
+                    CallKind::Transient,
                     format!("{operation}: {}", innermost(err)),
                 ),
             },

@@ -239,15 +239,15 @@ pub async fn run(args: AccidentsArgs) -> Result<(), Failure> {
                 "interrupted: rows before {resume} are in the stream; resume with --start-row {resume}"
             ),
         )),
-        (Err(SendError::Failed(failure)), _) => Err(if resume > args.start_row {
-            failure.hint(format!(
-                "rows before {resume} are in the stream: resume with --start-row {resume}"
-            ))
-        } else if failure.hint.is_none() {
-            failure.hint(format!("nothing was sent: retry with --start-row {resume}"))
-        } else {
-            failure
-        }),
+        // Nothing in the stream and a hint of its own (the endpoint is down): that hint.
+        (Err(SendError::Failed(failure)), _)
+            if resume == args.start_row && failure.hint.is_some() =>
+        {
+            Err(failure)
+        }
+        (Err(SendError::Failed(failure)), _) => Err(failure.hint(format!(
+            "rows before {resume} are in the stream: resume with --start-row {resume}"
+        ))),
         (Ok(()), Some(e)) => Err(
             Failure::runtime(format!("{}: {e}", args.csv.display())).hint(format!(
                 "rows before {resume} are in the stream: resume with --start-row {resume}"

@@ -416,11 +416,11 @@ fn gust_warnings(args: &TurbinesArgs, aws: &Aws) -> Vec<String> {
         let spec = format!("--gust device{}:{}:{}", g.device, g.mph, g.seconds);
         if at_most <= threshold {
             out.push(format!(
-                "{spec} cannot alert: a {window} s window averages at most {at_most:.1} mph,                  the alert needs more than {threshold}"
+                "{spec} cannot alert: a {window} s window averages at most {at_most:.1} mph, the alert needs more than {threshold}"
             ));
         } else if likely <= threshold {
             out.push(format!(
-                "{spec} is unlikely to alert: a {window} s window averages about {likely:.1} mph                  with it, the alert needs more than {threshold} (gust longer or stronger)"
+                "{spec} is unlikely to alert: a {window} s window averages about {likely:.1} mph with it, the alert needs more than {threshold} (gust longer or stronger)"
             ));
         }
     }
