@@ -10,12 +10,16 @@ VENV_STAMP := $(VENV)/.installed-$(shell cksum requirements-dev.txt | cut -d' ' 
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export MOTO_SERVER := $(CURDIR)/$(VENV)/bin/moto_server
 
-.PHONY: demo test lint unit lambda-check lambda-build report-check bench venv
+.PHONY: demo test install lint unit lambda-check lambda-build report-check bench venv
 
 demo:
 	cargo run --quiet --release -p streamwatch -- demo
 
 test: venv lint unit lambda-check lambda-build report-check
+
+# `streamwatch` on PATH (~/.cargo/bin), so the README's commands run as written.
+install:
+	cargo install --locked --path crates/cli
 
 venv: $(VENV_STAMP)
 

@@ -299,8 +299,10 @@ async fn dev_up_replay_simulate_and_run_until_idle() {
     .await;
     assert_eq!(simulate.status.code(), Some(0), "{}", text(&simulate));
 
-    // WHEN dev run runs the functions until nothing moves for 20 s (the last windows close
-    // on the schedule about 18 s after the last reading)
+    // WHEN dev run runs the functions "until idle for 1 s": too short for the last windows
+    // (3 s windows, 5 s lateness, the schedule's 10 s grace, every 2 s), so it waits for
+    // them, as a newcomer's `dev run --until-idle 30` must, instead of stopping with device1
+    // still firing
     let run = tokio::time::timeout(
         Duration::from_secs(240),
         streamwatch(&[
@@ -311,7 +313,7 @@ async fn dev_up_replay_simulate_and_run_until_idle() {
             "--bin-dir",
             bin_dir.to_str().unwrap(),
             "--until-idle",
-            "20",
+            "1",
             "--schedule-every",
             "2",
             "--poll-ms",
@@ -323,6 +325,12 @@ async fn dev_up_replay_simulate_and_run_until_idle() {
     assert_eq!(run.status.code(), Some(0), "{}", text(&run));
     let stdout = String::from_utf8_lossy(&run.stdout);
     assert!(stdout.contains("dev run: stopped (idle)"), "{}", text(&run));
+    assert!(
+        stdout.contains("dev run: stops after 25 s without records (not 1 s) (")
+            && stdout.contains(": window 3 s + lateness 5 s + grace 10 s + schedule 2 s + 5 s)"),
+        "{}",
+        text(&run)
+    );
     for f in FUNCTIONS {
         assert!(
             stdout.contains(&format!("streamwatch-{f} ")),

@@ -377,15 +377,19 @@ fn summary_rows(s: &Summary) -> Vec<(String, String)> {
         ("accident alerts".into(), s.accident_alerts.to_string()),
         (
             "notifications".into(),
-            format!(
-                "{} ({})",
-                s.notifications,
-                s.notifications_by_kind
-                    .iter()
-                    .map(|(k, n)| format!("{n} {k}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
+            if s.notifications_by_kind.is_empty() {
+                s.notifications.to_string()
+            } else {
+                format!(
+                    "{} ({})",
+                    s.notifications,
+                    s.notifications_by_kind
+                        .iter()
+                        .map(|(k, n)| format!("{n} {k}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            },
         ),
         ("metric datums".into(), s.metric_datums.to_string()),
         (
