@@ -515,6 +515,9 @@ async fn a_function_that_always_fails_sends_its_batches_to_the_on_failure_queue(
         root.join("template.yaml").to_str().unwrap(),
         "--state-dir",
         state_arg,
+        // Short windows and schedule: `--until-idle` waits for windows to close (25 s here).
+        "--parameter",
+        "WindowSeconds=3",
     ])
     .await;
     assert_eq!(up.status.code(), Some(0), "{}", text(&up));
@@ -556,6 +559,8 @@ async fn a_function_that_always_fails_sends_its_batches_to_the_on_failure_queue(
             bins.to_str().unwrap(),
             "--until-idle",
             "3",
+            "--schedule-every",
+            "2",
             "--poll-ms",
             "250",
         ]),
