@@ -39,10 +39,10 @@ pub struct RunArgs {
     /// (default: target/release when all three are there, else target/debug).
     #[arg(long, value_name = "DIR")]
     pub bin_dir: Option<PathBuf>,
-    /// Stop once no record has moved for this many seconds; never sooner than the last
-    /// open windows need to close and alert (window + lateness + grace + schedule interval
-    /// + batching window, from the template), which is also the value when none is given
-    /// (default without the flag: run until Ctrl-C).
+    /// Stop once no record has moved for this many seconds, but never before the last open
+    /// windows can close and alert (window, lateness, grace and schedule interval from the
+    /// template, plus 5 s), which is also the value when none is given. Without the flag:
+    /// run until Ctrl-C.
     #[arg(long, value_name = "SECONDS", num_args = 0..=1, default_missing_value = "0", allow_negative_numbers = true)]
     pub until_idle: Option<f64>,
     /// Fire each schedule this often instead of the template's rate.
