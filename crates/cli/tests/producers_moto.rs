@@ -213,9 +213,18 @@ async fn simulate_reports_usage_and_aws_errors_in_one_line() {
     )
     .await;
     assert_eq!(missing.status.code(), Some(1), "{}", text(&missing));
+    // The start line ("simulating …"), then the failure in one line.
     let stderr = String::from_utf8_lossy(&missing.stderr);
-    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
-    assert!(stderr.contains("ResourceNotFound"), "{stderr}");
+    let lines: Vec<&str> = stderr.trim().lines().collect();
+    assert_eq!(lines.len(), 2, "{stderr}");
+    assert!(
+        lines[0].starts_with("simulating 5 turbines into nope"),
+        "{stderr}"
+    );
+    assert!(
+        lines[1].starts_with("streamwatch: BatchWriteItem on nope: ResourceNotFound"),
+        "{stderr}"
+    );
 }
 
 // ---------------------------------------------------------------------------- replay
