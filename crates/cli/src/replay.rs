@@ -98,9 +98,10 @@ pub struct Totals {
     pub kinesis_records: u64,
     pub calls: u64,
     pub records_retried: u64,
-    /// Calls the service throttled, and calls that failed otherwise (5xx, timeouts, resets);
-    /// both retried.
+    /// Calls the service throttled (retried).
     pub calls_throttled: u64,
+    /// Calls that failed otherwise: 5xx, timeouts, resets (retried). A refused connection
+    /// is neither: the replay stops at once.
     pub calls_retried: u64,
     /// Data and partition-key bytes the stream accepted.
     pub bytes: u64,

@@ -548,7 +548,7 @@ fn print_summary(stack: &Stack, path: &std::path::Path) {
         "# then, in other terminals (the producers read {} through --stack local):",
         path.display()
     );
-    println!("#   streamwatch dev run --until-idle");
+    println!("#   streamwatch dev run");
     println!(
         "#   streamwatch simulate turbines --stack local --devices 2 --duration 120 --gust device1:90:60"
     );
