@@ -421,3 +421,23 @@ pub fn summary_table(s: &Summary) -> String {
 pub fn html(report: &Report) -> String {
     render_html(report)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_notifications_is_a_plain_zero() {
+        let rows = summary_rows(&Summary::default());
+        let (_, value) = rows.iter().find(|(k, _)| k == "notifications").unwrap();
+        assert_eq!(value, "0");
+        let some = Summary {
+            notifications: 3,
+            notifications_by_kind: [("event".to_owned(), 2), ("firing".to_owned(), 1)].into(),
+            ..Default::default()
+        };
+        let rows = summary_rows(&some);
+        let (_, value) = rows.iter().find(|(k, _)| k == "notifications").unwrap();
+        assert_eq!(value, "3 (2 event, 1 firing)");
+    }
+}
