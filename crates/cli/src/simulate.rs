@@ -111,9 +111,10 @@ pub struct Totals {
     pub readings: u64,
     pub calls: u64,
     pub unprocessed_retried: u64,
-    /// Calls the service throttled, and calls that failed otherwise (5xx, timeouts,
-    /// resets); both retried. A closed port is neither: the run stops at once.
+    /// Calls the service throttled (retried).
     pub throttled_retried: u64,
+    /// Calls that failed otherwise: 5xx, timeouts, resets (retried). A refused connection
+    /// is neither: the run stops at once.
     pub failed_retried: u64,
 }
 
