@@ -513,13 +513,21 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
     }
     println!("dev run: stopped ({why})");
     for f in &functions {
+        let invocations = f.stats.invocations.load(Ordering::Relaxed);
+        let records = f.stats.records.load(Ordering::Relaxed);
+        let errors = f.stats.errors.load(Ordering::Relaxed);
+        let given_up = f.stats.given_up.load(Ordering::Relaxed);
         println!(
-            "  {:<32} {:>6} invocations {:>8} records delivered (retries included) {:>4} errors {:>6} records given up",
+            "  {:<32} {:>6} {:<11} {:>8} {:<7} delivered (retries included) {:>4} {:<6} {:>6} {:<7} given up",
             f.name,
-            f.stats.invocations.load(Ordering::Relaxed),
-            f.stats.records.load(Ordering::Relaxed),
-            f.stats.errors.load(Ordering::Relaxed),
-            f.stats.given_up.load(Ordering::Relaxed),
+            invocations,
+            crate::plural(invocations, "invocation"),
+            records,
+            crate::plural(records, "record"),
+            errors,
+            crate::plural(errors, "error"),
+            given_up,
+            crate::plural(given_up, "record"),
         );
     }
     if !stack.forwards.is_empty() {
