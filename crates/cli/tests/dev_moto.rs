@@ -229,7 +229,8 @@ async fn dev_up_replay_simulate_and_run_until_idle() {
     let template = root.join("template.yaml");
     let csv = root.join("tests/fixtures/us-accidents-sample.csv");
 
-    // GIVEN the stack made by `dev up` from template.yaml, with 3 s windows
+    // GIVEN the stack made by `dev up` from template.yaml, with 3 s windows closed 15 s late
+    // (so the last ones close on the schedule well after the last reading is delivered)
     let up = streamwatch(&[
         "dev",
         "up",
@@ -241,6 +242,8 @@ async fn dev_up_replay_simulate_and_run_until_idle() {
         state_arg,
         "--parameter",
         "WindowSeconds=3",
+        "--parameter",
+        "AllowedLatenessSeconds=15",
     ])
     .await;
     assert_eq!(up.status.code(), Some(0), "{}", text(&up));
@@ -300,9 +303,9 @@ async fn dev_up_replay_simulate_and_run_until_idle() {
     assert_eq!(simulate.status.code(), Some(0), "{}", text(&simulate));
 
     // WHEN dev run runs the functions "until idle for 1 s": too short for the last windows
-    // (3 s windows, 5 s lateness, the schedule's 10 s grace, every 2 s), so it waits for
-    // them, as a newcomer's `dev run --until-idle 30` must, instead of stopping with device1
-    // still firing
+    // (3 s windows, 15 s lateness, the schedule's 10 s grace, every 2 s), so it waits for
+    // them, as a newcomer's `dev run --until-idle 30` must. (The CLI before this waited the
+    // 1 s and stopped before any window closed: SNS got only the 37 accident messages.)
     let run = tokio::time::timeout(
         Duration::from_secs(240),
         streamwatch(&[
@@ -326,8 +329,8 @@ async fn dev_up_replay_simulate_and_run_until_idle() {
     let stdout = String::from_utf8_lossy(&run.stdout);
     assert!(stdout.contains("dev run: stopped (idle)"), "{}", text(&run));
     assert!(
-        stdout.contains("dev run: stops after 25 s without records (not 1 s) (")
-            && stdout.contains(": window 3 s + lateness 5 s + grace 10 s + schedule 2 s + 5 s)"),
+        stdout.contains("dev run: stops after 35 s without records (not 1 s) (")
+            && stdout.contains(": window 3 s + lateness 15 s + grace 10 s + schedule 2 s + 5 s)"),
         "{}",
         text(&run)
     );
