@@ -10,7 +10,7 @@ VENV_STAMP := $(VENV)/.installed-$(shell cksum requirements-dev.txt | cut -d' ' 
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export MOTO_SERVER := $(CURDIR)/$(VENV)/bin/moto_server
 
-.PHONY: demo test lint unit lambda-check sam-version sam-build report-check bench venv
+.PHONY: demo test install lint unit lambda-check sam-version sam-build report-check bench venv
 
 demo:
 	cargo run --quiet --release -p streamwatch -- demo
@@ -18,6 +18,10 @@ demo:
 test: venv lint unit lambda-check sam-build report-check
 # CI's machines cannot build arm64 (see sam-build); `make test ARCH=arm64` where they can.
 test: ARCH = x86_64
+
+# `streamwatch` on PATH (~/.cargo/bin), so the README's commands run as written.
+install:
+	cargo install --locked --path crates/cli
 
 venv: $(VENV_STAMP)
 

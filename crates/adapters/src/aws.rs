@@ -29,8 +29,8 @@ pub fn https_client() -> aws_smithy_runtime_api::client::http::SharedHttpClient 
         .build_https()
 }
 
-/// Error codes that mean "slow down / try again" across DynamoDB, CloudWatch and SNS.
-const TRANSIENT_CODES: &[&str] = &[
+/// Error codes that mean "slow down" across DynamoDB, Kinesis, CloudWatch and SNS.
+const THROTTLING_CODES: &[&str] = &[
     "ThrottlingException",
     "Throttling",
     "ThrottledException",
@@ -41,18 +41,27 @@ const TRANSIENT_CODES: &[&str] = &[
     "TooManyRequestsException",
     "LimitExceededException",
     "TransactionInProgressException",
+    "KMSThrottlingException",
+];
+
+/// Error codes that name a server-side condition worth another attempt.
+const SERVER_CODES: &[&str] = &[
     "InternalServerError",
     "InternalFailure",
     "InternalError",
     "ServiceUnavailable",
     "ServiceUnavailableException",
-    "KMSThrottlingException",
     "KMSInternalException",
 ];
 
 /// True when the error code names a throttling or server-side condition.
 pub fn is_transient_code(code: Option<&str>) -> bool {
-    code.is_some_and(|c| TRANSIENT_CODES.contains(&c))
+    is_throttling_code(code) || code.is_some_and(|c| SERVER_CODES.contains(&c))
+}
+
+/// True when the error code asks the caller to slow down (a subset of the transient ones).
+pub fn is_throttling_code(code: Option<&str>) -> bool {
+    code.is_some_and(|c| THROTTLING_CODES.contains(&c))
 }
 
 /// Classifies an SDK error: timeouts, connection failures, unparseable responses, 5xx and

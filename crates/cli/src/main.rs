@@ -5,6 +5,7 @@ mod aws_args;
 mod backoff;
 mod decode;
 mod dev;
+mod failure;
 mod replay;
 mod simulate;
 
@@ -14,8 +15,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-/// Exit code for a usage error (sysexits' EX_USAGE); 1 and 2 have meanings of their own.
-const EXIT_USAGE: u8 = 64;
+pub use failure::{EXIT_USAGE, Failure};
 
 #[derive(Parser)]
 #[command(
@@ -24,6 +24,10 @@ const EXIT_USAGE: u8 = 64;
     about = "Real-time notifications from streaming data"
 )]
 struct Cli {
+    /// On failure, also print the full error (the AWS SDK's request and response detail);
+    /// setting RUST_LOG does the same.
+    #[arg(short, long, global = true)]
+    verbose: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -69,31 +73,20 @@ enum Replay {
     Accidents(replay::AccidentsArgs),
 }
 
-/// How a command failed: a one-line message and the exit code.
-#[derive(Debug)]
-pub struct Failure {
-    pub code: u8,
-    pub message: String,
-}
-
-impl Failure {
-    pub fn usage(message: impl Into<String>) -> Self {
-        Self {
-            code: EXIT_USAGE,
-            message: message.into(),
-        }
-    }
-
-    pub fn runtime(message: impl Into<String>) -> Self {
-        Self {
-            code: 1,
-            message: message.into(),
-        }
+/// `word` for one, `word`s for any other count ("1 record", "500 records").
+pub fn plural(n: u64, word: &str) -> String {
+    if n == 1 {
+        word.to_owned()
+    } else {
+        format!("{word}s")
     }
 }
 
 /// Runs an async command on a fresh runtime and turns its outcome into the exit code.
-fn run_async(command: impl std::future::Future<Output = Result<(), Failure>>) -> ExitCode {
+fn run_async(
+    command: impl std::future::Future<Output = Result<(), Failure>>,
+    verbose: bool,
+) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -107,7 +100,7 @@ fn run_async(command: impl std::future::Future<Output = Result<(), Failure>>) ->
     match runtime.block_on(command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
-            eprintln!("streamwatch: {}", failure.message);
+            failure.print(verbose);
             ExitCode::from(failure.code)
         }
     }
@@ -273,12 +266,13 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
+    let verbose = cli.verbose || std::env::var_os("RUST_LOG").is_some();
     match cli.command {
         Command::Demo(args) => run_demo(args),
         Command::Decode { event, data } => run_decode(&event, data),
-        Command::Simulate(Simulate::Turbines(args)) => run_async(simulate::run(args)),
-        Command::Replay(Replay::Accidents(args)) => run_async(replay::run(args)),
-        Command::Dev(command) => run_async(dev::run(command)),
+        Command::Simulate(Simulate::Turbines(args)) => run_async(simulate::run(args), verbose),
+        Command::Replay(Replay::Accidents(args)) => run_async(replay::run(args), verbose),
+        Command::Dev(command) => run_async(dev::run(command), verbose),
     }
 }
 

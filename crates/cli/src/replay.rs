@@ -24,9 +24,10 @@ use streamwatch_core::accident::row_to_json;
 use streamwatch_core::kpl::{self, Aggregator};
 use tokio::sync::mpsc;
 
-use crate::Failure;
 use crate::aws_args::AwsArgs;
 use crate::backoff::Backoff;
+use crate::failure::{CallKind, SdkCall};
+use crate::{Failure, plural};
 
 /// PutRecords limits: records per call, bytes per call (data plus partition keys).
 pub const MAX_BATCH_RECORDS: usize = 500;
@@ -57,7 +58,7 @@ pub struct AccidentsArgs {
     #[arg(long, default_value_t = kpl::KINESIS_MAX_RECORD_BYTES)]
     pub aggregate_max_bytes: usize,
     /// Rows per second at most (default: as fast as the stream takes them).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub rate: Option<f64>,
     /// Skip the first N data rows (an interrupted replay prints N to resume with).
     #[arg(long, default_value_t = 0)]
@@ -97,6 +98,10 @@ pub struct Totals {
     pub kinesis_records: u64,
     pub calls: u64,
     pub records_retried: u64,
+    /// Calls the service throttled (retried).
+    pub calls_throttled: u64,
+    /// Calls that failed otherwise: 5xx, timeouts, resets (retried). A refused connection
+    /// is neither: the replay stops at once.
     pub calls_retried: u64,
     /// Data and partition-key bytes the stream accepted.
     pub bytes: u64,
@@ -130,6 +135,12 @@ pub async fn run(args: AccidentsArgs) -> Result<(), Failure> {
         .iter()
         .map(str::to_owned)
         .collect();
+    if headers.iter().all(String::is_empty) {
+        return Err(Failure::runtime(format!(
+            "{} is empty: no header row (US-Accidents columns expected)",
+            args.csv.display()
+        )));
+    }
     let Some(key_column) = headers.iter().position(|h| *h == args.partition_key) else {
         return Err(Failure::usage(format!(
             "--partition-key {}: no such column in {}",
@@ -137,17 +148,11 @@ pub async fn run(args: AccidentsArgs) -> Result<(), Failure> {
             args.csv.display()
         )));
     };
-    let config = args.aws.load().await?;
-    let stream = args
-        .aws
-        .resolve(
-            &config,
-            args.stream.as_deref(),
-            "--stream",
-            "AccidentsStreamName",
-        )
+    let aws = args.aws.load().await?;
+    let stream = aws
+        .resolve(args.stream.as_deref(), "--stream", "AccidentsStreamName")
         .await?;
-    let client = aws_sdk_kinesis::Client::new(&config);
+    let client = aws_sdk_kinesis::Client::new(&aws.config);
 
     let (tx, rx) = mpsc::channel(CHANNEL_ROWS);
     let (start_row, rate) = (args.start_row, args.rate);
@@ -160,6 +165,7 @@ pub async fn run(args: AccidentsArgs) -> Result<(), Failure> {
     let started = Instant::now();
     let mut sender = Sender {
         client,
+        endpoint: aws.endpoint.clone(),
         stream: stream.clone(),
         aggregator: (!args.no_aggregate).then(|| Aggregator::new(args.aggregate_max_bytes)),
         open_first_row: None,
@@ -175,50 +181,87 @@ pub async fn run(args: AccidentsArgs) -> Result<(), Failure> {
         .await;
     bar.finish_and_clear();
     // The reader ends when the channel closes; it only ever fails on I/O, reported below.
-    let read_error = match reader_thread.join() {
-        Ok(result) => result.err(),
-        Err(_) => Some("the CSV reader panicked".to_owned()),
+    let (read_error, data_rows) = match reader_thread.join() {
+        Ok(Ok(rows)) => (None, Some(rows)),
+        Ok(Err(e)) => (Some(e), None),
+        Err(_) => (Some("the CSV reader panicked".to_owned()), None),
     };
+    if let Some(rows) = data_rows
+        && args.start_row > 0
+        && args.start_row >= rows
+    {
+        eprintln!(
+            "streamwatch: warning: --start-row {} is past the end of {} ({rows} data {}): nothing to send",
+            args.start_row,
+            args.csv.display(),
+            plural(rows, "row")
+        );
+    }
     let t = &sender.totals;
     let seconds = started.elapsed().as_secs_f64().max(1e-9);
+    // Only what Kinesis acknowledged counts as replayed; rows read but never accepted
+    // (the run failed or was interrupted with them buffered) are named apart.
+    let unsent = (t.rows - t.bad_rows).saturating_sub(t.user_records);
     println!(
-        "replayed {} rows to {stream} ({} bad): {} user records in {} Kinesis records{}, {} PutRecords calls, {} records and {} calls retried; {:.1} MB in {:.1} s: {:.0} rows/s, {:.2} MB/s",
-        t.rows - t.bad_rows,
-        t.bad_rows,
+        "replayed {} {} to {stream} ({} bad{}): {} user {} in {} Kinesis {}{}, {} PutRecords {}, {} {} retried, {} throttled and {} failed calls retried; {:.1} MB in {:.1} s: {:.0} rows/s, {:.2} MB/s",
         t.user_records,
+        plural(t.user_records, "row"),
+        t.bad_rows,
+        if unsent > 0 {
+            format!(", {unsent} not sent")
+        } else {
+            String::new()
+        },
+        t.user_records,
+        plural(t.user_records, "record"),
         t.kinesis_records,
+        plural(t.kinesis_records, "record"),
         if args.no_aggregate {
             ""
         } else {
             " (KPL-aggregated)"
         },
         t.calls,
+        plural(t.calls, "call"),
         t.records_retried,
+        plural(t.records_retried, "record"),
+        t.calls_throttled,
         t.calls_retried,
         t.bytes as f64 / 1e6,
         seconds,
-        t.rows as f64 / seconds,
+        t.user_records as f64 / seconds,
         t.bytes as f64 / 1e6 / seconds,
     );
     let resume = sender.resume_point();
     match (outcome, read_error) {
-        (Err(SendError::Interrupted), _) => Err(Failure {
-            code: 130,
-            message: format!(
+        (Err(SendError::Interrupted), _) => Err(Failure::with_code(
+            130,
+            format!(
                 "interrupted: rows before {resume} are in the stream; resume with --start-row {resume}"
             ),
-        }),
-        (Err(SendError::Failed(message)), _) => Err(Failure::runtime(format!(
-            "{message}; rows before {resume} are in the stream: resume with --start-row {resume}"
+        )),
+        // Nothing in the stream and a hint of its own (the endpoint is down): that hint.
+        (Err(SendError::Failed(failure)), _)
+            if resume == args.start_row && failure.hint.is_some() =>
+        {
+            Err(failure)
+        }
+        (Err(SendError::Failed(failure)), _) => Err(failure.hint(format!(
+            "rows before {resume} are in the stream: resume with --start-row {resume}"
         ))),
-        (Ok(()), Some(e)) => Err(Failure::runtime(format!(
-            "{}: {e}; rows before {resume} are in the stream: resume with --start-row {resume}",
-            args.csv.display()
-        ))),
-        (Ok(()), None) if t.bad_rows > 0 => Err(Failure {
-            code: 2,
-            message: format!("{} bad rows skipped (see above)", t.bad_rows),
-        }),
+        (Ok(()), Some(e)) => Err(
+            Failure::runtime(format!("{}: {e}", args.csv.display())).hint(format!(
+                "rows before {resume} are in the stream: resume with --start-row {resume}"
+            )),
+        ),
+        (Ok(()), None) if t.bad_rows > 0 => Err(Failure::with_code(
+            2,
+            format!(
+                "{} bad {} skipped (see above)",
+                t.bad_rows,
+                plural(t.bad_rows, "row")
+            ),
+        )),
         (Ok(()), None) => Ok(()),
     }
 }
@@ -246,8 +289,9 @@ fn open(path: &PathBuf) -> Result<(Box<dyn Read + Send>, Option<u64>), Failure> 
     Ok((Box::new(file), size))
 }
 
-/// The reader thread: parses, converts and paces rows. Returns an error only when the
-/// input cannot be read; a row that cannot be converted is a `Row::Bad`.
+/// The reader thread: parses, converts and paces rows; returns the data rows read (all of
+/// them when the sender took every row). Fails only when the input cannot be read; a row
+/// that cannot be converted is a `Row::Bad`.
 fn read_rows(
     mut reader: csv::Reader<Box<dyn Read + Send>>,
     headers: Vec<String>,
@@ -255,7 +299,7 @@ fn read_rows(
     start_row: u64,
     rate: Option<f64>,
     tx: mpsc::Sender<Row>,
-) -> Result<(), String> {
+) -> Result<u64, String> {
     let header_refs: Vec<&str> = headers.iter().map(String::as_str).collect();
     let mut record = csv::StringRecord::new();
     let mut row: u64 = 0;
@@ -263,7 +307,7 @@ fn read_rows(
     loop {
         let read = reader.read_record(&mut record);
         let outcome = match read {
-            Ok(false) => return Ok(()),
+            Ok(false) => return Ok(row),
             Ok(true) if row < start_row => {
                 row += 1;
                 continue;
@@ -318,7 +362,7 @@ fn read_rows(
         row += 1;
         if tx.blocking_send(outcome).is_err() {
             // The sender stopped (interrupted or failed): nothing more to read for.
-            return Ok(());
+            return Ok(row);
         }
     }
 }
@@ -333,11 +377,13 @@ fn txn_timestamp() -> String {
 
 enum SendError {
     Interrupted,
-    Failed(String),
+    Failed(Failure),
 }
 
 struct Sender {
     client: aws_sdk_kinesis::Client,
+    /// Where the calls go, for messages.
+    endpoint: String,
     stream: String,
     aggregator: Option<Aggregator>,
     /// First row held by the open aggregate.
@@ -536,7 +582,9 @@ impl Sender {
                 .set_explicit_hash_key(e.explicit_hash_key)
                 .data(Blob::new(e.data))
                 .build()
-                .map_err(|e| SendError::Failed(format!("cannot build a record: {e}")))?;
+                .map_err(|e| {
+                    SendError::Failed(Failure::runtime(format!("cannot build a record: {e}")))
+                })?;
             pending.push(built);
         }
         let mut backoff = Backoff::new(self.max_attempts);
@@ -551,12 +599,12 @@ impl Sender {
                 .await;
             let failure = match result {
                 Ok(out) if out.records().len() != pending.len() => {
-                    return Err(SendError::Failed(format!(
+                    return Err(SendError::Failed(Failure::runtime(format!(
                         "PutRecords to {}: {} results for {} records",
                         self.stream,
                         out.records().len(),
                         pending.len()
-                    )));
+                    ))));
                 }
                 Ok(out) => {
                     let mut retry = Vec::new();
@@ -589,10 +637,10 @@ impl Sender {
                         return Ok(());
                     }
                     if let Some(p) = permanent {
-                        return Err(SendError::Failed(format!(
+                        return Err(SendError::Failed(Failure::runtime(format!(
                             "PutRecords to {}: {p}",
                             self.stream
-                        )));
+                        ))));
                     }
                     self.totals.records_retried += retry.len() as u64;
                     pending = retry;
@@ -601,23 +649,28 @@ impl Sender {
                     format!("{} records failed", pending.len())
                 }
                 Err(e) => {
-                    let e = streamwatch_adapters::aws::classify("PutRecords", e);
-                    if !e.is_transient() {
-                        return Err(SendError::Failed(format!(
-                            "PutRecords to {}: {}",
-                            self.stream, e.source
-                        )));
+                    let call = SdkCall::read(
+                        &format!("PutRecords to {}", self.stream),
+                        &e,
+                        &self.endpoint,
+                    );
+                    if !call.is_retryable() {
+                        // A closed port or a missing stream: the next attempt fares no better.
+                        return Err(SendError::Failed(call.failure()));
                     }
-                    self.totals.calls_retried += 1;
-                    e.source.to_string()
+                    if call.kind == CallKind::Throttled {
+                        self.totals.calls_throttled += 1;
+                    } else {
+                        self.totals.calls_retried += 1;
+                    }
+                    call.line
                 }
             };
             if !backoff.wait().await {
-                return Err(SendError::Failed(format!(
-                    "PutRecords to {} still failing after {} attempts: {failure}",
-                    self.stream,
+                return Err(SendError::Failed(Failure::runtime(format!(
+                    "still failing after {} attempts: {failure}",
                     backoff.attempts()
-                )));
+                ))));
             }
         }
     }

@@ -18,9 +18,10 @@ use indicatif::{ProgressBar, ProgressStyle};
 use rand::rngs::StdRng;
 use rand::{RngExt as _, SeedableRng as _};
 
-use crate::Failure;
-use crate::aws_args::AwsArgs;
+use crate::aws_args::{Aws, AwsArgs};
 use crate::backoff::Backoff;
+use crate::failure::{CallKind, SdkCall};
+use crate::{Failure, plural};
 
 /// DynamoDB's BatchWriteItem limit (moto accepts more; real DynamoDB rejects the call).
 pub const BATCH_ITEMS: usize = 25;
@@ -42,10 +43,10 @@ pub struct TurbinesArgs {
     #[arg(long)]
     pub count: Option<u64>,
     /// Readings per second per turbine (default 1 without --count, unlimited with it).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub rate: Option<f64>,
     /// Stop after this many seconds (without --count or --duration: run until Ctrl-C).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub duration: Option<f64>,
     /// DEVICE:MPH:SECONDS — DEVICE (`device3` or `3`) reads MPH for the first SECONDS seconds,
     /// enough to push its window average over the threshold. Repeatable.
@@ -110,23 +111,35 @@ pub struct Totals {
     pub readings: u64,
     pub calls: u64,
     pub unprocessed_retried: u64,
+    /// Calls the service throttled (retried).
     pub throttled_retried: u64,
+    /// Calls that failed otherwise: 5xx, timeouts, resets (retried). A refused connection
+    /// is neither: the run stops at once.
+    pub failed_retried: u64,
+}
+
+/// Where the writes go: the client, the table, and the endpoint (for messages).
+pub struct Target {
+    pub client: aws_sdk_dynamodb::Client,
+    pub table: String,
+    pub endpoint: String,
 }
 
 /// Runs the simulator; the final totals line goes to stdout.
 pub async fn run(args: TurbinesArgs) -> Result<(), Failure> {
     validate(&args)?;
-    let config = args.aws.load().await?;
-    let table = args
-        .aws
-        .resolve(
-            &config,
-            args.table.as_deref(),
-            "--table",
-            "ReadingsTableName",
-        )
+    let aws = args.aws.load().await?;
+    let table = aws
+        .resolve(args.table.as_deref(), "--table", "ReadingsTableName")
         .await?;
-    let client = aws_sdk_dynamodb::Client::new(&config);
+    let target = Target {
+        client: aws_sdk_dynamodb::Client::new(&aws.config),
+        table: table.clone(),
+        endpoint: aws.endpoint.clone(),
+    };
+    for warning in gust_warnings(&args, &aws) {
+        eprintln!("streamwatch: warning: {warning}");
+    }
     // Without --count the run is open-ended, so it needs a pace; with it, as fast as possible.
     let rate = args.rate.or(if args.count.is_none() {
         Some(1.0)
@@ -134,7 +147,9 @@ pub async fn run(args: TurbinesArgs) -> Result<(), Failure> {
         None
     });
     let total = args.count.map(|c| c * u64::from(args.devices));
+    eprintln!("{}", start_line(&args, rate, &table));
     let bar = progress_bar(total);
+    let mut plain = PlainProgress::new(&bar);
     let started = Instant::now();
     let mut rng = match args.seed {
         Some(seed) => StdRng::seed_from_u64(seed),
@@ -180,8 +195,7 @@ pub async fn run(args: TurbinesArgs) -> Result<(), Failure> {
                 batch.push(reading(device, value, tick));
                 if batch.len() == BATCH_ITEMS {
                     write_batch(
-                        &client,
-                        &table,
+                        &target,
                         std::mem::take(&mut batch),
                         &mut totals,
                         args.max_attempts,
@@ -190,11 +204,11 @@ pub async fn run(args: TurbinesArgs) -> Result<(), Failure> {
                     bar.set_position(totals.readings);
                 }
             }
+            plain.tick(&bar, &totals, &args.gust, elapsed);
             // Paced runs write each tick's readings at their time, not when a batch fills.
             if rate.is_some() && !batch.is_empty() {
                 write_batch(
-                    &client,
-                    &table,
+                    &target,
                     std::mem::take(&mut batch),
                     &mut totals,
                     args.max_attempts,
@@ -206,8 +220,7 @@ pub async fn run(args: TurbinesArgs) -> Result<(), Failure> {
         }
         if !batch.is_empty() {
             write_batch(
-                &client,
-                &table,
+                &target,
                 std::mem::take(&mut batch),
                 &mut totals,
                 args.max_attempts,
@@ -220,13 +233,18 @@ pub async fn run(args: TurbinesArgs) -> Result<(), Failure> {
     bar.finish_and_clear();
     let seconds = started.elapsed().as_secs_f64();
     println!(
-        "wrote {} readings of {} turbines to {table} in {seconds:.1} s ({:.0} readings/s): {} BatchWriteItem calls, {} unprocessed items and {} throttled calls retried",
+        "wrote {} {} of {} {} to {table} in {seconds:.1} s ({:.0} readings/s): {} BatchWriteItem {}, {} unprocessed {}, {} throttled and {} failed calls retried",
         totals.readings,
+        plural(totals.readings, "reading"),
         args.devices,
+        plural(u64::from(args.devices), "turbine"),
         totals.readings as f64 / seconds.max(1e-9),
         totals.calls,
+        plural(totals.calls, "call"),
         totals.unprocessed_retried,
+        plural(totals.unprocessed_retried, "item"),
         totals.throttled_retried,
+        totals.failed_retried,
     );
     outcome
 }
@@ -283,12 +301,12 @@ pub fn reading(device: u32, value: u64, index: u64) -> WriteRequest {
 /// Writes up to 25 requests, retrying unprocessed items and transient failures with
 /// backoff until every item is in the table or the attempts run out.
 pub async fn write_batch(
-    client: &aws_sdk_dynamodb::Client,
-    table: &str,
+    target: &Target,
     mut requests: Vec<WriteRequest>,
     totals: &mut Totals,
     max_attempts: u32,
 ) -> Result<(), Failure> {
+    let (client, table) = (&target.client, target.table.as_str());
     let mut backoff = Backoff::new(max_attempts);
     while !requests.is_empty() {
         let n = requests.len() as u64;
@@ -319,20 +337,24 @@ pub async fn write_batch(
                 }
             }
             Err(e) => {
-                let e = streamwatch_adapters::aws::classify("BatchWriteItem", e);
-                if !e.is_transient() {
-                    return Err(Failure::runtime(format!(
-                        "BatchWriteItem on {table}: {}",
-                        e.source
-                    )));
+                let call =
+                    SdkCall::read(&format!("BatchWriteItem on {table}"), &e, &target.endpoint);
+                if !call.is_retryable() {
+                    // A closed port or a missing table: the next attempt fares no better.
+                    return Err(call.failure());
                 }
-                totals.throttled_retried += 1;
+                if call.kind == CallKind::Throttled {
+                    totals.throttled_retried += 1;
+                } else {
+                    totals.failed_retried += 1;
+                }
                 if !backoff.wait().await {
                     return Err(Failure::runtime(format!(
-                        "BatchWriteItem on {table} still failing after {} attempts: {}",
+                        "still failing after {} attempts: {}",
                         backoff.attempts(),
-                        e.source
-                    )));
+                        call.line
+                    ))
+                    .detail(Some(call.debug)));
                 }
             }
         }
@@ -340,16 +362,122 @@ pub async fn write_batch(
     Ok(())
 }
 
+/// The line printed before the first write: what will happen, and for how long.
+fn start_line(args: &TurbinesArgs, rate: Option<f64>, table: &str) -> String {
+    let pace = rate.map_or("as fast as the table takes them".to_owned(), |r| {
+        format!(
+            "{r} {}/s each",
+            if r == 1.0 { "reading" } else { "readings" }
+        )
+    });
+    let until = match (args.count, args.duration) {
+        (Some(c), _) => format!("{c} {} each", plural(c, "reading")),
+        (None, Some(d)) => format!("for {d} s"),
+        (None, None) => "until Ctrl-C".to_owned(),
+    };
+    let gusts: Vec<String> = args
+        .gust
+        .iter()
+        .map(|g| {
+            format!(
+                "; gust device{} {} mph for the first {} s",
+                g.device, g.mph, g.seconds
+            )
+        })
+        .collect();
+    format!(
+        "simulating {} {} into {table}, {pace}, {until}{}",
+        args.devices,
+        plural(u64::from(args.devices), "turbine"),
+        gusts.concat()
+    )
+}
+
+/// Gusts that will not (or are unlikely to) push a window average over the threshold: the
+/// dev stack's `WindSpeedThreshold` and `WindowSeconds` when the endpoint is its, else the
+/// template's defaults (60 mph, 60 s).
+fn gust_warnings(args: &TurbinesArgs, aws: &Aws) -> Vec<String> {
+    let parameter = |name: &str, default: f64| {
+        aws.local_parameter(name)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(default)
+    };
+    let threshold = parameter("WindSpeedThreshold", 60.0);
+    let window = parameter("WindowSeconds", 60.0).max(1.0);
+    let calm_max = (args.max - 1) as f64;
+    let calm_mean = (args.min as f64 + calm_max) / 2.0;
+    let mut out = Vec::new();
+    for g in &args.gust {
+        // The best case: the gust starts on a window boundary and fills as much of that
+        // window as it lasts; the rest of the window is calm.
+        let covered = g.seconds.min(window) / window;
+        let mph = g.mph as f64;
+        let at_most = covered * mph + (1.0 - covered) * calm_max;
+        let likely = covered * mph + (1.0 - covered) * calm_mean;
+        let spec = format!("--gust device{}:{}:{}", g.device, g.mph, g.seconds);
+        if at_most <= threshold {
+            out.push(format!(
+                "{spec} cannot alert: a {window} s window averages at most {at_most:.1} mph, the alert needs more than {threshold}"
+            ));
+        } else if likely <= threshold {
+            out.push(format!(
+                "{spec} is unlikely to alert: a {window} s window averages about {likely:.1} mph with it, the alert needs more than {threshold} (gust longer or stronger)"
+            ));
+        }
+    }
+    out
+}
+
+/// Progress for a log or a pipe, where the bar does not draw: one line every 10 s.
+struct PlainProgress {
+    on: bool,
+    last: Instant,
+}
+
+impl PlainProgress {
+    fn new(bar: &ProgressBar) -> Self {
+        Self {
+            on: bar.is_hidden(),
+            last: Instant::now(),
+        }
+    }
+
+    fn tick(&mut self, bar: &ProgressBar, totals: &Totals, gusts: &[Gust], elapsed: f64) {
+        let gusting: Vec<String> = gusts
+            .iter()
+            .filter(|g| elapsed < g.seconds)
+            .map(|g| format!("device{}", g.device))
+            .collect();
+        let message = format!(
+            "{} {} ({:.0}/s){}",
+            totals.readings,
+            plural(totals.readings, "reading"),
+            totals.readings as f64 / elapsed.max(1e-9),
+            if gusting.is_empty() {
+                String::new()
+            } else {
+                format!(", gusting: {}", gusting.join(", "))
+            }
+        );
+        if self.on {
+            if self.last.elapsed() >= Duration::from_secs(10) {
+                self.last = Instant::now();
+                eprintln!("simulate: {:.0} s: {message}", elapsed);
+            }
+        } else {
+            bar.set_message(message);
+        }
+    }
+}
+
 fn progress_bar(total: Option<u64>) -> ProgressBar {
     let bar = match total {
         Some(n) => ProgressBar::new(n).with_style(
-            ProgressStyle::with_template(
-                "{elapsed_precise} [{bar:30}] {pos}/{len} readings ({per_sec})",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
         ),
         None => ProgressBar::new_spinner().with_style(
-            ProgressStyle::with_template("{elapsed_precise} {spinner} {pos} readings ({per_sec})")
+            ProgressStyle::with_template("{elapsed_precise} {spinner} {msg}")
                 .unwrap_or_else(|_| ProgressStyle::default_spinner()),
         ),
     };

@@ -229,7 +229,8 @@ async fn dev_up_replay_simulate_and_run_until_idle() {
     let template = root.join("template.yaml");
     let csv = root.join("tests/fixtures/us-accidents-sample.csv");
 
-    // GIVEN the stack made by `dev up` from template.yaml, with 3 s windows
+    // GIVEN the stack made by `dev up` from template.yaml, with 3 s windows closed 15 s late
+    // (so the last ones close on the schedule well after the last reading is delivered)
     let up = streamwatch(&[
         "dev",
         "up",
@@ -241,6 +242,8 @@ async fn dev_up_replay_simulate_and_run_until_idle() {
         state_arg,
         "--parameter",
         "WindowSeconds=3",
+        "--parameter",
+        "AllowedLatenessSeconds=15",
     ])
     .await;
     assert_eq!(up.status.code(), Some(0), "{}", text(&up));
@@ -299,8 +302,10 @@ async fn dev_up_replay_simulate_and_run_until_idle() {
     .await;
     assert_eq!(simulate.status.code(), Some(0), "{}", text(&simulate));
 
-    // WHEN dev run runs the functions until nothing moves for 20 s (the last windows close
-    // on the schedule about 18 s after the last reading)
+    // WHEN dev run runs the functions "until idle for 1 s": too short for the last windows
+    // (3 s windows, 15 s lateness, the schedule's 10 s grace, every 2 s), so it waits for
+    // them, as a newcomer's `dev run --until-idle 30` must. (The CLI before this waited the
+    // 1 s and stopped before any window closed: SNS got only the 37 accident messages.)
     let run = tokio::time::timeout(
         Duration::from_secs(240),
         streamwatch(&[
@@ -311,7 +316,7 @@ async fn dev_up_replay_simulate_and_run_until_idle() {
             "--bin-dir",
             bin_dir.to_str().unwrap(),
             "--until-idle",
-            "20",
+            "1",
             "--schedule-every",
             "2",
             "--poll-ms",
@@ -323,6 +328,12 @@ async fn dev_up_replay_simulate_and_run_until_idle() {
     assert_eq!(run.status.code(), Some(0), "{}", text(&run));
     let stdout = String::from_utf8_lossy(&run.stdout);
     assert!(stdout.contains("dev run: stopped (idle)"), "{}", text(&run));
+    assert!(
+        stdout.contains("dev run: stops after 35 s without records (not 1 s) (")
+            && stdout.contains(": window 3 s + lateness 15 s + grace 10 s + schedule 2 s + 5 s)"),
+        "{}",
+        text(&run)
+    );
     for f in FUNCTIONS {
         assert!(
             stdout.contains(&format!("streamwatch-{f} ")),
@@ -430,7 +441,7 @@ async fn dev_up_replay_simulate_and_run_until_idle() {
     .await;
     assert_eq!(again.status.code(), Some(0), "{}", text(&again));
     let again_out = String::from_utf8_lossy(&again.stdout);
-    assert!(!again_out.contains(" records  "), "{}", text(&again));
+    assert!(!again_out.contains("shardId-"), "{}", text(&again));
     assert_eq!(moto.sns_notifications().len(), 37 + 2);
     let _ = std::fs::remove_dir_all(&state);
 }
@@ -507,6 +518,9 @@ async fn a_function_that_always_fails_sends_its_batches_to_the_on_failure_queue(
         root.join("template.yaml").to_str().unwrap(),
         "--state-dir",
         state_arg,
+        // Short windows and schedule: `--until-idle` waits for windows to close (25 s here).
+        "--parameter",
+        "WindowSeconds=3",
     ])
     .await;
     assert_eq!(up.status.code(), Some(0), "{}", text(&up));
@@ -548,6 +562,8 @@ async fn a_function_that_always_fails_sends_its_batches_to_the_on_failure_queue(
             bins.to_str().unwrap(),
             "--until-idle",
             "3",
+            "--schedule-every",
+            "2",
             "--poll-ms",
             "250",
         ]),

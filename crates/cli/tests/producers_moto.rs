@@ -6,16 +6,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_config::Region;
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
-    ScalarAttributeType,
-};
-use aws_sdk_kinesis::types::ShardIteratorType;
+use aws_sdk_dynamodb::types::AttributeValue;
 use base64::Engine as _;
-use streamwatch_core::kpl::{self, Payload};
 mod common;
 
-use common::text;
+use common::{create_readings_table, read_stream, text};
 use streamwatch_tests::MotoServer;
 use streamwatch_tests::faults::{Fault, FaultProxy};
 
@@ -33,29 +28,6 @@ async fn streamwatch(endpoint: &str, args: &[&str]) -> std::process::Output {
     let mut all = args.to_vec();
     all.extend(["--endpoint-url", endpoint]);
     common::streamwatch(&all).await
-}
-
-async fn create_readings_table(ddb: &aws_sdk_dynamodb::Client, name: &str) {
-    ddb.create_table()
-        .table_name(name)
-        .key_schema(
-            KeySchemaElement::builder()
-                .attribute_name("id")
-                .key_type(KeyType::Hash)
-                .build()
-                .unwrap(),
-        )
-        .attribute_definitions(
-            AttributeDefinition::builder()
-                .attribute_name("id")
-                .attribute_type(ScalarAttributeType::S)
-                .build()
-                .unwrap(),
-        )
-        .billing_mode(BillingMode::PayPerRequest)
-        .send()
-        .await
-        .unwrap();
 }
 
 use streamwatch_tests::scan_all;
@@ -213,9 +185,12 @@ async fn simulate_reports_usage_and_aws_errors_in_one_line() {
     let moto = MotoServer::start();
     let no_name = streamwatch(&moto.endpoint(), &["simulate", "turbines", "--count", "1"]).await;
     assert_eq!(no_name.status.code(), Some(64), "{}", text(&no_name));
+    let stderr = String::from_utf8_lossy(&no_name.stderr);
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines[0], "streamwatch: need --table NAME or --stack NAME");
     assert_eq!(
-        String::from_utf8_lossy(&no_name.stderr).trim(),
-        "streamwatch: need --table NAME or --stack NAME"
+        lines[1..],
+        ["  hint: for the local stack: --stack local (after `streamwatch dev up`)"]
     );
     let bad_gust = streamwatch(
         &moto.endpoint(),
@@ -238,9 +213,18 @@ async fn simulate_reports_usage_and_aws_errors_in_one_line() {
     )
     .await;
     assert_eq!(missing.status.code(), Some(1), "{}", text(&missing));
+    // The start line ("simulating …"), then the failure in one line.
     let stderr = String::from_utf8_lossy(&missing.stderr);
-    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
-    assert!(stderr.contains("ResourceNotFound"), "{stderr}");
+    let lines: Vec<&str> = stderr.trim().lines().collect();
+    assert_eq!(lines.len(), 2, "{stderr}");
+    assert!(
+        lines[0].starts_with("simulating 5 turbines into nope"),
+        "{stderr}"
+    );
+    assert!(
+        lines[1].starts_with("streamwatch: BatchWriteItem on nope: ResourceNotFound"),
+        "{stderr}"
+    );
 }
 
 // ---------------------------------------------------------------------------- replay
@@ -253,68 +237,6 @@ async fn create_stream(kinesis: &aws_sdk_kinesis::Client, name: &str, shards: i3
         .send()
         .await
         .unwrap();
-}
-
-/// One user record read back from the stream.
-#[derive(Debug)]
-struct Got {
-    partition_key: String,
-    data: Vec<u8>,
-    aggregated: bool,
-}
-
-/// Everything the stream holds, de-aggregated with core's KPL code.
-async fn read_stream(kinesis: &aws_sdk_kinesis::Client, name: &str) -> Vec<Got> {
-    let shards = kinesis
-        .list_shards()
-        .stream_name(name)
-        .send()
-        .await
-        .unwrap()
-        .shards
-        .unwrap_or_default();
-    let mut got = Vec::new();
-    for shard in shards {
-        let mut iterator = kinesis
-            .get_shard_iterator()
-            .stream_name(name)
-            .shard_id(shard.shard_id())
-            .shard_iterator_type(ShardIteratorType::TrimHorizon)
-            .send()
-            .await
-            .unwrap()
-            .shard_iterator;
-        while let Some(it) = iterator {
-            let page = kinesis
-                .get_records()
-                .shard_iterator(it)
-                .limit(10_000)
-                .send()
-                .await
-                .unwrap();
-            let records = page.records();
-            for r in records {
-                match kpl::deaggregate(r.data().as_ref()).unwrap() {
-                    Payload::Plain(data) => got.push(Got {
-                        partition_key: r.partition_key().unwrap_or_default().to_owned(),
-                        data: data.to_vec(),
-                        aggregated: false,
-                    }),
-                    Payload::Aggregated(subs) => got.extend(subs.iter().map(|s| Got {
-                        partition_key: s.partition_key.to_owned(),
-                        data: s.data.to_vec(),
-                        aggregated: true,
-                    })),
-                }
-            }
-            iterator = if records.is_empty() {
-                None
-            } else {
-                page.next_shard_iterator
-            };
-        }
-    }
-    got
 }
 
 /// The reference producer's JSON of every accident, by ID, without `Txn_Timestamp`.
@@ -615,7 +537,13 @@ async fn replay_usage_and_input_errors() {
         assert_eq!(out.status.code(), Some(code), "{args:?}: {}", text(&out));
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains(message), "{args:?}: {stderr}");
-        assert_eq!(stderr.trim().lines().count(), 1, "{args:?}: {stderr}");
+        // One line, and at most one hint.
+        let lines: Vec<&str> = stderr.lines().collect();
+        assert!(lines[0].starts_with("streamwatch: "), "{args:?}: {stderr}");
+        assert!(
+            lines.len() == 1 || (lines.len() == 2 && lines[1].starts_with("  hint: ")),
+            "{args:?}: {stderr}"
+        );
     }
 }
 
@@ -805,8 +733,9 @@ async fn simulate_retries_unprocessed_items_until_all_are_taken() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     // 4 batches of 25: each first call leaves 12 unprocessed, retried in a second call.
     assert!(
-        stdout
-            .contains("8 BatchWriteItem calls, 48 unprocessed items and 0 throttled calls retried"),
+        stdout.contains(
+            "8 BatchWriteItem calls, 48 unprocessed items, 0 throttled and 0 failed calls retried"
+        ),
         "{stdout}"
     );
 }

@@ -377,15 +377,19 @@ fn summary_rows(s: &Summary) -> Vec<(String, String)> {
         ("accident alerts".into(), s.accident_alerts.to_string()),
         (
             "notifications".into(),
-            format!(
-                "{} ({})",
-                s.notifications,
-                s.notifications_by_kind
-                    .iter()
-                    .map(|(k, n)| format!("{n} {k}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
+            if s.notifications_by_kind.is_empty() {
+                s.notifications.to_string()
+            } else {
+                format!(
+                    "{} ({})",
+                    s.notifications,
+                    s.notifications_by_kind
+                        .iter()
+                        .map(|(k, n)| format!("{n} {k}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            },
         ),
         ("metric datums".into(), s.metric_datums.to_string()),
         (
@@ -416,4 +420,24 @@ pub fn summary_table(s: &Summary) -> String {
 /// The report as HTML.
 pub fn html(report: &Report) -> String {
     render_html(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_notifications_is_a_plain_zero() {
+        let rows = summary_rows(&Summary::default());
+        let (_, value) = rows.iter().find(|(k, _)| k == "notifications").unwrap();
+        assert_eq!(value, "0");
+        let some = Summary {
+            notifications: 3,
+            notifications_by_kind: [("event".to_owned(), 2), ("firing".to_owned(), 1)].into(),
+            ..Default::default()
+        };
+        let rows = summary_rows(&some);
+        let (_, value) = rows.iter().find(|(k, _)| k == "notifications").unwrap();
+        assert_eq!(value, "3 (2 event, 1 firing)");
+    }
 }

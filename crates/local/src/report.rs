@@ -65,6 +65,30 @@ fn hhmm(micros: i64) -> String {
         .unwrap_or_default()
 }
 
+/// Orders names with numbers in them as a person would: device2 before device10.
+pub fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+    let split = |s: &str| {
+        let digits = s.len() - s.trim_end_matches(|c: char| c.is_ascii_digit()).len();
+        let (stem, num) = s.split_at(s.len() - digits);
+        (stem.to_owned(), num.parse::<u64>().ok())
+    };
+    split(a).cmp(&split(b)).then_with(|| a.cmp(b))
+}
+
+/// Round y-axis ticks from 0 covering `top` (at least 5): a step of 1, 2, 2.5 or 5 times a power of
+/// ten giving at most six ticks.
+pub fn y_ticks(top: f64) -> Vec<f64> {
+    let top = top.max(5.0);
+    let magnitude = 10f64.powf((top / 5.0).log10().floor());
+    let step = [1.0, 2.0, 2.5, 5.0, 10.0]
+        .iter()
+        .map(|m| m * magnitude)
+        .find(|step| (top / step).ceil() <= 5.0)
+        .unwrap_or(10.0 * magnitude);
+    let n = (top / step).ceil() as usize;
+    (0..=n).map(|i| i as f64 * step).collect()
+}
+
 const W: f64 = 560.0;
 const H: f64 = 180.0;
 const PAD_L: f64 = 40.0;
@@ -77,13 +101,8 @@ pub fn turbine_chart(series: &TurbineSeries, threshold: f64) -> String {
         (Some(a), Some(b)) => (a.0, b.0.max(a.0 + 1)),
         _ => (0, 1),
     };
-    let vmax = series
-        .windows
-        .iter()
-        .map(|w| w.1)
-        .fold(threshold, f64::max)
-        .max(1.0)
-        * 1.1;
+    let ticks = y_ticks(series.windows.iter().map(|w| w.1).fold(threshold, f64::max) * 1.05);
+    let vmax = ticks.last().copied().unwrap_or(1.0).max(1.0);
     let x = |t: i64| PAD_L + (t - t0) as f64 / (t1 - t0) as f64 * (W - PAD_L - 10.0);
     let y = |v: f64| (H - PAD_B) - v / vmax * (H - PAD_B - 10.0);
     let _ = write!(
@@ -102,12 +121,14 @@ pub fn turbine_chart(series: &TurbineSeries, threshold: f64) -> String {
         b = H - PAD_B,
         r = W - 10.0
     );
-    for v in [0.0, vmax / 2.0, threshold] {
+    for v in &ticks {
         let _ = write!(
             svg,
-            r##"<text x="{tx}" y="{ty:.1}" font-size="10" text-anchor="end" fill="#555">{v:.0}</text>"##,
+            r##"<text class="tick" x="{tx}" y="{ty:.1}" font-size="10" text-anchor="end" fill="#555">{v}</text><line x1="{PAD_L}" y1="{gy:.1}" x2="{r}" y2="{gy:.1}" stroke="#eee"/>"##,
             tx = PAD_L - 4.0,
-            ty = y(v) + 3.0
+            ty = y(*v) + 3.0,
+            gy = y(*v),
+            r = W - 10.0
         );
     }
     let _ = write!(
@@ -121,8 +142,9 @@ pub fn turbine_chart(series: &TurbineSeries, threshold: f64) -> String {
     // Threshold.
     let _ = write!(
         svg,
-        r##"<line class="threshold" x1="{PAD_L}" y1="{ty:.1}" x2="{r}" y2="{ty:.1}" stroke="#d33" stroke-dasharray="5,4"/>"##,
+        r##"<line class="threshold" x1="{PAD_L}" y1="{ty:.1}" x2="{r}" y2="{ty:.1}" stroke="#d33" stroke-dasharray="5,4"/><text class="threshold-label" x="{r}" y="{ly:.1}" font-size="10" text-anchor="end" fill="#d33">threshold {threshold}</text>"##,
         ty = y(threshold),
+        ly = y(threshold) - 3.0,
         r = W - 10.0
     );
     // Averages.
@@ -191,6 +213,9 @@ pub fn bar_chart(title: &str, bars: &[(String, f64)]) -> String {
     svg
 }
 
+/// What the turbine charts' lines, dots and markers mean (colours as drawn).
+const LEGEND: &str = r##"<p class="legend"><svg width="24" height="10"><line x1="0" y1="5" x2="24" y2="5" stroke="#1565c0" stroke-width="2"/></svg> window average (mph) <svg width="10" height="10"><circle cx="5" cy="5" r="3" fill="#d33"/></svg> above the threshold <svg width="24" height="10"><line x1="0" y1="5" x2="24" y2="5" stroke="#d33" stroke-dasharray="5,4"/></svg> threshold &nbsp; notifications: <svg width="12" height="10"><path d="M6,10 l-5,-8 h10 z" fill="#c62828"/></svg> firing <svg width="12" height="10"><path d="M6,10 l-5,-8 h10 z" fill="#ef6c00"/></svg> reminder <svg width="12" height="10"><path d="M6,10 l-5,-8 h10 z" fill="#2e7d32"/></svg> resolved</p>"##;
+
 /// The whole report as one HTML document.
 pub fn render_html(report: &Report) -> String {
     let mut html = String::new();
@@ -223,10 +248,14 @@ table{{border-collapse:collapse}} td,th{{border-bottom:1px solid #eee;padding:.2
     html.push_str("</table></section>");
     let _ = write!(
         html,
-        "<section><h2>Wind turbines: tumbling-window averages against the {} mph threshold</h2><div class=\"grid\">",
+        "<section><h2>Wind turbines: tumbling-window averages against the {} mph threshold</h2>",
         report.threshold
     );
-    for t in &report.turbines {
+    html.push_str(LEGEND);
+    html.push_str("<div class=\"grid\">");
+    let mut turbines: Vec<&TurbineSeries> = report.turbines.iter().collect();
+    turbines.sort_by(|a, b| natural_cmp(&a.device, &b.device));
+    for t in turbines {
         let _ = write!(
             html,
             "<figure class=\"turbine\"><figcaption>{}</figcaption>{}</figure>",
@@ -298,6 +327,42 @@ mod tests {
         assert!(html.contains("streamwatch &lt;demo&gt;"));
         assert!(html.contains("a &amp; b"));
         assert!(!html.contains("<script"));
+        assert!(html.contains("class=\"legend\"") && html.contains("</svg> resolved</p>"));
+        assert!(html.contains(">threshold 60</text>"));
         assert!(!html.contains("http://") && !html.contains("https://"));
+    }
+
+    #[test]
+    fn devices_in_natural_order_and_round_ticks() {
+        let mut names = vec!["device10", "device2", "device1", "pump", "device02"];
+        names.sort_by(|a, b| natural_cmp(a, b));
+        assert_eq!(
+            names,
+            ["device1", "device02", "device2", "device10", "pump"]
+        );
+        assert_eq!(y_ticks(42.0), [0.0, 10.0, 20.0, 30.0, 40.0, 50.0]);
+        assert_eq!(y_ticks(78.75), [0.0, 20.0, 40.0, 60.0, 80.0]);
+        assert_eq!(y_ticks(63.0), [0.0, 20.0, 40.0, 60.0, 80.0]);
+        assert_eq!(y_ticks(0.5), [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]);
+        let report = Report {
+            threshold: 60.0,
+            turbines: ["device10", "device2", "device1"]
+                .map(|d| TurbineSeries {
+                    device: d.into(),
+                    windows: vec![(0, 40.0), (60_000_000, 75.0)],
+                    markers: Vec::new(),
+                })
+                .to_vec(),
+            ..Default::default()
+        };
+        let html = render_html(&report);
+        let at = |d: &str| html.find(&format!("data-device=\"{d}\"")).unwrap();
+        assert!(at("device1") < at("device2") && at("device2") < at("device10"));
+        let ticks: Vec<&str> = html
+            .split("class=\"tick\"")
+            .skip(1)
+            .filter_map(|t| t.split('>').nth(1)?.split('<').next())
+            .collect();
+        assert_eq!(&ticks[..5], ["0", "20", "40", "60", "80"]);
     }
 }

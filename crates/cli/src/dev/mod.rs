@@ -13,7 +13,7 @@ pub mod up;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use aws_config::{Region, SdkConfig};
+use aws_config::SdkConfig;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use serde::{Deserialize, Serialize};
 
@@ -55,6 +55,26 @@ pub struct Stack {
     /// forwards their DynamoDB stream to the Kinesis stream in the same record layout.
     #[serde(default)]
     pub forwards: Vec<Forward>,
+    /// Dummy credentials (emulators accept any): what the producers sign with under
+    /// `--stack local` when the environment names none.
+    #[serde(default)]
+    pub credentials: DummyCredentials,
+}
+
+/// The static key pair of a local stack.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DummyCredentials {
+    pub access_key_id: String,
+    pub secret_access_key: String,
+}
+
+impl Default for DummyCredentials {
+    fn default() -> Self {
+        Self {
+            access_key_id: "testing".into(),
+            secret_access_key: "testing".into(),
+        }
+    }
 }
 
 /// A table → Kinesis forward standing in for Kinesis Data Streams for DynamoDB.
@@ -98,37 +118,24 @@ impl Stack {
 }
 
 /// SDK config for the emulator: its endpoint, the region, and the environment's
-/// credentials or dummy ones (emulators accept any).
+/// credentials or dummy ones (emulators accept any), never the instance-metadata service.
 pub async fn sdk_config(endpoint: &str, region: &str, max_attempts: u32) -> SdkConfig {
-    let mut loader = streamwatch_adapters::aws::defaults()
-        .endpoint_url(endpoint)
-        .region(Region::new(region.to_owned()))
-        .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(max_attempts));
-    if std::env::var_os("AWS_ACCESS_KEY_ID").is_none() {
-        loader = loader.credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
-            "testing",
-            "testing",
-            None,
-            None,
-            "streamwatch-dev",
-        ));
-    }
-    loader.load().await
+    crate::aws_args::local_loader(endpoint, Some(region), None, &DummyCredentials::default())
+        .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(max_attempts))
+        .load()
+        .await
 }
 
-/// An SDK error as one line: the operation, the error code when there is one, the context.
+/// An SDK error as one line: the operation, the error code when there is one, the message.
 pub fn sdk_error<E, R>(
     operation: &str,
     err: &aws_smithy_runtime_api::client::result::SdkError<E, R>,
 ) -> String
 where
     E: std::error::Error + ProvideErrorMetadata + 'static,
-    R: std::fmt::Debug,
+    R: std::fmt::Debug + 'static,
 {
-    format!(
-        "{operation}: {}",
-        aws_smithy_types::error::display::DisplayErrorContext(err)
-    )
+    crate::failure::SdkCall::read(operation, err, "the emulator").line
 }
 
 /// The error code of a service error (`ResourceInUseException`, …).

@@ -39,8 +39,11 @@ pub struct RunArgs {
     /// (default: target/release when all three are there, else target/debug).
     #[arg(long, value_name = "DIR")]
     pub bin_dir: Option<PathBuf>,
-    /// Stop once no record has moved for this many seconds (default: run until Ctrl-C).
-    #[arg(long, value_name = "SECONDS")]
+    /// Stop once no record has moved for this many seconds, but never before the last open
+    /// windows can close and alert (window, lateness, grace and schedule interval from the
+    /// template, plus 5 s), which is also the value when none is given. Without the flag:
+    /// run until Ctrl-C.
+    #[arg(long, value_name = "SECONDS", num_args = 0..=1, default_missing_value = "0", allow_negative_numbers = true)]
     pub until_idle: Option<f64>,
     /// Fire each schedule this often instead of the template's rate.
     #[arg(long, value_name = "SECONDS")]
@@ -300,10 +303,10 @@ impl Drop for Holding<'_> {
 
 pub async fn run(args: RunArgs) -> Result<(), Failure> {
     if let Some(s) = args.until_idle
-        && !(s.is_finite() && s > 0.0)
+        && !(s.is_finite() && s >= 0.0)
     {
         return Err(Failure::usage(
-            "--until-idle must be a positive number of seconds",
+            "--until-idle must be a number of seconds (or nothing: as long as windows need)",
         ));
     }
     if let Some(s) = args.schedule_every
@@ -458,7 +461,7 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
             ));
         }
     }
-    for (function, event, every) in schedules {
+    for (function, event, every) in schedules.iter().cloned() {
         println!(
             "dev run: {} on schedule {event} every {} s",
             function.name,
@@ -466,20 +469,36 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
         );
         tasks.spawn(schedule(shared.clone(), function, event, every));
     }
+    let until_idle = args.until_idle.map(|asked| {
+        let needed = windows_close_within(&schedules);
+        let asked = Duration::from_secs_f64(asked);
+        if asked < needed.0 {
+            println!(
+                "dev run: stops after {:.0} s without records{} ({})",
+                needed.0.as_secs_f64(),
+                if asked.is_zero() {
+                    String::new()
+                } else {
+                    format!(" (not {:.0} s)", asked.as_secs_f64())
+                },
+                needed.1
+            );
+            needed.0
+        } else {
+            asked
+        }
+    });
     let idle = async {
-        match args.until_idle {
+        match until_idle {
             None => std::future::pending::<()>().await,
-            Some(s) => {
-                let limit = Duration::from_secs_f64(s);
-                loop {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    if shared.holding.load(Ordering::Relaxed) == 0
-                        && lock(&shared.last_activity).elapsed() >= limit
-                    {
-                        return;
-                    }
+            Some(limit) => loop {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                if shared.holding.load(Ordering::Relaxed) == 0
+                    && lock(&shared.last_activity).elapsed() >= limit
+                {
+                    return;
                 }
-            }
+            },
         }
     };
     let why = tokio::select! {
@@ -494,13 +513,21 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
     }
     println!("dev run: stopped ({why})");
     for f in &functions {
+        let invocations = f.stats.invocations.load(Ordering::Relaxed);
+        let records = f.stats.records.load(Ordering::Relaxed);
+        let errors = f.stats.errors.load(Ordering::Relaxed);
+        let given_up = f.stats.given_up.load(Ordering::Relaxed);
         println!(
-            "  {:<32} {:>6} invocations {:>8} records delivered (retries included) {:>4} errors {:>6} records given up",
+            "  {:<32} {:>6} {:<11} {:>8} {:<7} delivered (retries included) {:>4} {:<6} {:>6} {:<7} given up",
             f.name,
-            f.stats.invocations.load(Ordering::Relaxed),
-            f.stats.records.load(Ordering::Relaxed),
-            f.stats.errors.load(Ordering::Relaxed),
-            f.stats.given_up.load(Ordering::Relaxed),
+            invocations,
+            crate::plural(invocations, "invocation"),
+            records,
+            crate::plural(records, "record"),
+            errors,
+            crate::plural(errors, "error"),
+            given_up,
+            crate::plural(given_up, "record"),
         );
     }
     if !stack.forwards.is_empty() {
@@ -511,6 +538,44 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
     }
     println!("  function logs: {}", logs.display());
     Ok(())
+}
+
+/// How long after the last record moved the last open window has surely closed and its
+/// alert moved on: for each scheduled function with a window (`WINDOW_SECONDS`), the
+/// window, its lateness and the schedule's grace (`ALLOWED_LATENESS_SECONDS`,
+/// `CLOSE_GRACE_SECONDS`: the schedule closes a window once the wall clock minus the grace
+/// passes its end plus the lateness), one schedule interval, and 5 s for the invocations —
+/// with the sum spelled out for the line that says so. (A batch being gathered holds the
+/// stack busy, so batching windows need no room here.) A stack without windows needs 5 s.
+fn windows_close_within(schedules: &[(Arc<Function>, String, Duration)]) -> (Duration, String) {
+    let margin = Duration::from_secs(5);
+    let mut best = (margin, "no windowed function".to_owned());
+    for (function, _, every) in schedules {
+        let var = |name: &str| {
+            function
+                .env
+                .iter()
+                .find(|(k, _)| k == name)
+                .and_then(|(_, v)| v.parse::<f64>().ok())
+        };
+        let Some(window) = var("WINDOW_SECONDS") else {
+            continue;
+        };
+        let lateness = var("ALLOWED_LATENESS_SECONDS").unwrap_or(0.0);
+        let grace = var("CLOSE_GRACE_SECONDS").unwrap_or(0.0);
+        let total = Duration::from_secs_f64(window + lateness + grace) + *every + margin;
+        if total > best.0 {
+            best = (
+                total,
+                format!(
+                    "{}: window {window} s + lateness {lateness} s + grace {grace} s + schedule {} s + 5 s",
+                    function.name,
+                    every.as_secs_f64(),
+                ),
+            );
+        }
+    }
+    best
 }
 
 /// `target/release` when it holds every function binary, else `target/debug`.
@@ -602,8 +667,12 @@ fn function(
     env.push(("AWS_REGION".into(), stack.region.clone()));
     env.push(("AWS_DEFAULT_REGION".into(), stack.region.clone()));
     if std::env::var_os("AWS_ACCESS_KEY_ID").is_none() {
-        env.push(("AWS_ACCESS_KEY_ID".into(), "testing".into()));
-        env.push(("AWS_SECRET_ACCESS_KEY".into(), "testing".into()));
+        let keys = &stack.credentials;
+        env.push(("AWS_ACCESS_KEY_ID".into(), keys.access_key_id.clone()));
+        env.push((
+            "AWS_SECRET_ACCESS_KEY".into(),
+            keys.secret_access_key.clone(),
+        ));
     }
     Ok(Function {
         arn: format!("arn:aws:lambda:{}:{account}:function:{name}", stack.region),
@@ -895,11 +964,13 @@ async fn deliver(shared: &Shared, m: &Arc<Mapping>, shard: &str, batch: Vec<Poll
                     .fetch_add(n as u64, Ordering::Relaxed);
                 let invoked = m.function.invoke(bytes).await;
                 println!(
-                    "{}  {:<30} {:<40} {:>6} records  {:<24} {:>8.1} ms",
+                    "{}  {:<30} {:<40} {:>6} {:<7}{:<20}  {:<24} {:>8.1} ms",
                     now_text(),
                     m.function.name,
                     shard,
                     n,
+                    crate::plural(n as u64, "record"),
+                    user_records(&records, n),
                     invoked.text,
                     invoked.ms
                 );
@@ -923,6 +994,32 @@ async fn deliver(shared: &Shared, m: &Arc<Mapping>, shard: &str, batch: Vec<Poll
         .collect();
     let attempts = m.config.maximum_retry_attempts + 1;
     give_up(shared, m, shard, &given, "RetryAttemptsExhausted", attempts).await;
+}
+
+/// ` (500 user records)` when KPL aggregates are among the records (one Kinesis record can
+/// carry hundreds of rows), else nothing.
+fn user_records(records: &[Polled], kinesis_records: usize) -> String {
+    use base64::Engine as _;
+    let mut users = 0usize;
+    let mut aggregated = false;
+    for r in records {
+        let data = r.record["kinesis"]["data"]
+            .as_str()
+            .and_then(|d| base64::engine::general_purpose::STANDARD.decode(d).ok());
+        match data.as_deref().map(streamwatch_core::kpl::deaggregate) {
+            Some(Ok(streamwatch_core::kpl::Payload::Aggregated(subs))) => {
+                aggregated = true;
+                users += subs.len();
+            }
+            _ => users += 1,
+        }
+    }
+    if aggregated {
+        format!(" ({users} user {})", crate::plural(users as u64, "record"))
+    } else {
+        debug_assert_eq!(users, kinesis_records);
+        String::new()
+    }
 }
 
 /// Sends Lambda's on-failure invocation record for `given` (one shard's records, in order).
@@ -972,11 +1069,12 @@ async fn give_up(
         (if m.source.is_kinesis() { "KinesisBatchInfo" } else { "DDBStreamBatchInfo" }): info,
     });
     println!(
-        "{}  {:<30} {:<40} {:>6} records  given up ({condition}) -> {}",
+        "{}  {:<30} {:<40} {:>6} {:<7} given up ({condition}) -> {}",
         now_text(),
         m.function.name,
         shard,
         given.len(),
+        crate::plural(given.len() as u64, "record"),
         m.on_failure.as_deref().unwrap_or("(no on-failure queue)")
     );
     if let Some(url) = &m.on_failure

@@ -83,7 +83,8 @@ pub async fn run(args: UpArgs) -> Result<(), Failure> {
                 let _ = child.kill().await;
             }
             status = child.wait() => {
-                return Err(Failure::runtime(format!("moto server exited: {status:?}")));
+                let status = status.map_or_else(|e| e.to_string(), |s| s.to_string());
+                return Err(Failure::runtime(format!("moto server exited ({status})")));
             }
         }
     }
@@ -105,6 +106,19 @@ fn moto_binary(args: &UpArgs) -> PathBuf {
 }
 
 async fn start_moto(args: &UpArgs) -> Result<(tokio::process::Child, String), Failure> {
+    // Something already listening there would answer the readiness check below, and the
+    // stack would be made on it (an old moto, another service) while our moto exits.
+    if let Err(e) = std::net::TcpListener::bind(("127.0.0.1", args.port)) {
+        let why = if e.kind() == std::io::ErrorKind::AddrInUse {
+            "is in use".to_owned()
+        } else {
+            format!("cannot be used ({e})")
+        };
+        return Err(Failure::runtime(format!("port {} {why}", args.port)).hint(format!(
+            "stop what listens there, pass --port N, or use it with --endpoint-url http://127.0.0.1:{}",
+            args.port
+        )));
+    }
     let binary = moto_binary(args);
     let mut child = tokio::process::Command::new(&binary)
         .args(["-H", "127.0.0.1", "-p", &args.port.to_string()])
@@ -123,10 +137,10 @@ async fn start_moto(args: &UpArgs) -> Result<(tokio::process::Child, String), Fa
     while Instant::now() < deadline {
         if let Ok(Some(status)) = child.try_wait() {
             return Err(Failure::runtime(format!(
-                "{} exited at start ({status}); is port {} free?",
-                binary.display(),
-                args.port
-            )));
+                "{} exited at start ({status})",
+                binary.display()
+            ))
+            .hint(format!("is port {} free?", args.port)));
         }
         if tokio::net::TcpStream::connect(("127.0.0.1", args.port))
             .await
@@ -274,6 +288,7 @@ async fn create(args: &UpArgs, tpl: &Value, endpoint: &str) -> Result<Stack, Fai
         parameters: ctx.parameters,
         resources: ctx.resources,
         forwards,
+        credentials: Default::default(),
     })
 }
 
@@ -529,16 +544,15 @@ fn print_summary(stack: &Stack, path: &std::path::Path) {
             println!("export {var}={}", name(logical));
         }
     }
-    println!("# then, in other terminals:");
+    println!(
+        "# then, in other terminals (the producers read {} through --stack local):",
+        path.display()
+    );
     println!("#   streamwatch dev run");
     println!(
-        "#   streamwatch simulate turbines --endpoint-url {} --table {} --gust device3:75:120",
-        stack.endpoint,
-        name("ReadingsTable")
+        "#   streamwatch simulate turbines --stack local --devices 2 --duration 120 --gust device1:90:60"
     );
     println!(
-        "#   streamwatch replay accidents --endpoint-url {} --stream {} --csv tests/fixtures/us-accidents-sample.csv",
-        stack.endpoint,
-        name("AccidentsStream")
+        "#   streamwatch replay accidents --stack local --csv tests/fixtures/us-accidents-sample.csv"
     );
 }
