@@ -8,8 +8,9 @@
 //!
 //! * `#state#<rule>#<key>` (`record_type = "state"`; `#` and `%` in the rule escaped as
 //!   `%23`/`%25`): `rule`, `key`, `status` (`firing`/`resolved`), `since_micros`,
-//!   `last_notified_micros`?, `last_event_micros`, `episode_alerts`, `version`,
-//!   `updated_at` (ISO), `ttl`.
+//!   `last_notified_micros`?, `last_event_micros`, `episode_alerts`, `decided_seq`? (the
+//!   per-key sequence number of the last alert decided), `version`, `updated_at` (ISO),
+//!   `ttl`.
 //! * `#notification#<alert id>` (`record_type = "notification"`): `notified_alert_id`,
 //!   `rule`, `key`, `alert_kind`, `event_time` (ISO), `event_time_micros`, `outcome`
 //!   (`firing`/`reminder`/`resolved`/`event`/`suppressed`), `reason`? (why suppressed),
@@ -33,9 +34,9 @@ use streamwatch_core::notify::{
     NotificationRecord, NotificationStatus, Outcome, RecordOutcome,
 };
 use streamwatch_core::time::{Micros, format_micros};
-use streamwatch_core::{AlertKind, PortError};
+use streamwatch_core::{AlertKind, AlertRecord, PortError};
 
-use crate::alerts::DEFAULT_ALERT_TTL;
+use crate::alerts::{DEFAULT_ALERT_TTL, EmbeddedAlertOutbox, escape_rule, sequence_item_key};
 use crate::aws::classify;
 
 /// Hash key of a notification record.
@@ -45,8 +46,7 @@ pub fn notification_item_key(alert_id: &str) -> String {
 
 /// Hash key of a (rule, key) state; the rule is escaped so that the split is unambiguous.
 pub fn state_item_key(rule: &str, key: &str) -> String {
-    let rule = rule.replace('%', "%25").replace('#', "%23");
-    format!("#state#{rule}#{key}")
+    format!("#state#{}#{key}", escape_rule(rule))
 }
 
 type Item = HashMap<String, AttributeValue>;
@@ -143,6 +143,9 @@ pub fn state_item(state: &AlertState, now: SystemTime, ttl: Duration) -> Item {
     ]);
     if let Some(t) = state.last_notified_micros {
         item.insert("last_notified_micros".into(), n(t));
+    }
+    if let Some(seq) = state.decided_seq {
+        item.insert("decided_seq".into(), n(seq));
     }
     item
 }
@@ -257,6 +260,7 @@ pub fn state_from_item(item: &Item) -> Result<AlertState, PortError> {
         last_notified_micros: r.opt_n("last_notified_micros")?,
         last_event_micros: r.n("last_event_micros")?,
         episode_alerts: r.n("episode_alerts")?,
+        decided_seq: r.opt_n("decided_seq")?,
         version: r.n("version")?,
     })
 }
@@ -513,12 +517,29 @@ impl AlertStateStore for DynamoDbAlertStateStore {
             Ok(_) => Ok(()),
         }
     }
+
+    async fn sequenced_alert(
+        &self,
+        rule: &str,
+        key: &str,
+        seq: u64,
+    ) -> Result<Option<AlertRecord>, PortError> {
+        let item = self
+            .get(
+                "dynamodb.GetItem(sequence)",
+                sequence_item_key(rule, key, seq),
+            )
+            .await?;
+        Ok(item.as_ref().and_then(crate::alerts::alert_from_item))
+    }
 }
 
 /// In-memory store with the DynamoDB one's semantics.
 #[derive(Debug, Default)]
 pub struct EmbeddedAlertStateStore {
     inner: Mutex<Embedded>,
+    /// The outbox whose per-key sequence the alerter follows (the same table in DynamoDB).
+    outbox: Option<std::sync::Arc<EmbeddedAlertOutbox>>,
 }
 
 #[derive(Debug, Default)]
@@ -532,6 +553,15 @@ struct Embedded {
 impl EmbeddedAlertStateStore {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A store that reads the outbox's alerts by per-key sequence number, as the DynamoDB
+    /// store reads them from the alerts table it shares with the outbox.
+    pub fn with_outbox(outbox: std::sync::Arc<EmbeddedAlertOutbox>) -> Self {
+        Self {
+            outbox: Some(outbox),
+            ..Self::default()
+        }
     }
 
     /// Every notification record, by alert id.
@@ -654,5 +684,17 @@ impl AlertStateStore for EmbeddedAlertStateStore {
             }
         }
         Ok(())
+    }
+
+    async fn sequenced_alert(
+        &self,
+        rule: &str,
+        key: &str,
+        seq: u64,
+    ) -> Result<Option<AlertRecord>, PortError> {
+        Ok(self
+            .outbox
+            .as_ref()
+            .and_then(|o| o.sequenced(rule, key, seq)))
     }
 }

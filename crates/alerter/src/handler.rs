@@ -156,6 +156,15 @@ pub struct BatchReport {
 }
 
 impl BatchReport {
+    fn count_sent(&mut self, kind: NotificationKind) {
+        match kind {
+            NotificationKind::Firing => self.firing += 1,
+            NotificationKind::Reminder => self.reminders += 1,
+            NotificationKind::Resolved => self.resolved += 1,
+            NotificationKind::Event => self.events += 1,
+        }
+    }
+
     /// Notifications this invocation published.
     pub fn sent(&self) -> usize {
         self.firing + self.reminders + self.resolved + self.events
@@ -284,8 +293,9 @@ where
                 error!(event_id, sequence, reason, "malformed alert record skipped");
                 continue;
             }
-            StreamItem::Alert(alert) => alert,
+            StreamItem::Alert(alert, seq) => (alert, seq),
         };
+        let (alert, seq) = alert;
         let Some(sequence) = sequence else {
             // Without a sequence number the record cannot be reported for a retry.
             report.malformed += 1;
@@ -297,14 +307,15 @@ where
             continue;
         };
         report.alerts += 1;
-        match process_alert(deps, &alert, invocation).await {
+        let mut earlier = Vec::new();
+        let result = process_alert(deps, &alert, seq, invocation, &mut earlier).await;
+        for (id, kind) in earlier {
+            report.count_sent(kind);
+            info!(alert_id = id, rule = alert.rule, key = alert.key, state = kind.as_str(), seq, "notification sent for an earlier alert of the key (caught up)");
+        }
+        match result {
             Ok(Processed::Sent { kind, lease_lost }) => {
-                match kind {
-                    NotificationKind::Firing => report.firing += 1,
-                    NotificationKind::Reminder => report.reminders += 1,
-                    NotificationKind::Resolved => report.resolved += 1,
-                    NotificationKind::Event => report.events += 1,
-                }
+                report.count_sent(kind);
                 if lease_lost {
                     report.lease_lost += 1;
                     warn!(
@@ -378,7 +389,117 @@ where
     }
 }
 
+/// Brings one alert to a final state. A numbered alert (see `streamwatch_adapters::alerts`)
+/// is decided only after every earlier alert of its key, in the outbox's order: those the
+/// stream has not delivered yet are read from the outbox, decided and sent first (their
+/// ids and kinds pushed to `earlier`), so the key's notifications are the ones in-order
+/// delivery sends, whatever order the stream's shards deliver in.
 async fn process_alert<S, N, C>(
+    deps: &Deps<S, N, C>,
+    alert: &AlertRecord,
+    seq: Option<u64>,
+    owner: &str,
+    earlier: &mut Vec<(String, NotificationKind)>,
+) -> Result<Processed, AlertError>
+where
+    S: AlertStateStore,
+    N: Notifier,
+    C: Clock,
+{
+    if let (Some(seq), AlertKind::Firing | AlertKind::Resolved) = (seq, alert.kind) {
+        let before = catch_up(deps, alert, seq).await?;
+        for previous in before {
+            if let Processed::Sent { kind, .. } = deliver(deps, &previous, owner).await? {
+                earlier.push((previous.id.clone(), kind));
+            }
+        }
+    }
+    deliver(deps, alert, owner).await
+}
+
+/// At most this many earlier alerts of a key are read back by number for one alert: a key
+/// whose state expired while its alerts stayed restarts its order this far back.
+const MAX_CATCH_UP: u64 = 1_000;
+
+/// Decides, in the key's order, every alert of `alert`'s key numbered up to `seq` that is
+/// not decided yet (ending with `alert` itself). Returns the earlier ones this call
+/// decided to notify about, in order, still to be sent.
+async fn catch_up<S, N, C>(
+    deps: &Deps<S, N, C>,
+    alert: &AlertRecord,
+    seq: u64,
+) -> Result<Vec<AlertRecord>, AlertError>
+where
+    S: AlertStateStore,
+    N: Notifier,
+    C: Clock,
+{
+    let policy = &deps.settings.retry;
+    let repeat = micros(deps.settings.repeat_interval);
+    let mut to_send = Vec::new();
+    // Numbers below this are settled for this call: decided by someone, or gone.
+    let mut floor = seq.saturating_sub(MAX_CATCH_UP).max(1);
+    let mut rounds = 0;
+    loop {
+        let state = retry(policy, || deps.store.state(&alert.rule, &alert.key)).await?;
+        let next = match state.as_ref().map(|s| s.decided_seq) {
+            // No state yet: the key's first alerts may still be on their way.
+            None => floor,
+            // A state from before alerts were numbered: nothing earlier can be found.
+            Some(None) => seq,
+            Some(Some(decided)) => (decided + 1).max(floor),
+        };
+        if next > seq {
+            return Ok(to_send);
+        }
+        let current = if next == seq {
+            alert.clone()
+        } else {
+            match retry(policy, || {
+                deps.store.sequenced_alert(&alert.rule, &alert.key, next)
+            })
+            .await?
+            {
+                Some(current) => current,
+                None => {
+                    warn!(rule = alert.rule, key = alert.key, seq = next, "an earlier alert of the key is gone from the outbox (expired?); deciding without it");
+                    floor = next + 1;
+                    continue;
+                }
+            }
+        };
+        let mut transition = decide(state.as_ref(), &current, repeat);
+        if let Some(next_state) = transition.next.as_mut() {
+            next_state.decided_seq = Some(next);
+        }
+        let record = NotificationRecord::decided(&current, &transition, deps.clock.now_micros());
+        let expected = state.as_ref().map(|s| s.version);
+        let outcome = retry(policy, || {
+            deps.store
+                .record(&record, transition.next.as_ref(), expected)
+        })
+        .await?;
+        match outcome {
+            RecordOutcome::Recorded => {
+                if next < seq && record.kind().is_some() {
+                    to_send.push(current);
+                }
+                floor = next + 1;
+            }
+            // Decided before numbers were kept in the state: settled, move on.
+            RecordOutcome::AlreadyDecided => floor = next + 1,
+            RecordOutcome::StateChanged => {
+                rounds += 1;
+                if rounds > MAX_ROUNDS {
+                    return Err(AlertError::Contention { rounds });
+                }
+            }
+        }
+    }
+}
+
+/// Decides (unless decided already) and sends one alert: claim, publish, mark sent.
+async fn deliver<S, N, C>(
     deps: &Deps<S, N, C>,
     alert: &AlertRecord,
     owner: &str,
