@@ -33,7 +33,8 @@ fn severe_ids(expected_jsonl: &str) -> BTreeMap<String, usize> {
             .unwrap();
         let row: Value = serde_json::from_slice(&data).unwrap();
         if row["Severity"].as_i64().unwrap() >= 4 {
-            *ids.entry(row["ID"].as_str().unwrap().to_owned()).or_insert(0) += 1;
+            *ids.entry(row["ID"].as_str().unwrap().to_owned())
+                .or_insert(0) += 1;
         }
     }
     ids
@@ -116,7 +117,10 @@ async fn stream_records(streams: &aws_sdk_dynamodbstreams::Client, arn: &str) ->
 async fn kpl_and_plain_batches_sharing_accidents_send_one_email_per_severe_accident() {
     let kpl_ids = severe_ids("kinesis-accidents-kpl.expected.jsonl");
     let plain_ids = severe_ids("kinesis-accidents-plain.expected.jsonl");
-    let shared = plain_ids.keys().filter(|id| kpl_ids.contains_key(*id)).count();
+    let shared = plain_ids
+        .keys()
+        .filter(|id| kpl_ids.contains_key(*id))
+        .count();
     let expected: BTreeSet<String> = kpl_ids.keys().chain(plain_ids.keys()).cloned().collect();
     // The fixtures overlap: the test means something only if they do.
     assert!(shared > 0, "the fixtures share no severe accident");
@@ -151,8 +155,7 @@ async fn kpl_and_plain_batches_sharing_accidents_send_one_email_per_severe_accid
         sink: EmbeddedMetricSink::new(),
         outbox: DynamoDbAlertOutbox::new(ddb.clone(), "alerts"),
     };
-    let kpl: KinesisEvent =
-        serde_json::from_slice(&fixture("kinesis-accidents-kpl.json")).unwrap();
+    let kpl: KinesisEvent = serde_json::from_slice(&fixture("kinesis-accidents-kpl.json")).unwrap();
     let plain: KinesisEvent =
         serde_json::from_slice(&fixture("kinesis-accidents-plain.json")).unwrap();
     let mut written = 0;
@@ -165,14 +168,12 @@ async fn kpl_and_plain_batches_sharing_accidents_send_one_email_per_severe_accid
     assert_eq!(written, expected.len());
 
     // The alerts table's stream: exactly one alert INSERT per severe accident.
-    let records = stream_records(
-        &aws_sdk_dynamodbstreams::Client::new(&config),
-        &arn,
-    )
-    .await;
+    let records = stream_records(&aws_sdk_dynamodbstreams::Client::new(&config), &arn).await;
     let alert_inserts: Vec<&Value> = records
         .iter()
-        .filter(|r| r["eventName"] == "INSERT" && r["dynamodb"]["NewImage"]["record_type"]["S"] == "alert")
+        .filter(|r| {
+            r["eventName"] == "INSERT" && r["dynamodb"]["NewImage"]["record_type"]["S"] == "alert"
+        })
         .collect();
     assert_eq!(alert_inserts.len(), expected.len());
 

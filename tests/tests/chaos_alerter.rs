@@ -72,6 +72,7 @@ async fn chaos_run(retries: SdkRetries, default_records: usize) {
                 base_delay: Duration::from_millis(2),
                 max_delay: Duration::from_millis(20),
             },
+            max_attempts: 20,
         },
     };
 

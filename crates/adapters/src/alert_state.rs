@@ -18,6 +18,10 @@
 //!   `suppressed`), `owner`?, `lease_until`? (epoch micros), `attempts`, `message_id`?,
 //!   `sent_at`? (epoch micros), `decided_at` (epoch micros), `ttl`.
 //!
+//!   While a notification is not sent (`pending`, `sending`, `failed`) it also has
+//!   `pending_bucket = "unsent"` and `pending_since` (= `decided_at`): the keys of the sparse
+//!   index [`PENDING_INDEX`], which recovery queries instead of scanning the table.
+//!
 //! Both have `record_type` other than `alert`, so the alerter's stream filter never
 //! delivers them back to it (and the handler ignores them if it did).
 
@@ -38,6 +42,11 @@ use streamwatch_core::{AlertKind, AlertRecord, PortError};
 
 use crate::alerts::{DEFAULT_ALERT_TTL, EmbeddedAlertOutbox, escape_rule, sequence_item_key};
 use crate::aws::classify;
+
+/// The sparse global secondary index of unsent notifications (hash `pending_bucket`, range
+/// `pending_since`). One bucket: unsent notifications are few (a failure's backlog).
+pub const PENDING_INDEX: &str = "pending-notifications";
+const PENDING_BUCKET: &str = "unsent";
 
 /// Hash key of a notification record.
 pub fn notification_item_key(alert_id: &str) -> String {
@@ -114,7 +123,13 @@ pub fn notification_item(record: &NotificationRecord, now: SystemTime, ttl: Dura
             item.insert("message_id".into(), s(message_id));
             item.insert("sent_at".into(), n(sent_at_micros));
         }
-        NotificationStatus::Pending | NotificationStatus::Suppressed => {}
+        NotificationStatus::Pending
+        | NotificationStatus::Suppressed
+        | NotificationStatus::Failed => {}
+    }
+    if record.status.is_unsent() {
+        item.insert("pending_bucket".into(), s(PENDING_BUCKET));
+        item.insert("pending_since".into(), n(record.decided_at_micros));
     }
     item
 }
@@ -230,6 +245,7 @@ pub fn notification_from_item(item: &Item) -> Result<NotificationRecord, PortErr
             sent_at_micros: r.n("sent_at")?,
         },
         "suppressed" => NotificationStatus::Suppressed,
+        "failed" => NotificationStatus::Failed,
         other => return Err(r.err(format!("unknown status {other}"))),
     };
     Ok(NotificationRecord {
@@ -470,7 +486,8 @@ impl AlertStateStore for DynamoDbAlertStateStore {
             .table_name(&self.table)
             .key("alert_id", s(notification_item_key(alert_id)))
             .update_expression(
-                "SET #status = :sent, message_id = :mid, sent_at = :now REMOVE #lease",
+                "SET #status = :sent, message_id = :mid, sent_at = :now \
+                 REMOVE #lease, pending_bucket, pending_since",
             )
             // The second branch makes a retry idempotent: when the first attempt was
             // applied but its response lost, the item is already ours and sent.
@@ -516,6 +533,92 @@ impl AlertStateStore for DynamoDbAlertStateStore {
             Err(e) => Err(classify("dynamodb.UpdateItem(release)", e)),
             Ok(_) => Ok(()),
         }
+    }
+
+    async fn unsent(
+        &self,
+        decided_before_micros: Micros,
+        limit: usize,
+    ) -> Result<Vec<NotificationRecord>, PortError> {
+        let mut out = Vec::new();
+        let mut start = None;
+        loop {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(PENDING_INDEX)
+                .key_condition_expression("pending_bucket = :b AND pending_since < :before")
+                .expression_attribute_values(":b", s(PENDING_BUCKET))
+                .expression_attribute_values(":before", n(decided_before_micros))
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| classify("dynamodb.Query(pending-notifications)", e))?;
+            for item in page.items() {
+                // The index may lag: skip what is sent already.
+                let record = notification_from_item(item)?;
+                if record.status.is_unsent() && out.len() < limit {
+                    out.push(record);
+                }
+            }
+            start = page.last_evaluated_key;
+            if start.is_none() || out.len() >= limit {
+                return Ok(out);
+            }
+        }
+    }
+
+    async fn mark_failed(&self, alert_id: &str, now_micros: Micros) -> Result<bool, PortError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("alert_id", s(notification_item_key(alert_id)))
+            .update_expression("SET #status = :failed REMOVE #lease")
+            .condition_expression("#status = :pending OR (#status = :sending AND #lease < :now)")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_names("#lease", "lease_until")
+            .expression_attribute_values(":failed", s("failed"))
+            .expression_attribute_values(":pending", s("pending"))
+            .expression_attribute_values(":sending", s("sending"))
+            .expression_attribute_values(":now", n(now_micros))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e) if is_condition_failure(&e) => Ok(false),
+            Err(e) => Err(classify("dynamodb.UpdateItem(mark_failed)", e)),
+        }
+    }
+
+    async fn redrive(&self, alert_id: &str) -> Result<bool, PortError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("alert_id", s(notification_item_key(alert_id)))
+            .update_expression("SET #status = :pending, #attempts = :zero")
+            .condition_expression("#status = :failed OR #status = :pending")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_names("#attempts", "attempts")
+            .expression_attribute_values(":failed", s("failed"))
+            .expression_attribute_values(":pending", s("pending"))
+            .expression_attribute_values(":zero", n(0))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e) if is_condition_failure(&e) => Ok(false),
+            Err(e) => Err(classify("dynamodb.UpdateItem(redrive)", e)),
+        }
+    }
+
+    async fn alert(&self, alert_id: &str) -> Result<Option<AlertRecord>, PortError> {
+        let item = self
+            .get("dynamodb.GetItem(alert)", alert_id.to_owned())
+            .await?;
+        Ok(item.as_ref().and_then(crate::alerts::alert_from_item))
     }
 
     async fn sequenced_alert(
@@ -633,7 +736,9 @@ impl AlertStateStore for EmbeddedAlertStateStore {
                 owner: holder,
                 lease_until_micros: until,
             } => *until < now_micros || holder == owner,
-            NotificationStatus::Sent { .. } | NotificationStatus::Suppressed => false,
+            NotificationStatus::Sent { .. }
+            | NotificationStatus::Suppressed
+            | NotificationStatus::Failed => false,
         };
         if !claimable {
             return Ok(ClaimOutcome::NotClaimable);
@@ -684,6 +789,62 @@ impl AlertStateStore for EmbeddedAlertStateStore {
             }
         }
         Ok(())
+    }
+
+    async fn unsent(
+        &self,
+        decided_before_micros: Micros,
+        limit: usize,
+    ) -> Result<Vec<NotificationRecord>, PortError> {
+        let mut out: Vec<NotificationRecord> = self
+            .lock()
+            .notifications
+            .values()
+            .filter(|r| r.status.is_unsent() && r.decided_at_micros < decided_before_micros)
+            .cloned()
+            .collect();
+        out.sort_by_key(|r| r.decided_at_micros);
+        out.truncate(limit);
+        Ok(out)
+    }
+
+    async fn mark_failed(&self, alert_id: &str, now_micros: Micros) -> Result<bool, PortError> {
+        let mut inner = self.lock();
+        let Some(record) = inner.notifications.get_mut(alert_id) else {
+            return Ok(false);
+        };
+        let expired = match &record.status {
+            NotificationStatus::Pending => true,
+            NotificationStatus::Sending {
+                lease_until_micros, ..
+            } => *lease_until_micros < now_micros,
+            _ => false,
+        };
+        if expired {
+            record.status = NotificationStatus::Failed;
+        }
+        Ok(expired)
+    }
+
+    async fn redrive(&self, alert_id: &str) -> Result<bool, PortError> {
+        let mut inner = self.lock();
+        match inner.notifications.get_mut(alert_id) {
+            Some(record)
+                if matches!(
+                    record.status,
+                    NotificationStatus::Failed | NotificationStatus::Pending
+                ) =>
+            {
+                record.status = NotificationStatus::Pending;
+                record.attempts = 0;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn alert(&self, alert_id: &str) -> Result<Option<AlertRecord>, PortError> {
+        Ok(self.outbox.as_ref().and_then(|o| o.get(alert_id)))
     }
 
     async fn sequenced_alert(

@@ -26,10 +26,10 @@ use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, PutRequest, WriteRequest};
-use streamwatch_core::time::format_micros;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, PutRequest, WriteRequest};
 use aws_sdk_dynamodb::types::{Put, TransactWriteItem};
+use streamwatch_core::time::format_micros;
 use streamwatch_core::{AlertKind, AlertOutbox, AlertRecord, PortError, PutOutcome};
 
 use crate::aws::classify;
@@ -353,7 +353,9 @@ impl DynamoDbAlertOutbox {
                 if code(0) == "ConditionalCheckFailed" {
                     return Ok(PutOutcome::AlreadyExists);
                 }
-                if (0..3).any(|i| matches!(code(i), "ConditionalCheckFailed" | "TransactionConflict")) {
+                if (0..3)
+                    .any(|i| matches!(code(i), "ConditionalCheckFailed" | "TransactionConflict"))
+                {
                     continue; // another writer took this number: read the head again
                 }
             }
@@ -508,6 +510,15 @@ impl EmbeddedAlertOutbox {
     /// Every alert written, in write order.
     pub fn alerts(&self) -> Vec<AlertRecord> {
         self.lock().alerts.clone()
+    }
+
+    /// The alert with this id, if written.
+    pub fn get(&self, alert_id: &str) -> Option<AlertRecord> {
+        self.lock()
+            .alerts
+            .iter()
+            .find(|a| a.id == alert_id)
+            .cloned()
     }
 
     /// The per-key sequence number the outbox gave an alert, as its item's `key_seq`.

@@ -112,6 +112,9 @@ pub struct Settings {
     pub claim_lease: Duration,
     pub claim_wait: Duration,
     pub retry: RetryPolicy,
+    /// Claims of one notification (stream deliveries, recovery sweeps) before recovery gives
+    /// it up as `failed` (counted in `NotificationsFailed`, alarmed; `alerts redrive` resets).
+    pub max_attempts: u32,
 }
 
 impl Default for Settings {
@@ -121,6 +124,7 @@ impl Default for Settings {
             claim_lease: Duration::from_secs(30),
             claim_wait: Duration::from_secs(20),
             retry: RetryPolicy::default(),
+            max_attempts: 20,
         }
     }
 }
@@ -151,6 +155,8 @@ pub struct BatchReport {
     pub lease_lost: usize,
     /// Alerts that failed (0 or 1: the batch stops at the first one).
     pub failed: usize,
+    /// Notifications SNS refused permanently: left pending for the recovery schedule.
+    pub unsent: usize,
     /// Records not looked at because an earlier one failed (Lambda redelivers them).
     pub not_processed: usize,
 }
@@ -183,6 +189,7 @@ impl BatchReport {
             ("Duplicates", self.duplicates),
             ("LeaseLost", self.lease_lost),
             ("Failed", self.failed),
+            ("Unsent", self.unsent),
         ];
         let mut line = serde_json::json!({
             "_aws": {
@@ -209,6 +216,9 @@ impl BatchReport {
 pub enum AlertError {
     #[error(transparent)]
     Port(#[from] PortError),
+    /// SNS refused the message; the notification stays pending in the table.
+    #[error("publish: {0}")]
+    Publish(#[source] PortError),
     #[error("another invocation ({owner}) holds the claim until {}", format_micros(*until))]
     InProgress { owner: String, until: Micros },
     #[error("the alert's state kept changing during {rounds} rounds")]
@@ -217,7 +227,7 @@ pub enum AlertError {
 
 /// How one alert ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Processed {
+pub(crate) enum Processed {
     Sent {
         kind: NotificationKind,
         lease_lost: bool,
@@ -311,7 +321,14 @@ where
         let result = process_alert(deps, &alert, seq, invocation, &mut earlier).await;
         for (id, kind) in earlier {
             report.count_sent(kind);
-            info!(alert_id = id, rule = alert.rule, key = alert.key, state = kind.as_str(), seq, "notification sent for an earlier alert of the key (caught up)");
+            info!(
+                alert_id = id,
+                rule = alert.rule,
+                key = alert.key,
+                state = kind.as_str(),
+                seq,
+                "notification sent for an earlier alert of the key (caught up)"
+            );
         }
         match result {
             Ok(Processed::Sent { kind, lease_lost }) => {
@@ -346,11 +363,18 @@ where
                 report.duplicates += 1;
                 debug!(alert_id = alert.id, sequence, "alert handled before");
             }
+            // A permanent refusal (a missing topic, a disabled KMS key) outlasts Lambda's
+            // retries; the notification is decided and stays pending in the table, where the
+            // recovery schedule resends it once SNS accepts again. The batch goes on.
+            Err(AlertError::Publish(err)) if !err.is_transient() => {
+                report.unsent += 1;
+                error!(alert_id = alert.id, event_id, sequence, error = %err, "SNS refused the notification; left pending for the recovery schedule");
+            }
             Err(err) => {
                 report.failed += 1;
                 report.not_processed = event.records.len() - i - 1;
                 let transient = match &err {
-                    AlertError::Port(e) => e.is_transient(),
+                    AlertError::Port(e) | AlertError::Publish(e) => e.is_transient(),
                     AlertError::InProgress { .. } | AlertError::Contention { .. } => true,
                 };
                 if transient {
@@ -407,11 +431,14 @@ where
     C: Clock,
 {
     if let (Some(seq), AlertKind::Firing | AlertKind::Resolved) = (seq, alert.kind) {
-        let before = catch_up(deps, alert, seq).await?;
+        let (before, decided) = catch_up(deps, alert, seq).await?;
         for previous in before {
             if let Processed::Sent { kind, .. } = deliver(deps, &previous, owner).await? {
                 earlier.push((previous.id.clone(), kind));
             }
+        }
+        if let Some(Outcome::Suppressed(reason)) = decided.map(|r| r.outcome) {
+            return Ok(Processed::Suppressed(reason));
         }
     }
     deliver(deps, alert, owner).await
@@ -423,12 +450,13 @@ const MAX_CATCH_UP: u64 = 1_000;
 
 /// Decides, in the key's order, every alert of `alert`'s key numbered up to `seq` that is
 /// not decided yet (ending with `alert` itself). Returns the earlier ones this call
-/// decided to notify about, in order, still to be sent.
+/// decided to notify about, in order, still to be sent, and `alert`'s decision if this
+/// call made it.
 async fn catch_up<S, N, C>(
     deps: &Deps<S, N, C>,
     alert: &AlertRecord,
     seq: u64,
-) -> Result<Vec<AlertRecord>, AlertError>
+) -> Result<(Vec<AlertRecord>, Option<NotificationRecord>), AlertError>
 where
     S: AlertStateStore,
     N: Notifier,
@@ -437,6 +465,7 @@ where
     let policy = &deps.settings.retry;
     let repeat = micros(deps.settings.repeat_interval);
     let mut to_send = Vec::new();
+    let mut decided = None;
     // Numbers below this are settled for this call: decided by someone, or gone.
     let mut floor = seq.saturating_sub(MAX_CATCH_UP).max(1);
     let mut rounds = 0;
@@ -450,7 +479,7 @@ where
             Some(Some(decided)) => (decided + 1).max(floor),
         };
         if next > seq {
-            return Ok(to_send);
+            return Ok((to_send, decided));
         }
         let current = if next == seq {
             alert.clone()
@@ -462,7 +491,12 @@ where
             {
                 Some(current) => current,
                 None => {
-                    warn!(rule = alert.rule, key = alert.key, seq = next, "an earlier alert of the key is gone from the outbox (expired?); deciding without it");
+                    warn!(
+                        rule = alert.rule,
+                        key = alert.key,
+                        seq = next,
+                        "an earlier alert of the key is gone from the outbox (expired?); deciding without it"
+                    );
                     floor = next + 1;
                     continue;
                 }
@@ -484,6 +518,9 @@ where
                 if next < seq && record.kind().is_some() {
                     to_send.push(current);
                 }
+                if next == seq {
+                    decided = Some(record);
+                }
                 floor = next + 1;
             }
             // Decided before numbers were kept in the state: settled, move on.
@@ -499,7 +536,7 @@ where
 }
 
 /// Decides (unless decided already) and sends one alert: claim, publish, mark sent.
-async fn deliver<S, N, C>(
+pub(crate) async fn deliver<S, N, C>(
     deps: &Deps<S, N, C>,
     alert: &AlertRecord,
     owner: &str,
@@ -539,7 +576,10 @@ where
         };
         let now = deps.clock.now_micros();
         match &record.status {
-            NotificationStatus::Sent { .. } | NotificationStatus::Suppressed => {
+            // Failed: given up on after its attempts; only a redrive makes it pending again.
+            NotificationStatus::Sent { .. }
+            | NotificationStatus::Suppressed
+            | NotificationStatus::Failed => {
                 return Ok(Processed::Duplicate);
             }
             NotificationStatus::Sending {
@@ -587,7 +627,7 @@ where
                 if let Err(release) = deps.store.release(&alert.id, owner).await {
                     warn!(alert_id = alert.id, error = %release, "could not release the claim; it expires with its lease");
                 }
-                return Err(err.into());
+                return Err(AlertError::Publish(err));
             }
         };
         // If this fails, the message is out but not marked: the lease expires and the

@@ -195,17 +195,33 @@ async fn a_transient_failure_recording_the_decision_is_retried() {
 }
 
 #[tokio::test]
-async fn a_permanent_failure_is_not_retried_in_the_invocation_but_reported() {
+async fn a_permanent_failure_is_not_retried_but_left_pending_for_recovery() {
     let mut deps = deps();
     deps.notifier.permanent = true;
     deps.notifier.fail_next.store(1, Ordering::SeqCst);
-    let event = event(ACCIDENT);
-    let (response, _) = process(&deps, &event, "inv-1").await;
-    assert_eq!(response.batch_item_failures.len(), 1);
-    assert_eq!(deps.notifier.calls.load(Ordering::SeqCst), 1);
-    let (response, _) = process(&deps, &event, "inv-2").await;
+    let event = batch(&[ACCIDENT, FIRING]);
+    let (response, report) = process(&deps, &event, "inv-1").await;
+    // Lambda's retries cannot help (a missing topic, a disabled key): the batch goes on.
     assert!(response.batch_item_failures.is_empty());
-    assert_eq!(deps.notifier.published().len(), 1);
+    assert_eq!((report.unsent, report.firing), (1, 1));
+    assert_eq!(deps.notifier.calls.load(Ordering::SeqCst), 2);
+    let accident = deps
+        .store
+        .inner
+        .notifications()
+        .into_iter()
+        .find(|r| r.alert_kind == AlertKind::Event)
+        .unwrap();
+    assert_eq!(accident.status, NotificationStatus::Pending);
+    // A redelivery of the record claims and sends it; so does recovery (tests/recovery.rs).
+    deps.clock.advance(Duration::from_secs(60));
+    let (_, report) = process(&deps, &event, "inv-2").await;
+    assert_eq!(
+        report.sent(),
+        1,
+        "the pending one is claimable by a redelivery too"
+    );
+    assert_eq!(deps.notifier.published().len(), 2);
 }
 
 #[tokio::test]

@@ -348,7 +348,11 @@ fn any_interleaving_sends_what_in_order_delivery_sends_on_moto() {
                     .enumerate()
                     .map(|(i, a)| {
                         let item = &items[&a.id];
-                        assert_eq!(item_seq(item), Some(i as u64 + 1), "numbered in write order");
+                        assert_eq!(
+                            item_seq(item),
+                            Some(i as u64 + 1),
+                            "numbered in write order"
+                        );
                         item_record(item, i as u64)
                     })
                     .collect();
@@ -361,7 +365,10 @@ fn any_interleaving_sends_what_in_order_delivery_sends_on_moto() {
                     .await;
                     prop_assert!(response.batch_item_failures.is_empty());
                 }
-                expected.lock().unwrap().push((key, in_order(&history, REPEAT)));
+                expected
+                    .lock()
+                    .unwrap()
+                    .push((key, in_order(&history, REPEAT)));
                 Ok(())
             })
         })

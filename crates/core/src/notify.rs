@@ -289,6 +289,9 @@ pub enum NotificationStatus {
     },
     /// Never published; the outcome says why.
     Suppressed,
+    /// Given up after the configured number of attempts: stays listed (`streamwatch alerts
+    /// list --pending`) until `streamwatch alerts redrive` makes it pending again.
+    Failed,
 }
 
 impl NotificationStatus {
@@ -298,7 +301,13 @@ impl NotificationStatus {
             Self::Sending { .. } => "sending",
             Self::Sent { .. } => "sent",
             Self::Suppressed => "suppressed",
+            Self::Failed => "failed",
         }
+    }
+
+    /// Not sent and not suppressed: what recovery looks for.
+    pub fn is_unsent(&self) -> bool {
+        matches!(self, Self::Pending | Self::Sending { .. } | Self::Failed)
     }
 }
 
@@ -432,6 +441,33 @@ pub trait AlertStateStore: Send + Sync {
         alert_id: &str,
         owner: &str,
     ) -> impl Future<Output = Result<(), PortError>> + Send;
+
+    /// Notifications not sent yet (pending, sending, failed) decided before
+    /// `decided_before_micros`, oldest first, at most `limit`. From an index, so it may
+    /// lag a write by a moment; every action on what it returns is conditional anyway.
+    fn unsent(
+        &self,
+        decided_before_micros: Micros,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<NotificationRecord>, PortError>> + Send;
+
+    /// `pending`, or `sending` with an expired lease, → `failed`: given up on. `false` when
+    /// the notification was not in such a state (sent meanwhile, claimed by someone live).
+    fn mark_failed(
+        &self,
+        alert_id: &str,
+        now_micros: Micros,
+    ) -> impl Future<Output = Result<bool, PortError>> + Send;
+
+    /// `failed` (or `pending`) → `pending` with the attempts reset: an operator's redrive.
+    /// `false` when the notification is in another state (sent, suppressed, live claim).
+    fn redrive(&self, alert_id: &str) -> impl Future<Output = Result<bool, PortError>> + Send;
+
+    /// The alert record itself (the outbox's item), to render a notification again.
+    fn alert(
+        &self,
+        alert_id: &str,
+    ) -> impl Future<Output = Result<Option<AlertRecord>, PortError>> + Send;
 
     /// The `seq`-th alert the outbox wrote for (rule, key) (strongly consistent); `None`
     /// when it is gone (expired) or the store cannot see the outbox.

@@ -32,7 +32,11 @@ impl AlertStream {
 
     /// Stream records for alerts just written (in write order), with the per-key sequence
     /// number the outbox gave each (`seq_of`), as the table's items carry it.
-    pub fn records(&mut self, alerts: &[AlertRecord], seq_of: impl Fn(&AlertRecord) -> Option<u64>) -> Vec<EventRecord> {
+    pub fn records(
+        &mut self,
+        alerts: &[AlertRecord],
+        seq_of: impl Fn(&AlertRecord) -> Option<u64>,
+    ) -> Vec<EventRecord> {
         alerts
             .iter()
             .filter_map(|alert| {

@@ -180,6 +180,7 @@ pub fn settings() -> Settings {
             base_delay: Duration::from_millis(1),
             max_delay: Duration::from_millis(5),
         },
+        max_attempts: 20,
     }
 }
 
@@ -317,6 +318,26 @@ impl AlertStateStore for FaultyStore {
 
     async fn release(&self, alert_id: &str, owner: &str) -> Result<(), PortError> {
         self.inner.release(alert_id, owner).await
+    }
+
+    async fn unsent(
+        &self,
+        decided_before_micros: Micros,
+        limit: usize,
+    ) -> Result<Vec<NotificationRecord>, PortError> {
+        self.inner.unsent(decided_before_micros, limit).await
+    }
+
+    async fn mark_failed(&self, alert_id: &str, now_micros: Micros) -> Result<bool, PortError> {
+        self.inner.mark_failed(alert_id, now_micros).await
+    }
+
+    async fn redrive(&self, alert_id: &str) -> Result<bool, PortError> {
+        self.inner.redrive(alert_id).await
+    }
+
+    async fn alert(&self, alert_id: &str) -> Result<Option<AlertRecord>, PortError> {
+        self.inner.alert(alert_id).await
     }
 
     async fn sequenced_alert(
