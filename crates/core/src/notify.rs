@@ -930,40 +930,26 @@ fn truncate_chars(s: &str, max: usize) -> String {
 }
 
 /// One line of printable ASCII, at most `max` characters: what SNS accepts as a subject
-/// (and what every SMS alphabet can carry). Common symbols are spelled out, other
-/// non-ASCII characters become `?`, runs of whitespace and control characters one space.
+/// (and what every SMS alphabet can carry). Non-ASCII characters are folded as CloudWatch
+/// dimension values are ([`crate::ascii`]: `San José` → `San Jose`), runs of whitespace
+/// and control characters become one space.
 pub fn ascii_line(s: &str, max: usize) -> String {
     let mut out = String::with_capacity(s.len().min(max));
     let mut space = false;
     for c in s.chars() {
-        let text: &str = match c {
-            c if c.is_whitespace() || c.is_control() => {
-                space = !out.is_empty();
-                continue;
-            }
-            '≥' => ">=",
-            '≤' => "<=",
-            '≠' => "!=",
-            '–' | '—' | '−' => "-",
-            '‘' | '’' => "'",
-            '“' | '”' => "\"",
-            '…' => "...",
-            '°' => " deg",
-            c if c.is_ascii() => {
-                if space {
-                    out.push(' ');
-                    space = false;
-                }
-                out.push(c);
-                continue;
-            }
-            _ => "?",
-        };
+        if c.is_whitespace() || c.is_control() {
+            space = !out.is_empty();
+            continue;
+        }
         if space {
             out.push(' ');
             space = false;
         }
-        out.push_str(text);
+        if c.is_ascii() {
+            out.push(c);
+        } else {
+            out.push_str(crate::ascii::fold_char(c).unwrap_or("?"));
+        }
     }
     if out.len() > max {
         // Everything is ASCII now, so byte and char positions agree.
@@ -1141,8 +1127,8 @@ mod tests {
     #[test]
     fn subjects_are_short_ascii_lines() {
         assert_eq!(
-            ascii_line("a\n b\t\tc ≥ 5 – Zürich", 99),
-            "a b c >= 5 - Z?rich"
+            ascii_line("a\n b\t\tc ≥ 5 – Zürich, San José 東", 99),
+            "a b c >= 5 - Zurich, San Jose ?"
         );
         let long = ascii_line(&"x".repeat(500), MAX_SUBJECT_CHARS);
         assert_eq!(long.len(), MAX_SUBJECT_CHARS);
