@@ -73,6 +73,7 @@ async fn chaos_run(retries: SdkRetries, default_records: usize) {
                 max_delay: Duration::from_millis(20),
             },
             max_attempts: 20,
+            state_lifetime: std::time::Duration::from_secs(48 * 3600),
         },
     };
 

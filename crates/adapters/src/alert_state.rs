@@ -633,7 +633,9 @@ impl AlertStateStore for DynamoDbAlertStateStore {
                 sequence_item_key(rule, key, seq),
             )
             .await?;
-        Ok(item.as_ref().and_then(crate::alerts::alert_from_item))
+        Ok(item
+            .as_ref()
+            .and_then(crate::alerts::alert_from_sequence_item))
     }
 }
 

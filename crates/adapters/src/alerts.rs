@@ -15,7 +15,7 @@
 //! One key's alerts live under different hash keys, so they reach the alerter on different
 //! stream shards, in any order. The outbox therefore numbers them as it writes them: a
 //! transaction puts the alert (if new), an index item `#seq#<rule>#<key>#<n>`
-//! (`record_type = "sequence"`, the alert's JSON) and the head `#seqhead#<rule>#<key>`
+//! (`record_type = "sequence"`, the alert's JSON as `sequenced_alert`) and the head `#seqhead#<rule>#<key>`
 //! (`last = n`, conditional on the `last` it read). The alerter decides a key's alerts in
 //! that order, reading what the stream has not brought yet from the index items
 //! (`crates/alerter/src/handler.rs`). Per-event alerts have no per-key state and no
@@ -119,6 +119,12 @@ pub fn sequenced_alert_item(
 /// The per-key sequence number of an alert item, if it has one.
 pub fn item_seq(item: &HashMap<String, AttributeValue>) -> Option<u64> {
     item.get("key_seq")?.as_n().ok()?.parse().ok()
+}
+
+/// Reads an alert back from its sequence index item (`#seq#…`, see the module docs).
+pub fn alert_from_sequence_item(item: &HashMap<String, AttributeValue>) -> Option<AlertRecord> {
+    let json = item.get("sequenced_alert")?.as_s().ok()?;
+    serde_json::from_str(json).ok()
 }
 
 /// Reads an alert record back from its item (the `alert` attribute).
@@ -309,7 +315,8 @@ impl DynamoDbAlertOutbox {
                 ),
                 ("record_type".to_owned(), s("sequence")),
                 ("sequenced_alert_id".to_owned(), s(&alert.id)),
-                ("alert".to_owned(), s(&json)),
+                // Not `alert`: a scan for alert items must not find the alert twice.
+                ("sequenced_alert".to_owned(), s(&json)),
                 ("ttl".to_owned(), ttl.clone()),
             ]);
             let index_put = put(index, &self.table, "attribute_not_exists(alert_id)")?;

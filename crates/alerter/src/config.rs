@@ -33,6 +33,10 @@ pub struct Config {
     /// `MAX_SEND_ATTEMPTS` (default 20): claims of one notification before recovery gives it
     /// up as `failed` (metric `NotificationsFailed`; `streamwatch alerts redrive` resets it).
     pub max_send_attempts: u32,
+    /// `STATE_TTL_HOURS` (default 48, the window-aggregator's): a key's alert state is
+    /// forgotten after this much event time without an alert. One template parameter
+    /// (`KeyStateLifetimeHours`) sets both functions'.
+    pub state_lifetime: Duration,
 }
 
 impl Config {
@@ -78,7 +82,12 @@ impl Config {
                 "must be between 1 and 1000".into(),
             ));
         }
+        let ttl_hours: u64 = parsed_or(src, "STATE_TTL_HOURS", 48)?;
+        if ttl_hours == 0 {
+            return Err(invalid("STATE_TTL_HOURS", "must be at least 1".into()));
+        }
         Ok(Self {
+            state_lifetime: Duration::from_secs(ttl_hours * 3600),
             max_send_attempts: max_send,
             topic_arn: required(src, "TOPIC_ARN")?,
             alerts_table: required(src, "ALERTS_TABLE")?,
@@ -100,6 +109,7 @@ impl Config {
                 ..RetryPolicy::default()
             },
             max_attempts: self.max_send_attempts,
+            state_lifetime: self.state_lifetime,
         }
     }
 }

@@ -28,7 +28,8 @@ use lambda_runtime::LambdaEvent;
 use serde::Serialize;
 use streamwatch_core::notify::{
     AlertStateStore, ClaimOutcome, MarkOutcome, MessageContext, NotificationKind,
-    NotificationRecord, NotificationStatus, Notifier, Outcome, RecordOutcome, decide, render,
+    NotificationRecord, NotificationStatus, Notifier, Outcome, RecordOutcome, decide, expire,
+    render,
 };
 use streamwatch_core::time::{Micros, format_micros};
 use streamwatch_core::{AlertKind, AlertRecord, PortError};
@@ -112,6 +113,9 @@ pub struct Settings {
     pub claim_lease: Duration,
     pub claim_wait: Duration,
     pub retry: RetryPolicy,
+    /// Event time after a key's last alert when its state is forgotten (see
+    /// `streamwatch_core::notify::expire`); the window-aggregator's `STATE_TTL_HOURS`.
+    pub state_lifetime: Duration,
     /// Claims of one notification (stream deliveries, recovery sweeps) before recovery gives
     /// it up as `failed` (counted in `NotificationsFailed`, alarmed; `alerts redrive` resets).
     pub max_attempts: u32,
@@ -125,6 +129,7 @@ impl Default for Settings {
             claim_wait: Duration::from_secs(20),
             retry: RetryPolicy::default(),
             max_attempts: 20,
+            state_lifetime: Duration::from_secs(48 * 3600),
         }
     }
 }
@@ -471,6 +476,7 @@ where
     let mut rounds = 0;
     loop {
         let state = retry(policy, || deps.store.state(&alert.rule, &alert.key)).await?;
+        let lifetime = micros(deps.settings.state_lifetime);
         let next = match state.as_ref().map(|s| s.decided_seq) {
             // No state yet: the key's first alerts may still be on their way.
             None => floor,
@@ -502,7 +508,8 @@ where
                 }
             }
         };
-        let mut transition = decide(state.as_ref(), &current, repeat);
+        let seen = expire(state.clone(), &current, lifetime);
+        let mut transition = decide(seen.as_ref(), &current, repeat);
         if let Some(next_state) = transition.next.as_mut() {
             next_state.decided_seq = Some(next);
         }
@@ -663,7 +670,8 @@ where
             retry(policy, || deps.store.state(&alert.rule, &alert.key)).await?
         }
     };
-    let transition = decide(state.as_ref(), alert, repeat);
+    let seen = expire(state.clone(), alert, micros(deps.settings.state_lifetime));
+    let transition = decide(seen.as_ref(), alert, repeat);
     let record = NotificationRecord::decided(alert, &transition, deps.clock.now_micros());
     let expected = state.as_ref().map(|s| s.version);
     let outcome = retry(policy, || {

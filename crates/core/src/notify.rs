@@ -363,6 +363,30 @@ impl NotificationRecord {
     }
 }
 
+/// A (rule, key) state as the next decision must see it: forgotten (not firing, a fresh
+/// episode next) when the alert comes more than `lifetime_micros` of event time after the
+/// key's last alert — the same lifetime the window-aggregator keeps its per-key state, so
+/// a turbine silent that long while firing starts over in both instead of coming back as
+/// a REMINDER "firing for 3 days". The version and sequence are kept: the store's
+/// conditional write still applies.
+pub fn expire(
+    state: Option<AlertState>,
+    alert: &AlertRecord,
+    lifetime_micros: Micros,
+) -> Option<AlertState> {
+    let s = state?;
+    if alert.event_time_micros.saturating_sub(s.last_event_micros) <= lifetime_micros {
+        return Some(s);
+    }
+    Some(AlertState {
+        status: KeyStatus::Resolved,
+        since_micros: s.last_event_micros,
+        last_notified_micros: None,
+        episode_alerts: 0,
+        ..s
+    })
+}
+
 /// What [`AlertStateStore::record`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RecordOutcome {
@@ -1064,6 +1088,22 @@ mod tests {
         let next = decide(t.next.as_ref(), &window_alert(AlertKind::Firing, 3), MIN);
         assert_eq!(next.decision, Decision::Notify(NotificationKind::Firing));
         assert_eq!(next.next.as_ref().map(|s| s.version), Some(2));
+    }
+
+    #[test]
+    fn a_key_silent_for_longer_than_the_state_lifetime_starts_a_fresh_episode() {
+        let first = decide(None, &window_alert(AlertKind::Firing, 0), MIN);
+        let later = window_alert(AlertKind::Firing, 3 * 24 * 60);
+        let lifetime = 48 * 60 * MIN;
+        let kept = decide(first.next.clone().as_ref(), &later, 15 * MIN);
+        assert_eq!(kept.decision, Decision::Notify(NotificationKind::Reminder));
+        let state = expire(first.next.clone(), &later, lifetime);
+        let fresh = decide(state.as_ref(), &later, 15 * MIN);
+        assert_eq!(fresh.decision, Decision::Notify(NotificationKind::Firing));
+        assert_eq!(fresh.next.map(|s| s.version), Some(2));
+        // Within the lifetime nothing changes.
+        let soon = window_alert(AlertKind::Firing, 60);
+        assert_eq!(expire(first.next.clone(), &soon, lifetime), first.next);
     }
 
     #[test]

@@ -181,6 +181,7 @@ pub fn settings() -> Settings {
             max_delay: Duration::from_millis(5),
         },
         max_attempts: 20,
+        state_lifetime: std::time::Duration::from_secs(48 * 3600),
     }
 }
 
