@@ -422,6 +422,8 @@ fn shared_resources_are_reached_only_as_each_function_needs() {
                 "dynamodb:GetItem",
                 "dynamodb:PutItem",
                 "dynamodb:UpdateItem",
+                // The sparse index of unsent notifications (recovery).
+                "dynamodb:Query",
             ],
         ),
         ("AlerterRole", "AlertsTopic", &["sns:Publish"]),
