@@ -13,10 +13,10 @@
 //! # Per-key sequence
 //!
 //! One key's alerts live under different hash keys, so they reach the alerter on different
-//! stream shards, in any order. The outbox therefore numbers them as it writes them: a
-//! transaction puts the alert (if new), an index item `#seq#<rule>#<key>#<n>`
-//! (`record_type = "sequence"`, the alert's JSON as `sequenced_alert`) and the head `#seqhead#<rule>#<key>`
-//! (`last = n`, conditional on the `last` it read). The alerter decides a key's alerts in
+//! stream shards, in any order. The outbox therefore numbers them as it writes them: an
+//! atomic add on the head `#seqhead#<rule>#<key>` (`last`) takes the number `n`, then it
+//! puts the index item `#seq#<rule>#<key>#<n>` (`record_type = "sequence"`, the alert's JSON
+//! as `sequenced_alert`), then the alert itself (if new). The alerter decides a key's alerts in
 //! that order, reading what the stream has not brought yet from the index items
 //! (`crates/alerter/src/handler.rs`). Per-event alerts have no per-key state and no
 //! sequence.
@@ -26,17 +26,11 @@ use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, PutRequest, WriteRequest};
-use aws_sdk_dynamodb::types::{Put, TransactWriteItem};
 use streamwatch_core::time::format_micros;
 use streamwatch_core::{AlertKind, AlertOutbox, AlertRecord, PortError, PutOutcome};
 
 use crate::aws::classify;
-
-/// Rounds of (read the head, write the next number) before a sequenced put gives up as
-/// transient: each round lost means another writer numbered an alert of the same key.
-const SEQUENCE_ROUNDS: u32 = 10;
 
 /// BatchGetItem reads at most 100 keys, BatchWriteItem writes at most 25 items.
 const GET_LIMIT: usize = 100;
@@ -272,106 +266,101 @@ impl AlertOutbox for DynamoDbAlertOutbox {
 }
 
 impl DynamoDbAlertOutbox {
-    /// Writes a firing/resolved alert with the next number of its (rule, key), in one
-    /// transaction with its index item and the sequence head (see the module docs).
+    /// Writes a firing/resolved alert with the next number of its (rule, key): the number
+    /// is taken with an atomic add on the head, then the index item and the alert are put
+    /// (see the module docs). No transaction: a cancelled one makes moto swap the whole
+    /// table, orphaning the open iterators of its stream (the dev stack's), and a number is
+    /// never lost to a conflict this way.
     async fn put_sequenced(&self, alert: &AlertRecord) -> Result<PutOutcome, PortError> {
-        let head_key = sequence_head_key(&alert.rule, &alert.key);
+        // A duplicate (a retried close, a replayed batch) is the common case: a read.
+        let existing = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("alert_id", AttributeValue::S(alert.id.clone()))
+            .projection_expression("alert_id")
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| classify("dynamodb.GetItem(alert)", e))?;
+        if existing.item.is_some() {
+            return Ok(PutOutcome::AlreadyExists);
+        }
         let json =
             serde_json::to_string(alert).map_err(|e| PortError::permanent("alerts.encode", e))?;
-        for _ in 0..SEQUENCE_ROUNDS {
-            let head = self
-                .client
-                .get_item()
-                .table_name(&self.table)
-                .key("alert_id", AttributeValue::S(head_key.clone()))
-                .consistent_read(true)
-                .send()
-                .await
-                .map_err(|e| classify("dynamodb.GetItem(sequence head)", e))?;
-            let last: u64 = head
-                .item
-                .as_ref()
-                .and_then(|i| i.get("last"))
-                .and_then(|v| v.as_n().ok())
-                .and_then(|n| n.parse().ok())
-                .unwrap_or(0);
-            let seq = last + 1;
-            let now = SystemTime::now();
-            let ttl = AttributeValue::N(
-                (now.duration_since(UNIX_EPOCH).unwrap_or_default() + self.ttl)
-                    .as_secs()
-                    .to_string(),
-            );
-            let s = |v: &str| AttributeValue::S(v.to_owned());
-            let alert_put = put(
-                sequenced_alert_item(alert, seq, now, self.ttl)?,
-                &self.table,
-                "attribute_not_exists(alert_id)",
-            )?;
-            let index = BTreeMap::from([
-                (
-                    "alert_id".to_owned(),
-                    s(&sequence_item_key(&alert.rule, &alert.key, seq)),
-                ),
-                ("record_type".to_owned(), s("sequence")),
-                ("sequenced_alert_id".to_owned(), s(&alert.id)),
-                // Not `alert`: a scan for alert items must not find the alert twice.
-                ("sequenced_alert".to_owned(), s(&json)),
-                ("ttl".to_owned(), ttl.clone()),
-            ]);
-            let index_put = put(index, &self.table, "attribute_not_exists(alert_id)")?;
-            let head_item = BTreeMap::from([
-                ("alert_id".to_owned(), s(&head_key)),
-                ("record_type".to_owned(), s("sequence-head")),
-                ("last".to_owned(), AttributeValue::N(seq.to_string())),
-                ("ttl".to_owned(), ttl),
-            ]);
-            let head_put = Put::builder()
-                .table_name(&self.table)
-                .set_item(Some(head_item.into_iter().collect()))
-                .condition_expression("attribute_not_exists(alert_id) OR #last = :last")
-                .expression_attribute_names("#last", "last")
-                .expression_attribute_values(":last", AttributeValue::N(last.to_string()))
-                .build()
-                .map_err(|e| PortError::permanent("dynamodb.TransactWriteItems(build)", e))?;
-            let result = self
-                .client
-                .transact_write_items()
-                .transact_items(TransactWriteItem::builder().put(alert_put).build())
-                .transact_items(TransactWriteItem::builder().put(index_put).build())
-                .transact_items(TransactWriteItem::builder().put(head_put).build())
-                .send()
-                .await;
-            let err = match result {
-                Ok(_) => return Ok(PutOutcome::Created),
-                Err(err) => err,
-            };
-            if let Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) =
-                err.as_service_error()
+        let now = SystemTime::now();
+        let ttl = AttributeValue::N(
+            (now.duration_since(UNIX_EPOCH).unwrap_or_default() + self.ttl)
+                .as_secs()
+                .to_string(),
+        );
+        let s = |v: &str| AttributeValue::S(v.to_owned());
+        let head = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("alert_id", s(&sequence_head_key(&alert.rule, &alert.key)))
+            .update_expression("ADD #last :one SET record_type = :type, #ttl = :ttl")
+            .expression_attribute_names("#last", "last")
+            .expression_attribute_names("#ttl", "ttl")
+            .expression_attribute_values(":one", AttributeValue::N("1".into()))
+            .expression_attribute_values(":type", s("sequence-head"))
+            .expression_attribute_values(":ttl", ttl.clone())
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::UpdatedNew)
+            .send()
+            .await
+            .map_err(|e| classify("dynamodb.UpdateItem(sequence head)", e))?;
+        let seq: u64 = head
+            .attributes
+            .as_ref()
+            .and_then(|a| a.get("last"))
+            .and_then(|v| v.as_n().ok())
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(|| {
+                PortError::permanent("dynamodb.UpdateItem(sequence head)", "no number returned")
+            })?;
+        // The number is ours alone; the index item goes first, so that whoever sees the
+        // alert (the stream) finds every earlier number's index item written or in flight.
+        let index = BTreeMap::from([
+            (
+                "alert_id".to_owned(),
+                s(&sequence_item_key(&alert.rule, &alert.key, seq)),
+            ),
+            ("record_type".to_owned(), s("sequence")),
+            ("sequenced_alert_id".to_owned(), s(&alert.id)),
+            // Not `alert`: a scan for alert items must not find the alert twice.
+            ("sequenced_alert".to_owned(), s(&json)),
+            ("ttl".to_owned(), ttl),
+        ]);
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(index.into_iter().collect()))
+            .send()
+            .await
+            .map_err(|e| classify("dynamodb.PutItem(sequence)", e))?;
+        let item = sequenced_alert_item(alert, seq, now, self.ttl)?;
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item.into_iter().collect()))
+            .condition_expression("attribute_not_exists(alert_id)")
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(PutOutcome::Created),
+            // Written meanwhile under another number: that number's index item names the
+            // same alert, which the alerter finds decided already.
+            Err(err)
+                if err
+                    .as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
             {
-                let code = |i: usize| {
-                    cancelled
-                        .cancellation_reasons()
-                        .get(i)
-                        .and_then(|r| r.code())
-                        .unwrap_or("None")
-                };
-                // Reasons are positional: 0 the alert, 1 the index item, 2 the head.
-                if code(0) == "ConditionalCheckFailed" {
-                    return Ok(PutOutcome::AlreadyExists);
-                }
-                if (0..3)
-                    .any(|i| matches!(code(i), "ConditionalCheckFailed" | "TransactionConflict"))
-                {
-                    continue; // another writer took this number: read the head again
-                }
+                Ok(PutOutcome::AlreadyExists)
             }
-            return Err(classify("dynamodb.TransactWriteItems(alert)", err));
+            Err(err) => Err(classify("dynamodb.PutItem(alert)", err)),
         }
-        Err(PortError::transient(
-            "dynamodb.TransactWriteItems(alert)",
-            "the key's alert sequence kept moving (concurrent writers)",
-        ))
     }
 
     /// The ids among `ids` that have an item, read strongly consistently (what a
@@ -468,19 +457,6 @@ impl DynamoDbAlertOutbox {
             Some(left),
         ))
     }
-}
-
-fn put(
-    item: BTreeMap<String, AttributeValue>,
-    table: &str,
-    condition: &str,
-) -> Result<Put, PortError> {
-    Put::builder()
-        .table_name(table)
-        .set_item(Some(item.into_iter().collect()))
-        .condition_expression(condition)
-        .build()
-        .map_err(|e| PortError::permanent("dynamodb.TransactWriteItems(build)", e))
 }
 
 /// The same failure for each alert of a batch call (`PortError` holds a boxed source).

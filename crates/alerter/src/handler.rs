@@ -453,6 +453,9 @@ where
 /// whose state expired while its alerts stayed restarts its order this far back.
 const MAX_CATCH_UP: u64 = 1_000;
 
+/// Reads of a missing earlier alert before deciding without it (20, 40, 80 ms apart).
+const MISSING_READS: u32 = 3;
+
 /// Decides, in the key's order, every alert of `alert`'s key numbered up to `seq` that is
 /// not decided yet (ending with `alert` itself). Returns the earlier ones this call
 /// decided to notify about, in order, still to be sent, and `alert`'s decision if this
@@ -471,6 +474,7 @@ where
     let repeat = micros(deps.settings.repeat_interval);
     let mut to_send = Vec::new();
     let mut decided = None;
+    let mut missing_reads = 0;
     // Numbers below this are settled for this call: decided by someone, or gone.
     let mut floor = seq.saturating_sub(MAX_CATCH_UP).max(1);
     let mut rounds = 0;
@@ -496,13 +500,21 @@ where
             .await?
             {
                 Some(current) => current,
+                // Another writer's alert may be between taking its number and writing its
+                // index item (milliseconds): look again a few times before going on.
+                None if missing_reads < MISSING_READS => {
+                    missing_reads += 1;
+                    tokio::time::sleep(Duration::from_millis(10 << missing_reads)).await;
+                    continue;
+                }
                 None => {
                     warn!(
                         rule = alert.rule,
                         key = alert.key,
                         seq = next,
-                        "an earlier alert of the key is gone from the outbox (expired?); deciding without it"
+                        "an earlier alert of the key is not in the outbox (expired, or its writer died); deciding without it"
                     );
+                    missing_reads = 0;
                     floor = next + 1;
                     continue;
                 }
