@@ -161,7 +161,8 @@ pub async fn sdk_config(moto: &MotoServer) -> aws_config::SdkConfig {
 /// The template's alerts table (hash key `alert_id`), created in moto.
 pub async fn create_alerts_table(ddb: &aws_sdk_dynamodb::Client, name: &str) {
     use aws_sdk_dynamodb::types::{
-        AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+        AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType,
+        Projection, ProjectionType, ScalarAttributeType,
     };
     let key = KeySchemaElement::builder()
         .attribute_name("alert_id")
@@ -173,10 +174,44 @@ pub async fn create_alerts_table(ddb: &aws_sdk_dynamodb::Client, name: &str) {
         .attribute_type(ScalarAttributeType::S)
         .build()
         .expect("attribute definition");
+    // The template's sparse index of unsent notifications.
+    let index = GlobalSecondaryIndex::builder()
+        .index_name("pending-notifications")
+        .key_schema(
+            KeySchemaElement::builder()
+                .attribute_name("pending_bucket")
+                .key_type(KeyType::Hash)
+                .build()
+                .expect("key schema"),
+        )
+        .key_schema(
+            KeySchemaElement::builder()
+                .attribute_name("pending_since")
+                .key_type(KeyType::Range)
+                .build()
+                .expect("key schema"),
+        )
+        .projection(
+            Projection::builder()
+                .projection_type(ProjectionType::All)
+                .build(),
+        )
+        .build()
+        .expect("index");
+    let attr = |name: &str, t: ScalarAttributeType| {
+        AttributeDefinition::builder()
+            .attribute_name(name)
+            .attribute_type(t)
+            .build()
+            .expect("attribute definition")
+    };
     ddb.create_table()
         .table_name(name)
         .key_schema(key)
         .attribute_definitions(attribute)
+        .attribute_definitions(attr("pending_bucket", ScalarAttributeType::S))
+        .attribute_definitions(attr("pending_since", ScalarAttributeType::N))
+        .global_secondary_indexes(index)
         .billing_mode(BillingMode::PayPerRequest)
         .send()
         .await

@@ -72,6 +72,8 @@ async fn chaos_run(retries: SdkRetries, default_records: usize) {
                 base_delay: Duration::from_millis(2),
                 max_delay: Duration::from_millis(20),
             },
+            max_attempts: 20,
+            state_lifetime: std::time::Duration::from_secs(48 * 3600),
         },
     };
 

@@ -308,6 +308,8 @@ fn alerter_logs_coordinates_not_payloads() {
             claim_lease: std::time::Duration::from_secs(30),
             claim_wait: std::time::Duration::ZERO,
             retry: alerter::RetryPolicy::default(),
+            max_attempts: 20,
+            state_lifetime: std::time::Duration::from_secs(48 * 3600),
         },
     };
     let lines = capture(Level::INFO, || async {

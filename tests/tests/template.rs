@@ -414,7 +414,15 @@ fn shared_resources_are_reached_only_as_each_function_needs() {
             "AlertsTable",
             &["dynamodb:BatchWriteItem", "dynamodb:BatchGetItem"],
         ),
-        ("WindowAggregatorRole", "AlertsTable", &["dynamodb:PutItem"]),
+        (
+            "WindowAggregatorRole",
+            "AlertsTable",
+            &[
+                "dynamodb:PutItem",
+                "dynamodb:GetItem",
+                "dynamodb:UpdateItem",
+            ],
+        ),
         (
             "AlerterRole",
             "AlertsTable",
@@ -426,6 +434,8 @@ fn shared_resources_are_reached_only_as_each_function_needs() {
                 "dynamodb:GetItem",
                 "dynamodb:PutItem",
                 "dynamodb:UpdateItem",
+                // The sparse index of unsent notifications (recovery).
+                "dynamodb:Query",
             ],
         ),
         ("AlerterRole", "AlertsTopic", &["sns:Publish"]),

@@ -320,6 +320,8 @@ async fn notifications_sent_and_duplicated_at_most_once_per_stopped_invocation()
                 base_delay: Duration::from_millis(2),
                 max_delay: Duration::from_millis(20),
             },
+            max_attempts: 20,
+            state_lifetime: std::time::Duration::from_secs(48 * 3600),
         },
     };
     // An invocation of 10 alerts passes ~120 await points (about six calls per alert):

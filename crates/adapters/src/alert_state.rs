@@ -8,14 +8,19 @@
 //!
 //! * `#state#<rule>#<key>` (`record_type = "state"`; `#` and `%` in the rule escaped as
 //!   `%23`/`%25`): `rule`, `key`, `status` (`firing`/`resolved`), `since_micros`,
-//!   `last_notified_micros`?, `last_event_micros`, `episode_alerts`, `version`,
-//!   `updated_at` (ISO), `ttl`.
+//!   `last_notified_micros`?, `last_event_micros`, `episode_alerts`, `decided_seq`? (the
+//!   per-key sequence number of the last alert decided), `version`, `updated_at` (ISO),
+//!   `ttl`.
 //! * `#notification#<alert id>` (`record_type = "notification"`): `notified_alert_id`,
 //!   `rule`, `key`, `alert_kind`, `event_time` (ISO), `event_time_micros`, `outcome`
 //!   (`firing`/`reminder`/`resolved`/`event`/`suppressed`), `reason`? (why suppressed),
 //!   `firing_since_micros`?, `episode_alerts`, `status` (`pending`/`sending`/`sent`/
 //!   `suppressed`), `owner`?, `lease_until`? (epoch micros), `attempts`, `message_id`?,
 //!   `sent_at`? (epoch micros), `decided_at` (epoch micros), `ttl`.
+//!
+//!   While a notification is not sent (`pending`, `sending`, `failed`) it also has
+//!   `pending_bucket = "unsent"` and `pending_since` (= `decided_at`): the keys of the sparse
+//!   index [`PENDING_INDEX`], which recovery queries instead of scanning the table.
 //!
 //! Both have `record_type` other than `alert`, so the alerter's stream filter never
 //! delivers them back to it (and the handler ignores them if it did).
@@ -33,10 +38,15 @@ use streamwatch_core::notify::{
     NotificationRecord, NotificationStatus, Outcome, RecordOutcome,
 };
 use streamwatch_core::time::{Micros, format_micros};
-use streamwatch_core::{AlertKind, PortError};
+use streamwatch_core::{AlertKind, AlertRecord, PortError};
 
-use crate::alerts::DEFAULT_ALERT_TTL;
+use crate::alerts::{DEFAULT_ALERT_TTL, EmbeddedAlertOutbox, escape_rule, sequence_item_key};
 use crate::aws::classify;
+
+/// The sparse global secondary index of unsent notifications (hash `pending_bucket`, range
+/// `pending_since`). One bucket: unsent notifications are few (a failure's backlog).
+pub const PENDING_INDEX: &str = "pending-notifications";
+const PENDING_BUCKET: &str = "unsent";
 
 /// Hash key of a notification record.
 pub fn notification_item_key(alert_id: &str) -> String {
@@ -45,8 +55,7 @@ pub fn notification_item_key(alert_id: &str) -> String {
 
 /// Hash key of a (rule, key) state; the rule is escaped so that the split is unambiguous.
 pub fn state_item_key(rule: &str, key: &str) -> String {
-    let rule = rule.replace('%', "%25").replace('#', "%23");
-    format!("#state#{rule}#{key}")
+    format!("#state#{}#{key}", escape_rule(rule))
 }
 
 type Item = HashMap<String, AttributeValue>;
@@ -114,7 +123,13 @@ pub fn notification_item(record: &NotificationRecord, now: SystemTime, ttl: Dura
             item.insert("message_id".into(), s(message_id));
             item.insert("sent_at".into(), n(sent_at_micros));
         }
-        NotificationStatus::Pending | NotificationStatus::Suppressed => {}
+        NotificationStatus::Pending
+        | NotificationStatus::Suppressed
+        | NotificationStatus::Failed => {}
+    }
+    if record.status.is_unsent() {
+        item.insert("pending_bucket".into(), s(PENDING_BUCKET));
+        item.insert("pending_since".into(), n(record.decided_at_micros));
     }
     item
 }
@@ -143,6 +158,9 @@ pub fn state_item(state: &AlertState, now: SystemTime, ttl: Duration) -> Item {
     ]);
     if let Some(t) = state.last_notified_micros {
         item.insert("last_notified_micros".into(), n(t));
+    }
+    if let Some(seq) = state.decided_seq {
+        item.insert("decided_seq".into(), n(seq));
     }
     item
 }
@@ -227,6 +245,7 @@ pub fn notification_from_item(item: &Item) -> Result<NotificationRecord, PortErr
             sent_at_micros: r.n("sent_at")?,
         },
         "suppressed" => NotificationStatus::Suppressed,
+        "failed" => NotificationStatus::Failed,
         other => return Err(r.err(format!("unknown status {other}"))),
     };
     Ok(NotificationRecord {
@@ -257,6 +276,7 @@ pub fn state_from_item(item: &Item) -> Result<AlertState, PortError> {
         last_notified_micros: r.opt_n("last_notified_micros")?,
         last_event_micros: r.n("last_event_micros")?,
         episode_alerts: r.n("episode_alerts")?,
+        decided_seq: r.opt_n("decided_seq")?,
         version: r.n("version")?,
     })
 }
@@ -466,7 +486,8 @@ impl AlertStateStore for DynamoDbAlertStateStore {
             .table_name(&self.table)
             .key("alert_id", s(notification_item_key(alert_id)))
             .update_expression(
-                "SET #status = :sent, message_id = :mid, sent_at = :now REMOVE #lease",
+                "SET #status = :sent, message_id = :mid, sent_at = :now \
+                 REMOVE #lease, pending_bucket, pending_since",
             )
             // The second branch makes a retry idempotent: when the first attempt was
             // applied but its response lost, the item is already ours and sent.
@@ -513,12 +534,117 @@ impl AlertStateStore for DynamoDbAlertStateStore {
             Ok(_) => Ok(()),
         }
     }
+
+    async fn unsent(
+        &self,
+        decided_before_micros: Micros,
+        limit: usize,
+    ) -> Result<Vec<NotificationRecord>, PortError> {
+        let mut out = Vec::new();
+        let mut start = None;
+        loop {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(PENDING_INDEX)
+                .key_condition_expression("pending_bucket = :b AND pending_since < :before")
+                .expression_attribute_values(":b", s(PENDING_BUCKET))
+                .expression_attribute_values(":before", n(decided_before_micros))
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| classify("dynamodb.Query(pending-notifications)", e))?;
+            for item in page.items() {
+                // The index may lag: skip what is sent already.
+                let record = notification_from_item(item)?;
+                if record.status.is_unsent() && out.len() < limit {
+                    out.push(record);
+                }
+            }
+            start = page.last_evaluated_key;
+            if start.is_none() || out.len() >= limit {
+                return Ok(out);
+            }
+        }
+    }
+
+    async fn mark_failed(&self, alert_id: &str, now_micros: Micros) -> Result<bool, PortError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("alert_id", s(notification_item_key(alert_id)))
+            .update_expression("SET #status = :failed REMOVE #lease")
+            .condition_expression("#status = :pending OR (#status = :sending AND #lease < :now)")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_names("#lease", "lease_until")
+            .expression_attribute_values(":failed", s("failed"))
+            .expression_attribute_values(":pending", s("pending"))
+            .expression_attribute_values(":sending", s("sending"))
+            .expression_attribute_values(":now", n(now_micros))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e) if is_condition_failure(&e) => Ok(false),
+            Err(e) => Err(classify("dynamodb.UpdateItem(mark_failed)", e)),
+        }
+    }
+
+    async fn redrive(&self, alert_id: &str) -> Result<bool, PortError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("alert_id", s(notification_item_key(alert_id)))
+            .update_expression("SET #status = :pending, #attempts = :zero")
+            .condition_expression("#status = :failed OR #status = :pending")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_names("#attempts", "attempts")
+            .expression_attribute_values(":failed", s("failed"))
+            .expression_attribute_values(":pending", s("pending"))
+            .expression_attribute_values(":zero", n(0))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e) if is_condition_failure(&e) => Ok(false),
+            Err(e) => Err(classify("dynamodb.UpdateItem(redrive)", e)),
+        }
+    }
+
+    async fn alert(&self, alert_id: &str) -> Result<Option<AlertRecord>, PortError> {
+        let item = self
+            .get("dynamodb.GetItem(alert)", alert_id.to_owned())
+            .await?;
+        Ok(item.as_ref().and_then(crate::alerts::alert_from_item))
+    }
+
+    async fn sequenced_alert(
+        &self,
+        rule: &str,
+        key: &str,
+        seq: u64,
+    ) -> Result<Option<AlertRecord>, PortError> {
+        let item = self
+            .get(
+                "dynamodb.GetItem(sequence)",
+                sequence_item_key(rule, key, seq),
+            )
+            .await?;
+        Ok(item
+            .as_ref()
+            .and_then(crate::alerts::alert_from_sequence_item))
+    }
 }
 
 /// In-memory store with the DynamoDB one's semantics.
 #[derive(Debug, Default)]
 pub struct EmbeddedAlertStateStore {
     inner: Mutex<Embedded>,
+    /// The outbox whose per-key sequence the alerter follows (the same table in DynamoDB).
+    outbox: Option<std::sync::Arc<EmbeddedAlertOutbox>>,
 }
 
 #[derive(Debug, Default)]
@@ -532,6 +658,15 @@ struct Embedded {
 impl EmbeddedAlertStateStore {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A store that reads the outbox's alerts by per-key sequence number, as the DynamoDB
+    /// store reads them from the alerts table it shares with the outbox.
+    pub fn with_outbox(outbox: std::sync::Arc<EmbeddedAlertOutbox>) -> Self {
+        Self {
+            outbox: Some(outbox),
+            ..Self::default()
+        }
     }
 
     /// Every notification record, by alert id.
@@ -603,7 +738,9 @@ impl AlertStateStore for EmbeddedAlertStateStore {
                 owner: holder,
                 lease_until_micros: until,
             } => *until < now_micros || holder == owner,
-            NotificationStatus::Sent { .. } | NotificationStatus::Suppressed => false,
+            NotificationStatus::Sent { .. }
+            | NotificationStatus::Suppressed
+            | NotificationStatus::Failed => false,
         };
         if !claimable {
             return Ok(ClaimOutcome::NotClaimable);
@@ -654,5 +791,73 @@ impl AlertStateStore for EmbeddedAlertStateStore {
             }
         }
         Ok(())
+    }
+
+    async fn unsent(
+        &self,
+        decided_before_micros: Micros,
+        limit: usize,
+    ) -> Result<Vec<NotificationRecord>, PortError> {
+        let mut out: Vec<NotificationRecord> = self
+            .lock()
+            .notifications
+            .values()
+            .filter(|r| r.status.is_unsent() && r.decided_at_micros < decided_before_micros)
+            .cloned()
+            .collect();
+        out.sort_by_key(|r| r.decided_at_micros);
+        out.truncate(limit);
+        Ok(out)
+    }
+
+    async fn mark_failed(&self, alert_id: &str, now_micros: Micros) -> Result<bool, PortError> {
+        let mut inner = self.lock();
+        let Some(record) = inner.notifications.get_mut(alert_id) else {
+            return Ok(false);
+        };
+        let expired = match &record.status {
+            NotificationStatus::Pending => true,
+            NotificationStatus::Sending {
+                lease_until_micros, ..
+            } => *lease_until_micros < now_micros,
+            _ => false,
+        };
+        if expired {
+            record.status = NotificationStatus::Failed;
+        }
+        Ok(expired)
+    }
+
+    async fn redrive(&self, alert_id: &str) -> Result<bool, PortError> {
+        let mut inner = self.lock();
+        match inner.notifications.get_mut(alert_id) {
+            Some(record)
+                if matches!(
+                    record.status,
+                    NotificationStatus::Failed | NotificationStatus::Pending
+                ) =>
+            {
+                record.status = NotificationStatus::Pending;
+                record.attempts = 0;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn alert(&self, alert_id: &str) -> Result<Option<AlertRecord>, PortError> {
+        Ok(self.outbox.as_ref().and_then(|o| o.get(alert_id)))
+    }
+
+    async fn sequenced_alert(
+        &self,
+        rule: &str,
+        key: &str,
+        seq: u64,
+    ) -> Result<Option<AlertRecord>, PortError> {
+        Ok(self
+            .outbox
+            .as_ref()
+            .and_then(|o| o.sequenced(rule, key, seq)))
     }
 }

@@ -6,7 +6,20 @@
 //! Item layout (table hash key `alert_id`): `alert_id`, `record_type = "alert"`, `rule`,
 //! `key`, `kind` (`firing`/`resolved`/`event`), `severity`, `summary`, `event_time` (ISO),
 //! `created_at` (ISO), `ttl` (epoch seconds), `alert` (the whole record as JSON, what the
-//! alerter reads). The alerter's stream filter matches `record_type = alert` INSERTs.
+//! alerter reads), and for firing/resolved alerts `key_seq` (N): the alert's place in its
+//! (rule, key)'s write order, 1, 2, 3, … without gaps. The alerter's stream filter matches
+//! `record_type = alert` INSERTs.
+//!
+//! # Per-key sequence
+//!
+//! One key's alerts live under different hash keys, so they reach the alerter on different
+//! stream shards, in any order. The outbox therefore numbers them as it writes them: an
+//! atomic add on the head `#seqhead#<rule>#<key>` (`last`) takes the number `n`, then it
+//! puts the index item `#seq#<rule>#<key>#<n>` (`record_type = "sequence"`, the alert's JSON
+//! as `sequenced_alert`), then the alert itself (if new). The alerter decides a key's alerts in
+//! that order, reading what the stream has not brought yet from the index items
+//! (`crates/alerter/src/handler.rs`). Per-event alerts have no per-key state and no
+//! sequence.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Mutex;
@@ -15,7 +28,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, PutRequest, WriteRequest};
 use streamwatch_core::time::format_micros;
-use streamwatch_core::{AlertOutbox, AlertRecord, PortError, PutOutcome};
+use streamwatch_core::{AlertKind, AlertOutbox, AlertRecord, PortError, PutOutcome};
 
 use crate::aws::classify;
 
@@ -63,6 +76,51 @@ pub fn alert_item(
     ]))
 }
 
+/// Hash key of the head of a (rule, key)'s alert sequence; the rule escaped as in
+/// [`crate::alert_state::state_item_key`].
+pub fn sequence_head_key(rule: &str, key: &str) -> String {
+    format!("#seqhead#{}#{key}", escape_rule(rule))
+}
+
+/// Hash key of the index item of a (rule, key)'s `seq`-th alert (the number last, after
+/// the key, so that keys holding `#` stay unambiguous).
+pub fn sequence_item_key(rule: &str, key: &str, seq: u64) -> String {
+    format!("#seq#{}#{key}#{seq}", escape_rule(rule))
+}
+
+/// `#` and `%` in a rule escaped, so that `<rule>#<key>` splits one way only.
+pub fn escape_rule(rule: &str) -> String {
+    rule.replace('%', "%25").replace('#', "%23")
+}
+
+/// Whether alerts of this kind are numbered per (rule, key): those the alerter keeps state for.
+pub fn is_sequenced(alert: &AlertRecord) -> bool {
+    alert.kind != AlertKind::Event
+}
+
+/// The item of an alert with its per-key sequence number.
+pub fn sequenced_alert_item(
+    alert: &AlertRecord,
+    seq: u64,
+    now: SystemTime,
+    ttl: Duration,
+) -> Result<BTreeMap<String, AttributeValue>, PortError> {
+    let mut item = alert_item(alert, now, ttl)?;
+    item.insert("key_seq".into(), AttributeValue::N(seq.to_string()));
+    Ok(item)
+}
+
+/// The per-key sequence number of an alert item, if it has one.
+pub fn item_seq(item: &HashMap<String, AttributeValue>) -> Option<u64> {
+    item.get("key_seq")?.as_n().ok()?.parse().ok()
+}
+
+/// Reads an alert back from its sequence index item (`#seq#…`, see the module docs).
+pub fn alert_from_sequence_item(item: &HashMap<String, AttributeValue>) -> Option<AlertRecord> {
+    let json = item.get("sequenced_alert")?.as_s().ok()?;
+    serde_json::from_str(json).ok()
+}
+
 /// Reads an alert record back from its item (the `alert` attribute).
 pub fn alert_from_item(
     item: &std::collections::HashMap<String, AttributeValue>,
@@ -96,6 +154,9 @@ impl DynamoDbAlertOutbox {
 
 impl AlertOutbox for DynamoDbAlertOutbox {
     async fn put_alert(&self, alert: &AlertRecord) -> Result<PutOutcome, PortError> {
+        if is_sequenced(alert) {
+            return self.put_sequenced(alert).await;
+        }
         let item = alert_item(alert, SystemTime::now(), self.ttl)?;
         let result = self
             .client
@@ -124,6 +185,14 @@ impl AlertOutbox for DynamoDbAlertOutbox {
     /// the same alert: a MODIFY on the stream, which the alerter ignores. The one-by-one
     /// conditional put costs a call (about 0.5 ms of CPU here) per alert.
     async fn put_alerts(&self, alerts: &[AlertRecord]) -> Vec<Result<PutOutcome, PortError>> {
+        if alerts.iter().any(is_sequenced) {
+            // Window alerts are few per batch and must be numbered in order: one by one.
+            let mut results = Vec::with_capacity(alerts.len());
+            for alert in alerts {
+                results.push(self.put_alert(alert).await);
+            }
+            return results;
+        }
         let mut results: Vec<Option<Result<PutOutcome, PortError>>> =
             alerts.iter().map(|_| None).collect();
         let mut seen = HashSet::new();
@@ -197,6 +266,103 @@ impl AlertOutbox for DynamoDbAlertOutbox {
 }
 
 impl DynamoDbAlertOutbox {
+    /// Writes a firing/resolved alert with the next number of its (rule, key): the number
+    /// is taken with an atomic add on the head, then the index item and the alert are put
+    /// (see the module docs). No transaction: a cancelled one makes moto swap the whole
+    /// table, orphaning the open iterators of its stream (the dev stack's), and a number is
+    /// never lost to a conflict this way.
+    async fn put_sequenced(&self, alert: &AlertRecord) -> Result<PutOutcome, PortError> {
+        // A duplicate (a retried close, a replayed batch) is the common case: a read.
+        let existing = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("alert_id", AttributeValue::S(alert.id.clone()))
+            .projection_expression("alert_id")
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| classify("dynamodb.GetItem(alert)", e))?;
+        if existing.item.is_some() {
+            return Ok(PutOutcome::AlreadyExists);
+        }
+        let json =
+            serde_json::to_string(alert).map_err(|e| PortError::permanent("alerts.encode", e))?;
+        let now = SystemTime::now();
+        let ttl = AttributeValue::N(
+            (now.duration_since(UNIX_EPOCH).unwrap_or_default() + self.ttl)
+                .as_secs()
+                .to_string(),
+        );
+        let s = |v: &str| AttributeValue::S(v.to_owned());
+        let head = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("alert_id", s(&sequence_head_key(&alert.rule, &alert.key)))
+            .update_expression("ADD #last :one SET record_type = :type, #ttl = :ttl")
+            .expression_attribute_names("#last", "last")
+            .expression_attribute_names("#ttl", "ttl")
+            .expression_attribute_values(":one", AttributeValue::N("1".into()))
+            .expression_attribute_values(":type", s("sequence-head"))
+            .expression_attribute_values(":ttl", ttl.clone())
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::UpdatedNew)
+            .send()
+            .await
+            .map_err(|e| classify("dynamodb.UpdateItem(sequence head)", e))?;
+        let seq: u64 = head
+            .attributes
+            .as_ref()
+            .and_then(|a| a.get("last"))
+            .and_then(|v| v.as_n().ok())
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(|| {
+                PortError::permanent("dynamodb.UpdateItem(sequence head)", "no number returned")
+            })?;
+        // The number is ours alone; the index item goes first, so that whoever sees the
+        // alert (the stream) finds every earlier number's index item written or in flight.
+        let index = BTreeMap::from([
+            (
+                "alert_id".to_owned(),
+                s(&sequence_item_key(&alert.rule, &alert.key, seq)),
+            ),
+            ("record_type".to_owned(), s("sequence")),
+            ("sequenced_alert_id".to_owned(), s(&alert.id)),
+            // Not `alert`: a scan for alert items must not find the alert twice.
+            ("sequenced_alert".to_owned(), s(&json)),
+            ("ttl".to_owned(), ttl),
+        ]);
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(index.into_iter().collect()))
+            .send()
+            .await
+            .map_err(|e| classify("dynamodb.PutItem(sequence)", e))?;
+        let item = sequenced_alert_item(alert, seq, now, self.ttl)?;
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item.into_iter().collect()))
+            .condition_expression("attribute_not_exists(alert_id)")
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(PutOutcome::Created),
+            // Written meanwhile under another number: that number's index item names the
+            // same alert, which the alerter finds decided already.
+            Err(err)
+                if err
+                    .as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Ok(PutOutcome::AlreadyExists)
+            }
+            Err(err) => Err(classify("dynamodb.PutItem(alert)", err)),
+        }
+    }
+
     /// The ids among `ids` that have an item, read strongly consistently (what a
     /// conditional put would see).
     async fn existing<'a>(
@@ -311,6 +477,10 @@ pub struct EmbeddedAlertOutbox {
 #[derive(Debug, Default)]
 struct Written {
     alerts: Vec<AlertRecord>,
+    /// Per-key sequence number of each of `alerts` (firing/resolved ones).
+    seqs: Vec<Option<u64>>,
+    /// Last number given per (rule, key).
+    heads: HashMap<(String, String), u64>,
     /// How many of `alerts` [`EmbeddedAlertOutbox::take_new`] has handed out.
     read: usize,
 }
@@ -323,6 +493,32 @@ impl EmbeddedAlertOutbox {
     /// Every alert written, in write order.
     pub fn alerts(&self) -> Vec<AlertRecord> {
         self.lock().alerts.clone()
+    }
+
+    /// The alert with this id, if written.
+    pub fn get(&self, alert_id: &str) -> Option<AlertRecord> {
+        self.lock()
+            .alerts
+            .iter()
+            .find(|a| a.id == alert_id)
+            .cloned()
+    }
+
+    /// The per-key sequence number the outbox gave an alert, as its item's `key_seq`.
+    pub fn seq_of(&self, alert_id: &str) -> Option<u64> {
+        let w = self.lock();
+        let i = w.alerts.iter().position(|a| a.id == alert_id)?;
+        w.seqs.get(i).copied().flatten()
+    }
+
+    /// The `seq`-th alert of (rule, key), as the index item `#seq#…` holds it.
+    pub fn sequenced(&self, rule: &str, key: &str, seq: u64) -> Option<AlertRecord> {
+        let w = self.lock();
+        w.alerts
+            .iter()
+            .zip(&w.seqs)
+            .find(|(a, s)| a.rule == rule && a.key == key && **s == Some(seq))
+            .map(|(a, _)| a.clone())
     }
 
     /// Alerts written since the last call: what the table's stream would deliver next.
@@ -345,7 +541,16 @@ impl AlertOutbox for EmbeddedAlertOutbox {
         if w.alerts.iter().any(|a| a.id == alert.id) {
             return Ok(PutOutcome::AlreadyExists);
         }
+        let seq = is_sequenced(alert).then(|| {
+            let head = w
+                .heads
+                .entry((alert.rule.clone(), alert.key.clone()))
+                .or_insert(0);
+            *head += 1;
+            *head
+        });
         w.alerts.push(alert.clone());
+        w.seqs.push(seq);
         Ok(PutOutcome::Created)
     }
 }

@@ -30,6 +30,13 @@ pub struct Config {
     /// `RETRY_ATTEMPTS` (default 3): attempts per SNS/DynamoDB call on transient failures
     /// (on top of the SDK's own retries), with exponential backoff from 100 ms.
     pub retry_attempts: u32,
+    /// `MAX_SEND_ATTEMPTS` (default 20): claims of one notification before recovery gives it
+    /// up as `failed` (metric `NotificationsFailed`; `streamwatch alerts redrive` resets it).
+    pub max_send_attempts: u32,
+    /// `STATE_TTL_HOURS` (default 48, the window-aggregator's): a key's alert state is
+    /// forgotten after this much event time without an alert. One template parameter
+    /// (`KeyStateLifetimeHours`) sets both functions'.
+    pub state_lifetime: Duration,
 }
 
 impl Config {
@@ -68,7 +75,20 @@ impl Config {
         if !(1..=10).contains(&attempts) {
             return Err(invalid("RETRY_ATTEMPTS", "must be between 1 and 10".into()));
         }
+        let max_send: u32 = parsed_or(src, "MAX_SEND_ATTEMPTS", 20)?;
+        if !(1..=1000).contains(&max_send) {
+            return Err(invalid(
+                "MAX_SEND_ATTEMPTS",
+                "must be between 1 and 1000".into(),
+            ));
+        }
+        let ttl_hours: u64 = parsed_or(src, "STATE_TTL_HOURS", 48)?;
+        if ttl_hours == 0 {
+            return Err(invalid("STATE_TTL_HOURS", "must be at least 1".into()));
+        }
         Ok(Self {
+            state_lifetime: Duration::from_secs(ttl_hours * 3600),
+            max_send_attempts: max_send,
             topic_arn: required(src, "TOPIC_ARN")?,
             alerts_table: required(src, "ALERTS_TABLE")?,
             repeat_interval: Duration::from_secs(repeat),
@@ -88,6 +108,8 @@ impl Config {
                 attempts: self.retry_attempts,
                 ..RetryPolicy::default()
             },
+            max_attempts: self.max_send_attempts,
+            state_lifetime: self.state_lifetime,
         }
     }
 }

@@ -28,7 +28,8 @@ use lambda_runtime::LambdaEvent;
 use serde::Serialize;
 use streamwatch_core::notify::{
     AlertStateStore, ClaimOutcome, MarkOutcome, MessageContext, NotificationKind,
-    NotificationRecord, NotificationStatus, Notifier, Outcome, RecordOutcome, decide, render,
+    NotificationRecord, NotificationStatus, Notifier, Outcome, RecordOutcome, decide, expire,
+    render,
 };
 use streamwatch_core::time::{Micros, format_micros};
 use streamwatch_core::{AlertKind, AlertRecord, PortError};
@@ -112,6 +113,12 @@ pub struct Settings {
     pub claim_lease: Duration,
     pub claim_wait: Duration,
     pub retry: RetryPolicy,
+    /// Event time after a key's last alert when its state is forgotten (see
+    /// `streamwatch_core::notify::expire`); the window-aggregator's `STATE_TTL_HOURS`.
+    pub state_lifetime: Duration,
+    /// Claims of one notification (stream deliveries, recovery sweeps) before recovery gives
+    /// it up as `failed` (counted in `NotificationsFailed`, alarmed; `alerts redrive` resets).
+    pub max_attempts: u32,
 }
 
 impl Default for Settings {
@@ -121,6 +128,8 @@ impl Default for Settings {
             claim_lease: Duration::from_secs(30),
             claim_wait: Duration::from_secs(20),
             retry: RetryPolicy::default(),
+            max_attempts: 20,
+            state_lifetime: Duration::from_secs(48 * 3600),
         }
     }
 }
@@ -151,11 +160,22 @@ pub struct BatchReport {
     pub lease_lost: usize,
     /// Alerts that failed (0 or 1: the batch stops at the first one).
     pub failed: usize,
+    /// Notifications SNS refused permanently: left pending for the recovery schedule.
+    pub unsent: usize,
     /// Records not looked at because an earlier one failed (Lambda redelivers them).
     pub not_processed: usize,
 }
 
 impl BatchReport {
+    fn count_sent(&mut self, kind: NotificationKind) {
+        match kind {
+            NotificationKind::Firing => self.firing += 1,
+            NotificationKind::Reminder => self.reminders += 1,
+            NotificationKind::Resolved => self.resolved += 1,
+            NotificationKind::Event => self.events += 1,
+        }
+    }
+
     /// Notifications this invocation published.
     pub fn sent(&self) -> usize {
         self.firing + self.reminders + self.resolved + self.events
@@ -174,6 +194,7 @@ impl BatchReport {
             ("Duplicates", self.duplicates),
             ("LeaseLost", self.lease_lost),
             ("Failed", self.failed),
+            ("Unsent", self.unsent),
         ];
         let mut line = serde_json::json!({
             "_aws": {
@@ -200,6 +221,9 @@ impl BatchReport {
 pub enum AlertError {
     #[error(transparent)]
     Port(#[from] PortError),
+    /// SNS refused the message; the notification stays pending in the table.
+    #[error("publish: {0}")]
+    Publish(#[source] PortError),
     #[error("another invocation ({owner}) holds the claim until {}", format_micros(*until))]
     InProgress { owner: String, until: Micros },
     #[error("the alert's state kept changing during {rounds} rounds")]
@@ -208,7 +232,7 @@ pub enum AlertError {
 
 /// How one alert ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Processed {
+pub(crate) enum Processed {
     Sent {
         kind: NotificationKind,
         lease_lost: bool,
@@ -284,8 +308,9 @@ where
                 error!(event_id, sequence, reason, "malformed alert record skipped");
                 continue;
             }
-            StreamItem::Alert(alert) => alert,
+            StreamItem::Alert(alert, seq) => (alert, seq),
         };
+        let (alert, seq) = alert;
         let Some(sequence) = sequence else {
             // Without a sequence number the record cannot be reported for a retry.
             report.malformed += 1;
@@ -297,14 +322,22 @@ where
             continue;
         };
         report.alerts += 1;
-        match process_alert(deps, &alert, invocation).await {
+        let mut earlier = Vec::new();
+        let result = process_alert(deps, &alert, seq, invocation, &mut earlier).await;
+        for (id, kind) in earlier {
+            report.count_sent(kind);
+            info!(
+                alert_id = id,
+                rule = alert.rule,
+                key = alert.key,
+                state = kind.as_str(),
+                seq,
+                "notification sent for an earlier alert of the key (caught up)"
+            );
+        }
+        match result {
             Ok(Processed::Sent { kind, lease_lost }) => {
-                match kind {
-                    NotificationKind::Firing => report.firing += 1,
-                    NotificationKind::Reminder => report.reminders += 1,
-                    NotificationKind::Resolved => report.resolved += 1,
-                    NotificationKind::Event => report.events += 1,
-                }
+                report.count_sent(kind);
                 if lease_lost {
                     report.lease_lost += 1;
                     warn!(
@@ -335,11 +368,18 @@ where
                 report.duplicates += 1;
                 debug!(alert_id = alert.id, sequence, "alert handled before");
             }
+            // A permanent refusal (a missing topic, a disabled KMS key) outlasts Lambda's
+            // retries; the notification is decided and stays pending in the table, where the
+            // recovery schedule resends it once SNS accepts again. The batch goes on.
+            Err(AlertError::Publish(err)) if !err.is_transient() => {
+                report.unsent += 1;
+                error!(alert_id = alert.id, event_id, sequence, error = %err, "SNS refused the notification; left pending for the recovery schedule");
+            }
             Err(err) => {
                 report.failed += 1;
                 report.not_processed = event.records.len() - i - 1;
                 let transient = match &err {
-                    AlertError::Port(e) => e.is_transient(),
+                    AlertError::Port(e) | AlertError::Publish(e) => e.is_transient(),
                     AlertError::InProgress { .. } | AlertError::Contention { .. } => true,
                 };
                 if transient {
@@ -378,7 +418,144 @@ where
     }
 }
 
+/// Brings one alert to a final state. A numbered alert (see `streamwatch_adapters::alerts`)
+/// is decided only after every earlier alert of its key, in the outbox's order: those the
+/// stream has not delivered yet are read from the outbox, decided and sent first (their
+/// ids and kinds pushed to `earlier`), so the key's notifications are the ones in-order
+/// delivery sends, whatever order the stream's shards deliver in.
 async fn process_alert<S, N, C>(
+    deps: &Deps<S, N, C>,
+    alert: &AlertRecord,
+    seq: Option<u64>,
+    owner: &str,
+    earlier: &mut Vec<(String, NotificationKind)>,
+) -> Result<Processed, AlertError>
+where
+    S: AlertStateStore,
+    N: Notifier,
+    C: Clock,
+{
+    if let (Some(seq), AlertKind::Firing | AlertKind::Resolved) = (seq, alert.kind) {
+        let (before, decided) = catch_up(deps, alert, seq).await?;
+        for previous in before {
+            if let Processed::Sent { kind, .. } = deliver(deps, &previous, owner).await? {
+                earlier.push((previous.id.clone(), kind));
+            }
+        }
+        if let Some(Outcome::Suppressed(reason)) = decided.map(|r| r.outcome) {
+            return Ok(Processed::Suppressed(reason));
+        }
+    }
+    deliver(deps, alert, owner).await
+}
+
+/// At most this many earlier alerts of a key are read back by number for one alert: a key
+/// whose state expired while its alerts stayed restarts its order this far back.
+const MAX_CATCH_UP: u64 = 1_000;
+
+/// Reads of a missing earlier alert before deciding without it (20, 40, 80 ms apart).
+const MISSING_READS: u32 = 3;
+
+/// Decides, in the key's order, every alert of `alert`'s key numbered up to `seq` that is
+/// not decided yet (ending with `alert` itself). Returns the earlier ones this call
+/// decided to notify about, in order, still to be sent, and `alert`'s decision if this
+/// call made it.
+async fn catch_up<S, N, C>(
+    deps: &Deps<S, N, C>,
+    alert: &AlertRecord,
+    seq: u64,
+) -> Result<(Vec<AlertRecord>, Option<NotificationRecord>), AlertError>
+where
+    S: AlertStateStore,
+    N: Notifier,
+    C: Clock,
+{
+    let policy = &deps.settings.retry;
+    let repeat = micros(deps.settings.repeat_interval);
+    let mut to_send = Vec::new();
+    let mut decided = None;
+    let mut missing_reads = 0;
+    // Numbers below this are settled for this call: decided by someone, or gone.
+    let mut floor = seq.saturating_sub(MAX_CATCH_UP).max(1);
+    let mut rounds = 0;
+    loop {
+        let state = retry(policy, || deps.store.state(&alert.rule, &alert.key)).await?;
+        let lifetime = micros(deps.settings.state_lifetime);
+        let next = match state.as_ref().map(|s| s.decided_seq) {
+            // No state yet: the key's first alerts may still be on their way.
+            None => floor,
+            // A state from before alerts were numbered: nothing earlier can be found.
+            Some(None) => seq,
+            Some(Some(decided)) => (decided + 1).max(floor),
+        };
+        if next > seq {
+            return Ok((to_send, decided));
+        }
+        let current = if next == seq {
+            alert.clone()
+        } else {
+            match retry(policy, || {
+                deps.store.sequenced_alert(&alert.rule, &alert.key, next)
+            })
+            .await?
+            {
+                Some(current) => current,
+                // Another writer's alert may be between taking its number and writing its
+                // index item (milliseconds): look again a few times before going on.
+                None if missing_reads < MISSING_READS => {
+                    missing_reads += 1;
+                    tokio::time::sleep(Duration::from_millis(10 << missing_reads)).await;
+                    continue;
+                }
+                None => {
+                    warn!(
+                        rule = alert.rule,
+                        key = alert.key,
+                        seq = next,
+                        "an earlier alert of the key is not in the outbox (expired, or its writer died); deciding without it"
+                    );
+                    missing_reads = 0;
+                    floor = next + 1;
+                    continue;
+                }
+            }
+        };
+        let seen = expire(state.clone(), &current, lifetime);
+        let mut transition = decide(seen.as_ref(), &current, repeat);
+        if let Some(next_state) = transition.next.as_mut() {
+            next_state.decided_seq = Some(next);
+        }
+        let record = NotificationRecord::decided(&current, &transition, deps.clock.now_micros());
+        let expected = state.as_ref().map(|s| s.version);
+        let outcome = retry(policy, || {
+            deps.store
+                .record(&record, transition.next.as_ref(), expected)
+        })
+        .await?;
+        match outcome {
+            RecordOutcome::Recorded => {
+                if next < seq && record.kind().is_some() {
+                    to_send.push(current);
+                }
+                if next == seq {
+                    decided = Some(record);
+                }
+                floor = next + 1;
+            }
+            // Decided before numbers were kept in the state: settled, move on.
+            RecordOutcome::AlreadyDecided => floor = next + 1,
+            RecordOutcome::StateChanged => {
+                rounds += 1;
+                if rounds > MAX_ROUNDS {
+                    return Err(AlertError::Contention { rounds });
+                }
+            }
+        }
+    }
+}
+
+/// Decides (unless decided already) and sends one alert: claim, publish, mark sent.
+pub(crate) async fn deliver<S, N, C>(
     deps: &Deps<S, N, C>,
     alert: &AlertRecord,
     owner: &str,
@@ -418,7 +595,10 @@ where
         };
         let now = deps.clock.now_micros();
         match &record.status {
-            NotificationStatus::Sent { .. } | NotificationStatus::Suppressed => {
+            // Failed: given up on after its attempts; only a redrive makes it pending again.
+            NotificationStatus::Sent { .. }
+            | NotificationStatus::Suppressed
+            | NotificationStatus::Failed => {
                 return Ok(Processed::Duplicate);
             }
             NotificationStatus::Sending {
@@ -466,7 +646,7 @@ where
                 if let Err(release) = deps.store.release(&alert.id, owner).await {
                     warn!(alert_id = alert.id, error = %release, "could not release the claim; it expires with its lease");
                 }
-                return Err(err.into());
+                return Err(AlertError::Publish(err));
             }
         };
         // If this fails, the message is out but not marked: the lease expires and the
@@ -502,7 +682,8 @@ where
             retry(policy, || deps.store.state(&alert.rule, &alert.key)).await?
         }
     };
-    let transition = decide(state.as_ref(), alert, repeat);
+    let seen = expire(state.clone(), alert, micros(deps.settings.state_lifetime));
+    let transition = decide(seen.as_ref(), alert, repeat);
     let record = NotificationRecord::decided(alert, &transition, deps.clock.now_micros());
     let expected = state.as_ref().map(|s| s.version);
     let outcome = retry(policy, || {

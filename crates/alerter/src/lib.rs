@@ -6,9 +6,11 @@
 
 pub mod config;
 pub mod handler;
+pub mod recovery;
 pub mod stream;
 
 pub use config::Config;
 pub use handler::{
     BatchReport, Clock, Deps, ManualClock, RetryPolicy, Settings, SystemClock, handler, process,
 };
+pub use recovery::{RecoveryReport, Selection, redrive, resume};

@@ -5,7 +5,8 @@
 #![recursion_limit = "256"]
 
 use alerter::config::PUBLISH_TIMEOUT;
-use alerter::{Config, Deps, SystemClock, handler};
+use alerter::recovery::invoke;
+use alerter::{Config, Deps, SystemClock};
 use aws_config::timeout::TimeoutConfig;
 use lambda_runtime::{Error, service_fn};
 use streamwatch_adapters::alert_state::DynamoDbAlertStateStore;
@@ -35,5 +36,6 @@ async fn main() -> Result<(), Error> {
         clock: SystemClock,
         settings: config.settings(),
     };
-    lambda_runtime::run(service_fn(|event| handler(&deps, event))).await
+    // The alerts table's stream and the recovery schedule share the function.
+    lambda_runtime::run(service_fn(|event| invoke(&deps, event))).await
 }

@@ -10,7 +10,8 @@ use streamwatch_core::AlertRecord;
 /// What one stream record holds.
 #[derive(Debug, Clone, PartialEq)]
 pub enum StreamItem {
-    Alert(Box<AlertRecord>),
+    /// An alert, with its per-key sequence number when the outbox gave it one.
+    Alert(Box<AlertRecord>, Option<u64>),
     /// Not an alert record; the reason is for the debug log.
     Ignored(String),
     /// An alert record that cannot be used: skipped, counted, logged.
@@ -60,7 +61,14 @@ pub fn classify(record: &EventRecord) -> StreamItem {
         return StreamItem::Malformed("alert with an empty id, rule or key".into());
     }
     match string_attr(&image, "alert_id") {
-        Some(id) if id == alert.id => StreamItem::Alert(Box::new(alert)),
+        Some(id) if id == alert.id => {
+            let seq = image
+                .get("key_seq")
+                .and_then(|v| v.get("N"))
+                .and_then(Value::as_str)
+                .and_then(|n| n.parse().ok());
+            StreamItem::Alert(Box::new(alert), seq)
+        }
         Some(id) => StreamItem::Malformed(format!(
             "alert_id {id} does not match the alert's id {}",
             alert.id

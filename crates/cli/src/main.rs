@@ -1,6 +1,7 @@
 //! `streamwatch`: the command-line side of streamwatch. Errors are one line on stderr and
 //! a non-zero exit code, never a backtrace.
 
+mod alerts;
 mod aws_args;
 mod backoff;
 mod decode;
@@ -56,6 +57,10 @@ enum Command {
     /// `dev run` runs the functions' binaries on its streams.
     #[command(subcommand)]
     Dev(dev::Dev),
+    /// Notifications that could not be sent: `alerts list --pending` shows them, `alerts
+    /// redrive` sends them (against AWS or the local dev stack).
+    #[command(subcommand)]
+    Alerts(alerts::Alerts),
 }
 
 #[derive(Subcommand)]
@@ -273,6 +278,7 @@ fn main() -> ExitCode {
         Command::Simulate(Simulate::Turbines(args)) => run_async(simulate::run(args), verbose),
         Command::Replay(Replay::Accidents(args)) => run_async(replay::run(args), verbose),
         Command::Dev(command) => run_async(dev::run(command), verbose),
+        Command::Alerts(command) => run_async(alerts::run(command), verbose),
     }
 }
 

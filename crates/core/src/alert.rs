@@ -76,7 +76,16 @@ pub fn window_alert_id(rule: &str, key: &str, window_start: Micros, kind: AlertK
     format!("{rule}#{key}#{window_start}#{}", kind.as_str())
 }
 
-/// Id of a per-event alert: one per (rule, source user record), whatever the retries.
+/// Id of a per-event alert from the event's own id (the rule's key field, e.g. the accident
+/// `ID`): one per (rule, event), however often, in whatever batch, shard or invocation the
+/// event is delivered (a producer retry, a KPL retry, a replay resumed a few rows early).
+pub fn keyed_event_alert_id(rule: &str, event_key: &str) -> String {
+    format!("{rule}#id#{event_key}")
+}
+
+/// Id of a per-event alert from the source record's coordinates, for events without a key
+/// field: one per (rule, source user record), whatever the retries, but a second delivery
+/// of the same event under new coordinates is a second alert.
 pub fn event_alert_id(
     rule: &str,
     shard_id: &str,
@@ -107,5 +116,6 @@ mod tests {
             event_alert_id("r", "s", "1", Some(0)),
             event_alert_id("r", "s", "1", None)
         );
+        assert_eq!(keyed_event_alert_id("r", "A-1"), "r#id#A-1");
     }
 }

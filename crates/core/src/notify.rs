@@ -113,6 +113,9 @@ pub struct AlertState {
     pub last_event_micros: Micros,
     /// Firing alerts seen since the current episode began (notified or not).
     pub episode_alerts: u64,
+    /// Per-key sequence number (the outbox's write order) of the last alert decided;
+    /// `None` for a state written before alerts were numbered.
+    pub decided_seq: Option<u64>,
     /// Bumped by every decision; stores write conditionally on it, so two invocations
     /// deciding about the same (rule, key) at once cannot both act on the same state.
     pub version: u64,
@@ -128,9 +131,6 @@ pub enum Suppression {
     },
     /// A resolved alert for a key that is not firing (never fired, or already resolved).
     NotFiring,
-    /// A firing alert older than the key's resolution, delivered late: the episode it
-    /// belongs to is over, so it must not start a new one.
-    Stale { resolved_micros: Micros },
 }
 
 impl fmt::Display for Suppression {
@@ -146,11 +146,6 @@ impl fmt::Display for Suppression {
                 format_micros(*next_reminder_micros)
             ),
             Self::NotFiring => f.write_str("not firing: nothing to resolve"),
-            Self::Stale { resolved_micros } => write!(
-                f,
-                "stale: the key resolved at {}, after this alert",
-                format_micros(*resolved_micros)
-            ),
         }
     }
 }
@@ -174,16 +169,17 @@ pub struct Transition {
     pub episode_alerts: u64,
 }
 
-/// The alert state machine. Per (rule, key):
+/// The alert state machine. Per (rule, key), fed the key's alerts in the order the outbox
+/// wrote them (the alerter restores that order whatever the delivery order, see
+/// `crates/alerter/src/handler.rs`):
 ///
-/// * a firing alert when not firing (no state, or resolved before the alert's event time)
-///   → **firing**, the episode starts at its event time;
+/// * a firing alert when not firing (no state, or resolved) → **firing**, the episode
+///   starts at its event time;
 /// * a firing alert while firing → **reminder** when its event time is at least
 ///   `repeat_micros` after the last notification's, otherwise suppressed. So a key firing
 ///   for 60 one-minute windows with a 15 min interval gets reminders at windows 16, 31, 46;
-/// * a resolved alert while firing (at or after the episode start) → **resolved**;
-///   otherwise suppressed (it also records the resolution, so firing alerts of the same
-///   episode arriving later are recognised as stale instead of starting a new episode);
+/// * a resolved alert while firing → **resolved**; otherwise suppressed (nothing to
+///   resolve);
 /// * a per-event alert → **event**, always, with no state.
 pub fn decide(
     state: Option<&AlertState>,
@@ -193,6 +189,7 @@ pub fn decide(
     let t = alert.event_time_micros;
     let version = state.map_or(0, |s| s.version) + 1;
     let last_event = state.map_or(t, |s| s.last_event_micros.max(t));
+    let decided_seq = state.and_then(|s| s.decided_seq);
     let fresh = |status, since, last_notified, episode_alerts| AlertState {
         rule: alert.rule.clone(),
         key: alert.key.clone(),
@@ -201,6 +198,7 @@ pub fn decide(
         last_notified_micros: last_notified,
         last_event_micros: last_event,
         episode_alerts,
+        decided_seq,
         version,
     };
     match alert.kind {
@@ -236,18 +234,6 @@ pub fn decide(
                     episode_alerts,
                 }
             }
-            Some(s) if t <= s.since_micros => Transition {
-                decision: Decision::Suppress(Suppression::Stale {
-                    resolved_micros: s.since_micros,
-                }),
-                next: Some(AlertState {
-                    last_event_micros: last_event,
-                    version,
-                    ..s.clone()
-                }),
-                firing_since_micros: None,
-                episode_alerts: 0,
-            },
             _ => Transition {
                 decision: Decision::Notify(NotificationKind::Firing),
                 next: Some(fresh(KeyStatus::Firing, t, Some(t), 1)),
@@ -256,23 +242,11 @@ pub fn decide(
             },
         },
         AlertKind::Resolved => match state {
-            Some(s) if s.status == KeyStatus::Firing && t >= s.since_micros => Transition {
+            Some(s) if s.status == KeyStatus::Firing => Transition {
                 decision: Decision::Notify(NotificationKind::Resolved),
                 next: Some(fresh(KeyStatus::Resolved, t, None, 0)),
                 firing_since_micros: Some(s.since_micros),
                 episode_alerts: s.episode_alerts,
-            },
-            // A resolution of an earlier episode delivered after a newer one began: the
-            // newer episode stays firing.
-            Some(s) if s.status == KeyStatus::Firing => Transition {
-                decision: Decision::Suppress(Suppression::NotFiring),
-                next: Some(AlertState {
-                    last_event_micros: last_event,
-                    version,
-                    ..s.clone()
-                }),
-                firing_since_micros: None,
-                episode_alerts: 0,
             },
             Some(s) => Transition {
                 decision: Decision::Suppress(Suppression::NotFiring),
@@ -315,6 +289,9 @@ pub enum NotificationStatus {
     },
     /// Never published; the outcome says why.
     Suppressed,
+    /// Given up after the configured number of attempts: stays listed (`streamwatch alerts
+    /// list --pending`) until `streamwatch alerts redrive` makes it pending again.
+    Failed,
 }
 
 impl NotificationStatus {
@@ -324,7 +301,13 @@ impl NotificationStatus {
             Self::Sending { .. } => "sending",
             Self::Sent { .. } => "sent",
             Self::Suppressed => "suppressed",
+            Self::Failed => "failed",
         }
+    }
+
+    /// Not sent and not suppressed: what recovery looks for.
+    pub fn is_unsent(&self) -> bool {
+        matches!(self, Self::Pending | Self::Sending { .. } | Self::Failed)
     }
 }
 
@@ -378,6 +361,30 @@ impl NotificationRecord {
             Outcome::Suppressed(_) => None,
         }
     }
+}
+
+/// A (rule, key) state as the next decision must see it: forgotten (not firing, a fresh
+/// episode next) when the alert comes more than `lifetime_micros` of event time after the
+/// key's last alert — the same lifetime the window-aggregator keeps its per-key state, so
+/// a turbine silent that long while firing starts over in both instead of coming back as
+/// a REMINDER "firing for 3 days". The version and sequence are kept: the store's
+/// conditional write still applies.
+pub fn expire(
+    state: Option<AlertState>,
+    alert: &AlertRecord,
+    lifetime_micros: Micros,
+) -> Option<AlertState> {
+    let s = state?;
+    if alert.event_time_micros.saturating_sub(s.last_event_micros) <= lifetime_micros {
+        return Some(s);
+    }
+    Some(AlertState {
+        status: KeyStatus::Resolved,
+        since_micros: s.last_event_micros,
+        last_notified_micros: None,
+        episode_alerts: 0,
+        ..s
+    })
 }
 
 /// What [`AlertStateStore::record`] did.
@@ -458,6 +465,42 @@ pub trait AlertStateStore: Send + Sync {
         alert_id: &str,
         owner: &str,
     ) -> impl Future<Output = Result<(), PortError>> + Send;
+
+    /// Notifications not sent yet (pending, sending, failed) decided before
+    /// `decided_before_micros`, oldest first, at most `limit`. From an index, so it may
+    /// lag a write by a moment; every action on what it returns is conditional anyway.
+    fn unsent(
+        &self,
+        decided_before_micros: Micros,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<NotificationRecord>, PortError>> + Send;
+
+    /// `pending`, or `sending` with an expired lease, → `failed`: given up on. `false` when
+    /// the notification was not in such a state (sent meanwhile, claimed by someone live).
+    fn mark_failed(
+        &self,
+        alert_id: &str,
+        now_micros: Micros,
+    ) -> impl Future<Output = Result<bool, PortError>> + Send;
+
+    /// `failed` (or `pending`) → `pending` with the attempts reset: an operator's redrive.
+    /// `false` when the notification is in another state (sent, suppressed, live claim).
+    fn redrive(&self, alert_id: &str) -> impl Future<Output = Result<bool, PortError>> + Send;
+
+    /// The alert record itself (the outbox's item), to render a notification again.
+    fn alert(
+        &self,
+        alert_id: &str,
+    ) -> impl Future<Output = Result<Option<AlertRecord>, PortError>> + Send;
+
+    /// The `seq`-th alert the outbox wrote for (rule, key) (strongly consistent); `None`
+    /// when it is gone (expired) or the store cannot see the outbox.
+    fn sequenced_alert(
+        &self,
+        rule: &str,
+        key: &str,
+        seq: u64,
+    ) -> impl Future<Output = Result<Option<AlertRecord>, PortError>> + Send;
 }
 
 /// Publishes notifications (SNS, or the embedded one for the local pipeline).
@@ -911,40 +954,26 @@ fn truncate_chars(s: &str, max: usize) -> String {
 }
 
 /// One line of printable ASCII, at most `max` characters: what SNS accepts as a subject
-/// (and what every SMS alphabet can carry). Common symbols are spelled out, other
-/// non-ASCII characters become `?`, runs of whitespace and control characters one space.
+/// (and what every SMS alphabet can carry). Non-ASCII characters are folded as CloudWatch
+/// dimension values are ([`crate::ascii`]: `San José` → `San Jose`), runs of whitespace
+/// and control characters become one space.
 pub fn ascii_line(s: &str, max: usize) -> String {
     let mut out = String::with_capacity(s.len().min(max));
     let mut space = false;
     for c in s.chars() {
-        let text: &str = match c {
-            c if c.is_whitespace() || c.is_control() => {
-                space = !out.is_empty();
-                continue;
-            }
-            '≥' => ">=",
-            '≤' => "<=",
-            '≠' => "!=",
-            '–' | '—' | '−' => "-",
-            '‘' | '’' => "'",
-            '“' | '”' => "\"",
-            '…' => "...",
-            '°' => " deg",
-            c if c.is_ascii() => {
-                if space {
-                    out.push(' ');
-                    space = false;
-                }
-                out.push(c);
-                continue;
-            }
-            _ => "?",
-        };
+        if c.is_whitespace() || c.is_control() {
+            space = !out.is_empty();
+            continue;
+        }
         if space {
             out.push(' ');
             space = false;
         }
-        out.push_str(text);
+        if c.is_ascii() {
+            out.push(c);
+        } else {
+            out.push_str(crate::ascii::fold_char(c).unwrap_or("?"));
+        }
     }
     if out.len() > max {
         // Everything is ASCII now, so byte and char positions agree.
@@ -1054,16 +1083,27 @@ mod tests {
         let resolved = window_alert(AlertKind::Resolved, 5);
         let t = decide(None, &resolved, MIN);
         assert_eq!(t.decision, Decision::Suppress(Suppression::NotFiring));
-        // A firing alert of the same episode arriving after its resolution is stale.
-        let late = decide(t.next.as_ref(), &window_alert(AlertKind::Firing, 3), MIN);
-        assert!(matches!(
-            late.decision,
-            Decision::Suppress(Suppression::Stale { .. })
-        ));
-        // A later one starts a new episode.
-        let next = decide(t.next.as_ref(), &window_alert(AlertKind::Firing, 9), MIN);
+        // The machine is fed in write order: a firing alert after a resolution starts an
+        // episode, whatever its event time (the alerter, not the machine, restores order).
+        let next = decide(t.next.as_ref(), &window_alert(AlertKind::Firing, 3), MIN);
         assert_eq!(next.decision, Decision::Notify(NotificationKind::Firing));
         assert_eq!(next.next.as_ref().map(|s| s.version), Some(2));
+    }
+
+    #[test]
+    fn a_key_silent_for_longer_than_the_state_lifetime_starts_a_fresh_episode() {
+        let first = decide(None, &window_alert(AlertKind::Firing, 0), MIN);
+        let later = window_alert(AlertKind::Firing, 3 * 24 * 60);
+        let lifetime = 48 * 60 * MIN;
+        let kept = decide(first.next.clone().as_ref(), &later, 15 * MIN);
+        assert_eq!(kept.decision, Decision::Notify(NotificationKind::Reminder));
+        let state = expire(first.next.clone(), &later, lifetime);
+        let fresh = decide(state.as_ref(), &later, 15 * MIN);
+        assert_eq!(fresh.decision, Decision::Notify(NotificationKind::Firing));
+        assert_eq!(fresh.next.map(|s| s.version), Some(2));
+        // Within the lifetime nothing changes.
+        let soon = window_alert(AlertKind::Firing, 60);
+        assert_eq!(expire(first.next.clone(), &soon, lifetime), first.next);
     }
 
     #[test]
@@ -1127,8 +1167,8 @@ mod tests {
     #[test]
     fn subjects_are_short_ascii_lines() {
         assert_eq!(
-            ascii_line("a\n b\t\tc ≥ 5 – Zürich", 99),
-            "a b c >= 5 - Z?rich"
+            ascii_line("a\n b\t\tc ≥ 5 – Zürich, San José 東", 99),
+            "a b c >= 5 - Zurich, San Jose ?"
         );
         let long = ascii_line(&"x".repeat(500), MAX_SUBJECT_CHARS);
         assert_eq!(long.len(), MAX_SUBJECT_CHARS);

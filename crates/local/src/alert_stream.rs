@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 use aws_lambda_events::event::dynamodb::{Event, EventRecord};
 use aws_sdk_dynamodb::types::AttributeValue;
 use serde_json::{Value, json};
-use streamwatch_adapters::alerts::alert_item;
+use streamwatch_adapters::alerts::{alert_item, sequenced_alert_item};
 use streamwatch_core::AlertRecord;
 
 fn attribute_json(v: &AttributeValue) -> Value {
@@ -30,13 +30,22 @@ impl AlertStream {
         Self::default()
     }
 
-    /// Stream records for alerts just written (in write order).
-    pub fn records(&mut self, alerts: &[AlertRecord]) -> Vec<EventRecord> {
+    /// Stream records for alerts just written (in write order), with the per-key sequence
+    /// number the outbox gave each (`seq_of`), as the table's items carry it.
+    pub fn records(
+        &mut self,
+        alerts: &[AlertRecord],
+        seq_of: impl Fn(&AlertRecord) -> Option<u64>,
+    ) -> Vec<EventRecord> {
         alerts
             .iter()
             .filter_map(|alert| {
                 self.next += 1;
-                let item = alert_item(alert, SystemTime::now(), Duration::from_secs(30 * 24 * 3600)).ok()?;
+                let ttl = Duration::from_secs(30 * 24 * 3600);
+                let item = match seq_of(alert) {
+                    Some(seq) => sequenced_alert_item(alert, seq, SystemTime::now(), ttl).ok()?,
+                    None => alert_item(alert, SystemTime::now(), ttl).ok()?,
+                };
                 let image: serde_json::Map<String, Value> = item.iter().map(|(k, v)| (k.clone(), attribute_json(v))).collect();
                 let record = json!({
                     "eventID": format!("{:032x}", self.next),

@@ -114,7 +114,7 @@ impl Pipeline {
             outbox: outbox.clone(),
         };
         let alerter = alerter::Deps {
-            store: EmbeddedAlertStateStore::new(),
+            store: EmbeddedAlertStateStore::with_outbox(outbox.clone()),
             notifier: EmbeddedNotifier::new(),
             clock: SystemClock,
             settings: Settings {
@@ -312,7 +312,8 @@ impl Pipeline {
         if alerts.is_empty() {
             return Vec::new();
         }
-        let records = self.alert_stream.records(&alerts);
+        let outbox = &self.outbox;
+        let records = self.alert_stream.records(&alerts, |a| outbox.seq_of(&a.id));
         self.last_alert_records = records.clone();
         self.run_alerter(records, before).await
     }

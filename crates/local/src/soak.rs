@@ -150,6 +150,7 @@ pub async fn run(opts: &SoakOptions, mut progress: impl FnMut(&str)) -> Result<S
     // (device, window start) → (count, sum) of the readings not yet checked.
     let mut expected: BTreeMap<(String, i64), (u64, u64)> = BTreeMap::new();
     let mut firing_expected: BTreeSet<(String, i64)> = BTreeSet::new();
+    let mut severe_ids: BTreeSet<String> = BTreeSet::new();
     let rule = p.aggregator.config.rule.name.clone();
     let threshold_sum = 60 * 60; // avg > 60 over 60 readings
 
@@ -201,13 +202,19 @@ pub async fn run(opts: &SoakOptions, mut progress: impl FnMut(&str)) -> Result<S
             })
             .map_err(|e| e.to_string())?;
             for (_, d) in &rows.payloads {
-                let severity = serde_json::from_slice::<serde_json::Value>(d)
-                    .ok()
+                let row = serde_json::from_slice::<serde_json::Value>(d).ok();
+                let severity = row
+                    .as_ref()
                     .and_then(|v| v["Severity"].as_i64())
                     .unwrap_or(0);
                 report.accidents_selected_expected += u64::from(severity > 2);
-                report.event_alerts_expected += u64::from(severity >= 4);
+                // One alert per accident (its `ID`), however often it is replayed.
+                if severity >= 4 {
+                    let id = row.as_ref().and_then(|v| v["ID"].as_str()).unwrap_or("");
+                    severe_ids.insert(id.to_owned());
+                }
             }
+            report.event_alerts_expected = severe_ids.len() as u64;
             report.accident_records += rows.payloads.len() as u64;
             report.accident_loops += 1;
             p.replay_accidents(&rows.payloads, 2, start + MINUTE).await;

@@ -56,8 +56,12 @@ pub struct AlertConfig {
     pub rule: Condition,
     /// Rule name in alert records and their ids.
     pub name: String,
-    /// Field naming what the alert is about (the accident `ID`); else the partition key.
-    pub key_field: FieldPath,
+    /// `ALERT_KEY_FIELD` (default `ID`, `none` for no key): the field naming the event (the
+    /// accident `ID`). It is the alert's key and makes its id, so an event delivered many
+    /// times is one alert; without it (or when a record lacks it, counted as
+    /// `AlertsWithoutKey`) the id comes from the record's Kinesis coordinates and the key is
+    /// the partition key.
+    pub key_field: Option<FieldPath>,
     /// Field whose text is the alert's severity.
     pub severity_field: FieldPath,
     /// DynamoDB alerts table.
@@ -155,7 +159,10 @@ impl Config {
             _ => Some(AlertConfig {
                 rule: condition(src, "ALERT_RULE", "Severity >= 4")?,
                 name: text_or(src, "ALERT_RULE_NAME", "accident-severity"),
-                key_field: path(src, "ALERT_KEY_FIELD", "ID")?,
+                key_field: match text_or(src, "ALERT_KEY_FIELD", "ID").as_str() {
+                    "none" | "" => None,
+                    _ => Some(path(src, "ALERT_KEY_FIELD", "ID")?),
+                },
                 severity_field: path(src, "ALERT_SEVERITY_FIELD", "Severity")?,
                 table: required(src, "ALERTS_TABLE")?.trim().to_owned(),
             }),
@@ -269,7 +276,7 @@ mod tests {
         let a = c.alerts.unwrap();
         assert_eq!(a.rule.to_string(), "Severity >= 4");
         assert_eq!(a.name, "accident-severity");
-        assert_eq!(a.key_field.as_str(), "ID");
+        assert_eq!(a.key_field.as_ref().map(|f| f.as_str()), Some("ID"));
         assert_eq!(a.table, "alerts");
         assert_eq!((c.publish_concurrency, c.alert_concurrency), (4, 16));
         assert_eq!(c.put_metric_data_timeout.as_secs(), 10);

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use aws_lambda_events::event::streams::{KinesisBatchItemFailure, KinesisEventResponse};
 use futures::StreamExt;
 use serde::Serialize;
-use streamwatch_core::alert::event_alert_id;
+use streamwatch_core::alert::{event_alert_id, keyed_event_alert_id};
 use streamwatch_core::metrics::{
     Datum, Dimension, MetricSink, Resolution, SeriesAggregator, SeriesKey, Unit,
     check_dimension_value, check_timestamp, check_value, fold_to_ascii,
@@ -52,8 +52,11 @@ pub struct BatchReport {
     pub metric_requests: usize,
     /// Alerts created by this invocation.
     pub alerts_written: usize,
-    /// Alerts that already existed (a retried or duplicated record).
+    /// Alerts that already existed (a retried or duplicated record, the same event again).
     pub alerts_existing: usize,
+    /// Alerts whose record lacked the configured key field: their id comes from the
+    /// record's coordinates, so a second delivery of that event is a second alert.
+    pub alerts_without_key: usize,
     /// Alerts given up on for a permanent error (logged).
     pub alerts_rejected: usize,
     /// Datums given up on for a permanent error (logged).
@@ -74,6 +77,8 @@ struct Sample {
 struct Evaluated {
     sample: Option<(SeriesKey, f64)>,
     alert: Option<AlertRecord>,
+    /// The alert's record lacked the configured key field.
+    alert_without_key: bool,
     filtered_out: bool,
     malformed: Option<String>,
 }
@@ -157,6 +162,9 @@ pub async fn process<S: MetricSink, A: AlertOutbox>(
                 });
             }
             if let Some(alert) = e.alert {
+                if e.alert_without_key {
+                    report.alerts_without_key += 1;
+                }
                 alerts.push(alert);
                 alert_parents.push(parent.index);
             }
@@ -294,6 +302,7 @@ fn ops_datums(namespace: &str, report: &BatchReport, now: Micros) -> Vec<Datum> 
         ("FilteredOut", report.filtered_out),
         ("DatumsPublished", report.datums),
         ("AlertsWritten", report.alerts_written),
+        ("AlertsWithoutKey", report.alerts_without_key),
     ];
     counts
         .iter()
@@ -356,7 +365,9 @@ fn evaluate(
                     Some(Ok(t)) => t,
                     _ => arrival,
                 };
-                out.alert = Some(alert(alerts, user, &record, detail_paths, time));
+                let (alert, without_key) = alert(alerts, user, &record, detail_paths, time);
+                out.alert = Some(alert);
+                out.alert_without_key = without_key;
             }
             Ok(false) => {}
             Err(e) => {
@@ -436,15 +447,17 @@ fn event_time(metric: &MetricConfig, record: &JsonObject<'_>) -> Option<Result<M
     }
 }
 
-/// The alert record for one matching user record. Its id is derived from the record's
-/// coordinates, so a retried or duplicated delivery maps to the same, already written alert.
+/// The alert record for one matching user record, and whether its key field was missing.
+/// Its id comes from the rule and the event's key field (the accident `ID`), so any
+/// delivery of the same event maps to the same, already written alert; without a key, from
+/// the record's coordinates (the same delivery retried still maps to the same alert).
 fn alert(
     config: &AlertConfig,
     user: &UserRecord<'_>,
     record: &JsonObject<'_>,
     detail_paths: &[FieldPath],
     event_time: Micros,
-) -> AlertRecord {
+) -> (AlertRecord, bool) {
     let text = |path: &FieldPath| -> Option<String> {
         match record.field(path)? {
             FieldValue::Null => None,
@@ -455,19 +468,29 @@ fn alert(
         .iter()
         .filter_map(|p| text(p).map(|v| (p.as_str().to_owned(), v)))
         .collect();
-    let key = text(&config.key_field).unwrap_or_else(|| user.partition_key.to_owned());
-    let severity = text(&config.severity_field).unwrap_or_default();
-    let source = match user.sub_sequence_number {
-        Some(sub) => format!("{}/{}/{sub}", user.shard_id, user.sequence_number),
-        None => format!("{}/{}", user.shard_id, user.sequence_number),
-    };
-    AlertRecord {
-        id: event_alert_id(
+    let event_key = config
+        .key_field
+        .as_ref()
+        .and_then(text)
+        .filter(|k| !k.trim().is_empty());
+    let without_key = config.key_field.is_some() && event_key.is_none();
+    let id = match &event_key {
+        Some(k) => keyed_event_alert_id(&config.name, k),
+        None => event_alert_id(
             &config.name,
             user.shard_id,
             user.sequence_number,
             user.sub_sequence_number,
         ),
+    };
+    let key = event_key.unwrap_or_else(|| user.partition_key.to_owned());
+    let severity = text(&config.severity_field).unwrap_or_default();
+    let source = match user.sub_sequence_number {
+        Some(sub) => format!("{}/{}/{sub}", user.shard_id, user.sequence_number),
+        None => format!("{}/{}", user.shard_id, user.sequence_number),
+    };
+    let alert = AlertRecord {
+        id,
         rule: config.name.clone(),
         summary: summary(&severity, &key, &details),
         key,
@@ -477,7 +500,8 @@ fn alert(
         window: None,
         details,
         source: vec![source],
-    }
+    };
+    (alert, without_key)
 }
 
 /// `Severity 4 accident in Dallas, Dallas County, TX at 2016-02-08T00:37:00: <description>`,

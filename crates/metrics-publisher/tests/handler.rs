@@ -168,6 +168,7 @@ async fn kpl_fixture_collapses_1125_selected_records_into_3_calls() {
             metric_requests: 3,
             alerts_written: 321,
             alerts_existing: 0,
+            alerts_without_key: 0,
             alerts_rejected: 0,
             datums_rejected: 0,
             retry_from: None,
@@ -185,7 +186,7 @@ async fn kpl_fixture_collapses_1125_selected_records_into_3_calls() {
     assert_eq!(deps.sink.requests(), 3);
     assert_eq!(
         deps.sink.accepted_requests(),
-        vec![(NS.into(), 1_000), (NS.into(), 104), (OPS.into(), 6)]
+        vec![(NS.into(), 1_000), (NS.into(), 104), (OPS.into(), 7)]
     );
     assert_eq!(ops(&deps.sink, "RecordsIn"), 16.0);
     assert_eq!(ops(&deps.sink, "UserRecords"), 3_918.0);
@@ -217,10 +218,9 @@ async fn alerts_carry_what_the_alerter_needs() {
         .iter()
         .find(|a| a.source == [format!("shardId-000000000000/{seq}/5")])
         .unwrap();
-    assert_eq!(
-        a.id,
-        format!("accident-severity#shardId-000000000000#{seq}#5")
-    );
+    // Its id is the accident's own `ID`: any other delivery of it is the same alert.
+    assert_eq!(a.id, format!("accident-severity#id#{}", a.key));
+    assert!(a.key.starts_with("A-"), "{}", a.key);
     assert_eq!(a.rule, "accident-severity");
     assert_eq!(a.kind, streamwatch_core::AlertKind::Event);
     assert_eq!(a.severity, "4");
@@ -548,7 +548,7 @@ async fn a_permanently_rejected_request_is_logged_not_retried() {
     deps.sink.fail_requests(0, 10, Retry::Permanent);
     let (response, report) = process(&deps, &event(SAMPLE_KPL), NOW).await;
     assert!(response.batch_item_failures.is_empty());
-    assert_eq!(report.datums_rejected, report.datums + 6);
+    assert_eq!(report.datums_rejected, report.datums + 7);
     assert!(deps.sink.datums().is_empty());
     // Alerts do not depend on metrics.
     assert_eq!(deps.outbox.alerts().len(), 4);

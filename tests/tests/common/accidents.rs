@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use aws_sdk_cloudwatch::types::{Dimension as SdkDimension, Statistic};
 use aws_smithy_types::DateTime;
-use streamwatch_core::alert::event_alert_id;
+use streamwatch_core::alert::keyed_event_alert_id;
 use streamwatch_core::kinesis::{KinesisEventRecord, KinesisRecord};
 use streamwatch_core::kpl::Aggregator;
 use streamwatch_core::time::format_micros;
@@ -69,18 +69,18 @@ pub fn accidents(rng: &mut Rng, n: usize) -> Input {
     };
     let mut aggregator = Aggregator::new(2_000);
     // User records waiting in the aggregator: (severity, city index, sub-sequence).
-    let mut pending: Vec<(u64, usize)> = Vec::new();
+    let mut pending: Vec<(u64, usize, usize)> = Vec::new();
     let mut seqs = [0u64; 2];
     let flush = |input: &mut Input,
                  seqs: &mut [u64; 2],
-                 pending: &mut Vec<(u64, usize)>,
+                 pending: &mut Vec<(u64, usize, usize)>,
                  data: Vec<u8>,
                  key: &str| {
         seqs[0] += 1;
         let record = kinesis_record(0, seqs[0], key, data);
         let seq = record.kinesis.sequence_number.clone();
-        for (sub, (severity, city)) in pending.drain(..).enumerate() {
-            account(input, &seq, 0, Some(sub as u64), severity, city);
+        for (severity, city, row) in pending.drain(..) {
+            account(input, &seq, row, severity, city);
         }
         input.shards[0].push(record);
     };
@@ -107,12 +107,12 @@ pub fn accidents(rng: &mut Rng, n: usize) -> Input {
                     &done.partition_key,
                 );
             }
-            pending.push((severity, city));
+            pending.push((severity, city, i));
         } else {
             seqs[1] += 1;
             let record = kinesis_record(1, seqs[1], &key, row);
             let seq = record.kinesis.sequence_number.clone();
-            account(&mut input, &seq, 1, None, severity, city);
+            account(&mut input, &seq, i, severity, city);
             input.shards[1].push(record);
         }
     }
@@ -129,14 +129,7 @@ pub fn accidents(rng: &mut Rng, n: usize) -> Input {
 }
 
 /// What one user record must leave behind.
-pub fn account(
-    input: &mut Input,
-    seq: &str,
-    shard: usize,
-    sub: Option<u64>,
-    severity: u64,
-    city: usize,
-) {
+pub fn account(input: &mut Input, seq: &str, row: usize, severity: u64, city: usize) {
     let (name, county) = CITIES[city];
     if severity > 2 {
         let published = name.replace('é', "e");
@@ -149,7 +142,7 @@ pub fn account(
     if severity >= 4 {
         input
             .alert_ids
-            .insert(event_alert_id(RULE, &shard_name(shard), seq, sub));
+            .insert(keyed_event_alert_id(RULE, &format!("A-{row}")));
     }
 }
 

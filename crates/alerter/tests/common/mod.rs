@@ -118,6 +118,39 @@ pub fn insert_record(alert: &AlertRecord, sequence: u64) -> Value {
     })
 }
 
+/// A DynamoDB stream record of the INSERT of an item as the table holds it (read back from
+/// moto, or built by the outbox's own item functions).
+pub fn item_record<'a>(
+    item: impl IntoIterator<Item = (&'a String, &'a AttributeValue)>,
+    sequence: u64,
+) -> Value {
+    let image: serde_json::Map<String, Value> = item
+        .into_iter()
+        .map(|(k, v)| (k.clone(), attribute_json(v)))
+        .collect();
+    json!({
+        "eventID": format!("{sequence:032x}"),
+        "eventName": "INSERT",
+        "eventVersion": "1.1",
+        "eventSource": "aws:dynamodb",
+        "awsRegion": "us-east-1",
+        "dynamodb": {
+            "ApproximateCreationDateTime": 1_795_262_400,
+            "Keys": { "alert_id": image["alert_id"].clone() },
+            "NewImage": image,
+            "SequenceNumber": format!("{}", 4_421_584_500_000_000_000_000_000_000u128 + sequence as u128),
+            "SizeBytes": 900,
+            "StreamViewType": "NEW_IMAGE",
+        },
+        "eventSourceARN": "arn:aws:dynamodb:us-east-1:123456789012:table/alerts/stream/2026-11-21T00:00:00.000",
+    })
+}
+
+/// A stream batch of records.
+pub fn records_event(records: Vec<Value>) -> Event {
+    serde_json::from_value(json!({ "Records": records })).unwrap()
+}
+
 /// A stream batch of alert INSERTs; sequence numbers from `first_sequence` on.
 pub fn stream_event(alerts: &[AlertRecord], first_sequence: u64) -> Event {
     let records: Vec<Value> = alerts
@@ -147,6 +180,8 @@ pub fn settings() -> Settings {
             base_delay: Duration::from_millis(1),
             max_delay: Duration::from_millis(5),
         },
+        max_attempts: 20,
+        state_lifetime: std::time::Duration::from_secs(48 * 3600),
     }
 }
 
@@ -284,5 +319,34 @@ impl AlertStateStore for FaultyStore {
 
     async fn release(&self, alert_id: &str, owner: &str) -> Result<(), PortError> {
         self.inner.release(alert_id, owner).await
+    }
+
+    async fn unsent(
+        &self,
+        decided_before_micros: Micros,
+        limit: usize,
+    ) -> Result<Vec<NotificationRecord>, PortError> {
+        self.inner.unsent(decided_before_micros, limit).await
+    }
+
+    async fn mark_failed(&self, alert_id: &str, now_micros: Micros) -> Result<bool, PortError> {
+        self.inner.mark_failed(alert_id, now_micros).await
+    }
+
+    async fn redrive(&self, alert_id: &str) -> Result<bool, PortError> {
+        self.inner.redrive(alert_id).await
+    }
+
+    async fn alert(&self, alert_id: &str) -> Result<Option<AlertRecord>, PortError> {
+        self.inner.alert(alert_id).await
+    }
+
+    async fn sequenced_alert(
+        &self,
+        rule: &str,
+        key: &str,
+        seq: u64,
+    ) -> Result<Option<AlertRecord>, PortError> {
+        self.inner.sequenced_alert(rule, key, seq).await
     }
 }

@@ -1,0 +1,244 @@
+//! Recovery: notifications that were decided but not sent — SNS or KMS refused them past the
+//! stream's retries, the batch went to the on-failure queue (which holds only stream
+//! pointers), or the invocation died — are found again in the alerts table (the outbox and
+//! its notification records are the source of truth, not the stream) and sent.
+//!
+//! * [`resume`] (the alerter's schedule): every unsent notification decided more than one
+//!   claim lease ago (so live invocations are left alone) is claimed and sent, unless it has
+//!   used up `max_attempts` claims: then it is marked `failed` and counted in
+//!   `NotificationsFailed` (alarmed), and stays listed until redriven.
+//! * [`redrive`] (`streamwatch alerts redrive`): an operator's `failed`/`pending`
+//!   notifications made pending again with their attempts reset, then sent the same way.
+//!
+//! Both are idempotent: sending goes through the same claim → publish → mark-sent as the
+//! stream path, so a notification sent meanwhile is never sent again.
+
+use serde::Serialize;
+use streamwatch_core::notify::{AlertStateStore, NotificationRecord, NotificationStatus, Notifier};
+use streamwatch_core::time::Micros;
+use tracing::{info, warn};
+
+use crate::handler::{Clock, Deps, Processed, deliver};
+
+/// What one recovery pass did.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
+pub struct RecoveryReport {
+    /// Unsent notifications looked at.
+    pub examined: usize,
+    /// Sent by this pass.
+    pub sent: usize,
+    /// Given up by this pass (`NotificationsFailed`).
+    pub newly_failed: usize,
+    /// Already `failed`, left for a redrive.
+    pub failed: usize,
+    /// Sent or claimed by someone else meanwhile, or with their alert gone.
+    pub skipped: usize,
+    /// Could not be sent this time (the error is logged); tried again next pass.
+    pub errors: usize,
+}
+
+impl RecoveryReport {
+    /// One CloudWatch Embedded Metric Format line.
+    pub fn emf(&self, function: &str, timestamp_ms: u128) -> String {
+        let counts = [
+            ("NotificationsResumed", self.sent),
+            ("NotificationsFailed", self.newly_failed),
+            ("NotificationsUnsent", self.failed + self.errors),
+        ];
+        let mut line = serde_json::json!({
+            "_aws": {
+                "Timestamp": timestamp_ms as u64,
+                "CloudWatchMetrics": [{
+                    "Namespace": "streamwatch/alerter",
+                    "Dimensions": [["FunctionName"]],
+                    "Metrics": counts.iter().map(|(name, _)| serde_json::json!({"Name": name, "Unit": "Count"})).collect::<Vec<_>>(),
+                }],
+            },
+            "FunctionName": function,
+        });
+        if let Some(obj) = line.as_object_mut() {
+            for (name, value) in counts {
+                obj.insert(name.into(), value.into());
+            }
+        }
+        line.to_string()
+    }
+}
+
+/// Notifications one pass looks at, at most: a pass must end well inside the timeout; the
+/// rest wait for the next one.
+pub const PASS_LIMIT: usize = 200;
+
+/// Sends the unsent notifications decided more than one claim lease before now.
+pub async fn resume<S, N, C>(deps: &Deps<S, N, C>, owner: &str) -> RecoveryReport
+where
+    S: AlertStateStore,
+    N: Notifier,
+    C: Clock,
+{
+    let mut report = RecoveryReport::default();
+    let lease = Micros::try_from(deps.settings.claim_lease.as_micros()).unwrap_or(Micros::MAX);
+    let before = deps.clock.now_micros().saturating_sub(lease);
+    let unsent = match deps.store.unsent(before, PASS_LIMIT).await {
+        Ok(unsent) => unsent,
+        Err(err) => {
+            warn!(error = %err, "cannot list unsent notifications; next pass");
+            report.errors += 1;
+            return report;
+        }
+    };
+    for record in unsent {
+        send(deps, &record, owner, &mut report).await;
+    }
+    info!(?report, "recovery pass done");
+    report
+}
+
+/// Which notifications an operator redrives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Selection {
+    Id(String),
+    /// Every unsent notification decided at or after this time (epoch µs).
+    Since(Micros),
+}
+
+/// Makes the selected `failed`/`pending` notifications pending again (attempts reset) and
+/// sends them.
+pub async fn redrive<S, N, C>(
+    deps: &Deps<S, N, C>,
+    selection: &Selection,
+    owner: &str,
+) -> Result<RecoveryReport, streamwatch_core::PortError>
+where
+    S: AlertStateStore,
+    N: Notifier,
+    C: Clock,
+{
+    let now = deps.clock.now_micros();
+    let records: Vec<NotificationRecord> = match selection {
+        Selection::Id(id) => deps.store.notification(id).await?.into_iter().collect(),
+        Selection::Since(since) => deps
+            .store
+            .unsent(now.saturating_add(1), usize::MAX)
+            .await?
+            .into_iter()
+            .filter(|r| r.decided_at_micros >= *since)
+            .collect(),
+    };
+    let mut report = RecoveryReport::default();
+    for record in records {
+        if !deps.store.redrive(&record.alert_id).await? {
+            report.examined += 1;
+            report.skipped += 1;
+            continue;
+        }
+        let mut fresh = record.clone();
+        fresh.status = NotificationStatus::Pending;
+        fresh.attempts = 0;
+        send(deps, &fresh, owner, &mut report).await;
+    }
+    Ok(report)
+}
+
+async fn send<S, N, C>(
+    deps: &Deps<S, N, C>,
+    record: &NotificationRecord,
+    owner: &str,
+    report: &mut RecoveryReport,
+) where
+    S: AlertStateStore,
+    N: Notifier,
+    C: Clock,
+{
+    report.examined += 1;
+    let id = record.alert_id.as_str();
+    match &record.status {
+        NotificationStatus::Failed => {
+            report.failed += 1;
+            return;
+        }
+        NotificationStatus::Sending {
+            lease_until_micros, ..
+        } if *lease_until_micros >= deps.clock.now_micros() => {
+            report.skipped += 1;
+            return;
+        }
+        _ => {}
+    }
+    if record.attempts >= deps.settings.max_attempts {
+        match deps.store.mark_failed(id, deps.clock.now_micros()).await {
+            Ok(true) => {
+                report.newly_failed += 1;
+                warn!(
+                    alert_id = id,
+                    attempts = record.attempts,
+                    "notification given up after its attempts; `streamwatch alerts redrive` resends it"
+                );
+            }
+            Ok(false) => report.skipped += 1,
+            Err(err) => {
+                report.errors += 1;
+                warn!(alert_id = id, error = %err, "cannot mark the notification failed");
+            }
+        }
+        return;
+    }
+    let alert = match deps.store.alert(id).await {
+        Ok(Some(alert)) => alert,
+        Ok(None) => {
+            report.skipped += 1;
+            warn!(
+                alert_id = id,
+                "unsent notification whose alert is gone (expired?)"
+            );
+            return;
+        }
+        Err(err) => {
+            report.errors += 1;
+            warn!(alert_id = id, error = %err, "cannot read the alert");
+            return;
+        }
+    };
+    match deliver(deps, &alert, owner).await {
+        Ok(Processed::Sent { kind, .. }) => {
+            report.sent += 1;
+            info!(
+                alert_id = id,
+                state = kind.as_str(),
+                "notification resumed and sent"
+            );
+        }
+        Ok(_) => report.skipped += 1,
+        Err(err) => {
+            report.errors += 1;
+            warn!(alert_id = id, error = %err, "notification still not sent; next pass");
+        }
+    }
+}
+
+/// The Lambda entry point for both triggers: a DynamoDB stream batch (`Records`) goes to
+/// [`crate::handler`]; anything else is the schedule, which runs a [`resume`] pass.
+pub async fn invoke<S, N, C>(
+    deps: &Deps<S, N, C>,
+    event: lambda_runtime::LambdaEvent<serde_json::Value>,
+) -> Result<serde_json::Value, lambda_runtime::Error>
+where
+    S: AlertStateStore,
+    N: Notifier,
+    C: Clock,
+{
+    let (payload, context) = event.into_parts();
+    if payload.get("Records").is_some() {
+        let batch = serde_json::from_value(payload)?;
+        let response =
+            crate::handler(deps, lambda_runtime::LambdaEvent::new(batch, context)).await?;
+        return Ok(serde_json::to_value(response)?);
+    }
+    let report = resume(deps, &context.request_id).await;
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis();
+    println!("{}", report.emf(&context.env_config.function_name, now_ms));
+    Ok(serde_json::to_value(report)?)
+}

@@ -1,0 +1,221 @@
+//! One alert and one email per accident, however often it is delivered. The reference
+//! accident fixtures — a KPL-aggregated batch and a plain one that share 70 accidents — go
+//! through the real metrics-publisher (its DynamoDB outbox on moto), then the KPL batch once
+//! more (a producer retry, a replay resumed early); the alerts table's own DynamoDB stream,
+//! read back from moto, goes through the real alerter (DynamoDB store, SNS on moto). The
+//! expected accidents are counted here from the reference de-aggregator's decoded output.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use alerter::{Deps as AlerterDeps, RetryPolicy, Settings, SystemClock};
+use aws_lambda_events::event::dynamodb::Event;
+use aws_sdk_dynamodbstreams::types::{AttributeValue as StreamValue, ShardIteratorType};
+use base64::Engine as _;
+use metrics_publisher::{Config, Deps, process};
+use serde_json::{Value, json};
+use streamwatch_adapters::alert_state::DynamoDbAlertStateStore;
+use streamwatch_adapters::sns::SnsNotifier;
+use streamwatch_adapters::{DynamoDbAlertOutbox, EmbeddedMetricSink};
+use streamwatch_core::KinesisEvent;
+use streamwatch_tests::{MotoServer, fixture};
+
+/// 2026-11-21T12:30:00Z.
+const NOW: i64 = 1_795_264_200_000_000;
+
+/// Accident `ID`s with Severity >= 4 in a fixture, from the reference de-aggregator's
+/// decoded records (one JSON line per user record, `data` base64).
+fn severe_ids(expected_jsonl: &str) -> BTreeMap<String, usize> {
+    let mut ids = BTreeMap::new();
+    for line in String::from_utf8(fixture(expected_jsonl)).unwrap().lines() {
+        let record: Value = serde_json::from_str(line).unwrap();
+        let data = base64::engine::general_purpose::STANDARD
+            .decode(record["data"].as_str().unwrap())
+            .unwrap();
+        let row: Value = serde_json::from_slice(&data).unwrap();
+        if row["Severity"].as_i64().unwrap() >= 4 {
+            *ids.entry(row["ID"].as_str().unwrap().to_owned())
+                .or_insert(0) += 1;
+        }
+    }
+    ids
+}
+
+fn stream_attribute(v: &StreamValue) -> Value {
+    match v {
+        StreamValue::S(s) => json!({ "S": s }),
+        StreamValue::N(n) => json!({ "N": n }),
+        other => panic!("alert items hold only S and N attributes, not {other:?}"),
+    }
+}
+
+fn image(item: &HashMap<String, StreamValue>) -> Value {
+    Value::Object(
+        item.iter()
+            .map(|(k, v)| (k.clone(), stream_attribute(v)))
+            .collect(),
+    )
+}
+
+/// Every record of the table's stream, shard by shard, as Lambda's DynamoDB event records.
+async fn stream_records(streams: &aws_sdk_dynamodbstreams::Client, arn: &str) -> Vec<Value> {
+    let description = streams
+        .describe_stream()
+        .stream_arn(arn)
+        .send()
+        .await
+        .unwrap()
+        .stream_description
+        .unwrap();
+    let mut out = Vec::new();
+    for shard in description.shards() {
+        let mut iterator = streams
+            .get_shard_iterator()
+            .stream_arn(arn)
+            .shard_id(shard.shard_id().unwrap())
+            .shard_iterator_type(ShardIteratorType::TrimHorizon)
+            .send()
+            .await
+            .unwrap()
+            .shard_iterator;
+        while let Some(it) = iterator {
+            let page = streams
+                .get_records()
+                .shard_iterator(it)
+                .limit(1000)
+                .send()
+                .await
+                .unwrap();
+            if page.records().is_empty() {
+                break;
+            }
+            for r in page.records() {
+                let change = r.dynamodb().unwrap();
+                out.push(json!({
+                    "eventID": r.event_id().unwrap(),
+                    "eventName": r.event_name().unwrap().as_str(),
+                    "eventVersion": "1.1",
+                    "eventSource": "aws:dynamodb",
+                    "awsRegion": "us-east-1",
+                    "dynamodb": {
+                        "ApproximateCreationDateTime": 1_795_264_200,
+                        "Keys": image(change.keys().unwrap()),
+                        "NewImage": change.new_image().map(image).unwrap_or(json!({})),
+                        "SequenceNumber": change.sequence_number().unwrap(),
+                        "SizeBytes": 900,
+                        "StreamViewType": "NEW_IMAGE",
+                    },
+                    "eventSourceARN": arn,
+                }));
+            }
+            iterator = page.next_shard_iterator;
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn kpl_and_plain_batches_sharing_accidents_send_one_email_per_severe_accident() {
+    let kpl_ids = severe_ids("kinesis-accidents-kpl.expected.jsonl");
+    let plain_ids = severe_ids("kinesis-accidents-plain.expected.jsonl");
+    let shared = plain_ids
+        .keys()
+        .filter(|id| kpl_ids.contains_key(*id))
+        .count();
+    let expected: BTreeSet<String> = kpl_ids.keys().chain(plain_ids.keys()).cloned().collect();
+    // The fixtures overlap: the test means something only if they do.
+    assert!(shared > 0, "the fixtures share no severe accident");
+    let deliveries: usize = kpl_ids.values().sum::<usize>() * 2 + plain_ids.values().sum::<usize>();
+    assert!(deliveries > expected.len());
+
+    let moto = MotoServer::start();
+    let config = streamwatch_tests::sdk_config(&moto).await;
+    let ddb = aws_sdk_dynamodb::Client::new(&config);
+    streamwatch_tests::create_alerts_table(&ddb, "alerts").await;
+    let arn = ddb
+        .update_table()
+        .table_name("alerts")
+        .stream_specification(
+            aws_sdk_dynamodb::types::StreamSpecification::builder()
+                .stream_enabled(true)
+                .stream_view_type(aws_sdk_dynamodb::types::StreamViewType::NewImage)
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap()
+        .table_description
+        .unwrap()
+        .latest_stream_arn
+        .unwrap();
+
+    // The metrics-publisher: KPL batch, plain batch, the KPL batch again.
+    let publisher = Deps {
+        config: Config::from_source(&[("ALERTS_TABLE", "alerts")]).unwrap(),
+        sink: EmbeddedMetricSink::new(),
+        outbox: DynamoDbAlertOutbox::new(ddb.clone(), "alerts"),
+    };
+    let kpl: KinesisEvent = serde_json::from_slice(&fixture("kinesis-accidents-kpl.json")).unwrap();
+    let plain: KinesisEvent =
+        serde_json::from_slice(&fixture("kinesis-accidents-plain.json")).unwrap();
+    let mut written = 0;
+    for event in [&kpl, &plain, &kpl] {
+        let (response, report) = process(&publisher, event, NOW).await;
+        assert!(response.batch_item_failures.is_empty());
+        assert_eq!(report.alerts_without_key, 0);
+        written += report.alerts_written;
+    }
+    assert_eq!(written, expected.len());
+
+    // The alerts table's stream: exactly one alert INSERT per severe accident.
+    let records = stream_records(&aws_sdk_dynamodbstreams::Client::new(&config), &arn).await;
+    let alert_inserts: Vec<&Value> = records
+        .iter()
+        .filter(|r| {
+            r["eventName"] == "INSERT" && r["dynamodb"]["NewImage"]["record_type"]["S"] == "alert"
+        })
+        .collect();
+    assert_eq!(alert_inserts.len(), expected.len());
+
+    // The alerter over the whole stream, in Lambda-sized batches.
+    let sns = aws_sdk_sns::Client::new(&config);
+    let topic = sns
+        .create_topic()
+        .name("alerts")
+        .send()
+        .await
+        .unwrap()
+        .topic_arn
+        .unwrap();
+    let alerter = AlerterDeps {
+        store: DynamoDbAlertStateStore::new(ddb.clone(), "alerts"),
+        notifier: SnsNotifier::new(sns, topic),
+        clock: SystemClock,
+        settings: Settings {
+            retry: RetryPolicy {
+                attempts: 3,
+                base_delay: std::time::Duration::from_millis(1),
+                max_delay: std::time::Duration::from_millis(5),
+            },
+            ..Settings::default()
+        },
+    };
+    for (n, batch) in records.chunks(100).enumerate() {
+        let event: Event = serde_json::from_value(json!({ "Records": batch })).unwrap();
+        let (response, _) = alerter::process(&alerter, &event, &format!("inv-{n}")).await;
+        assert!(response.batch_item_failures.is_empty());
+    }
+
+    // SNS: one message per severe accident, naming it.
+    let sent = moto.sns_notifications();
+    let keys: Vec<String> = sent
+        .iter()
+        .map(|n| {
+            let structured: Value = serde_json::from_str(n[1].as_str().unwrap()).unwrap();
+            let machine: Value = serde_json::from_str(structured["sqs"].as_str().unwrap()).unwrap();
+            machine["key"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(keys.len(), expected.len(), "one email per accident");
+    assert_eq!(keys.into_iter().collect::<BTreeSet<_>>(), expected);
+}
