@@ -165,8 +165,12 @@ async fn chaos_run(retries: SdkRetries, default_records: usize) {
         "{duplicates} duplicate notifications beyond the documented bound: {lost_publish} lost Publish responses + {update_faults} failed UpdateItem calls"
     );
 
-    // AND every call the function made is one its role in template.yaml allows
+    // AND every call the function made — its stream batches and its schedule's recovery
+    // pass (which queries the pending-notifications index) — is one its role in
+    // template.yaml allows, and every grant is used
+    let _ = alerter::resume(&deps, "chaos-recovery").await;
     let actions = streamwatch_tests::assert_role_allows("AlerterRole", &proxy);
+    assert!(actions.contains("dynamodb:Query"), "{actions:?}");
     assert!(actions.contains("sns:Publish"), "{actions:?}");
 
     let invocations: u64 = stats.iter().map(|s| s.invocations).sum();
