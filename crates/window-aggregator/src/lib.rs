@@ -168,7 +168,7 @@ where
 }
 
 /// The instant closing must stop: the invocation's deadline (epoch milliseconds) less the
-/// reserve; `None` when the context carries none (tests, local runs).
+/// reserve; `None` when the context carries none (tests, local runs) or an impossible one.
 fn deadline(deadline_ms: u64) -> Option<tokio::time::Instant> {
     if deadline_ms == 0 {
         return None;
@@ -178,5 +178,10 @@ fn deadline(deadline_ms: u64) -> Option<tokio::time::Instant> {
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0);
     let left = Duration::from_millis(deadline_ms.saturating_sub(now_ms));
+    // Less than a second left as the invocation starts is no deadline Lambda gives (its
+    // shortest timeout is 1 s); `cargo lambda watch` sends such values: ignore them.
+    if left < Duration::from_secs(1) {
+        return None;
+    }
     Some(tokio::time::Instant::now() + left.saturating_sub(CLOSE_RESERVE.min(left / 4)))
 }
