@@ -218,6 +218,17 @@ pub async fn create_alerts_table(ddb: &aws_sdk_dynamodb::Client, name: &str) {
         .expect("alerts table created in moto");
 }
 
+/// An SNS topic created in moto; its ARN.
+pub async fn create_topic(sns: &aws_sdk_sns::Client, name: &str) -> String {
+    sns.create_topic()
+        .name(name)
+        .send()
+        .await
+        .expect("topic created in moto")
+        .topic_arn
+        .expect("topic ARN")
+}
+
 /// The template's windows table (hash `pk`, range `sk`, the sparse `open-windows` index),
 /// created in moto.
 pub async fn create_windows_table(ddb: &aws_sdk_dynamodb::Client, name: &str) {

@@ -39,14 +39,7 @@ async fn world() -> World {
     let sns = aws_sdk_sns::Client::new(&config);
     let sqs = aws_sdk_sqs::Client::new(&config);
     streamwatch_tests::create_alerts_table(&ddb, "alerts").await;
-    let topic = sns
-        .create_topic()
-        .name("alerts")
-        .send()
-        .await
-        .unwrap()
-        .topic_arn
-        .unwrap();
+    let topic = streamwatch_tests::create_topic(&sns, "alerts").await;
     let queue = sqs
         .create_queue()
         .queue_name("subscriber")

@@ -267,14 +267,7 @@ async fn moto_world() -> MotoWorld {
     let ddb = aws_sdk_dynamodb::Client::new(&config);
     let sns = aws_sdk_sns::Client::new(&config);
     streamwatch_tests::create_alerts_table(&ddb, "alerts").await;
-    let topic = sns
-        .create_topic()
-        .name("alerts")
-        .send()
-        .await
-        .unwrap()
-        .topic_arn
-        .unwrap();
+    let topic = streamwatch_tests::create_topic(&sns, "alerts").await;
     let deps = Deps {
         store: DynamoDbAlertStateStore::new(ddb.clone(), "alerts"),
         notifier: SnsNotifier::new(sns, topic),

@@ -75,14 +75,7 @@ async fn a_permanent_sns_error_for_a_while_then_every_notification_is_sent_once(
     let ddb = aws_sdk_dynamodb::Client::new(&config);
     let sns = aws_sdk_sns::Client::new(&config);
     streamwatch_tests::create_alerts_table(&ddb, "alerts").await;
-    let topic = sns
-        .create_topic()
-        .name("alerts")
-        .send()
-        .await
-        .unwrap()
-        .topic_arn
-        .unwrap();
+    let topic = streamwatch_tests::create_topic(&sns, "alerts").await;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -157,14 +150,7 @@ async fn a_permanent_sns_error_for_a_while_then_every_notification_is_sent_once(
 
     // SNS recovers (the topic is back, same ARN). The next pass sends what is pending, in
     // the order it was decided; the given-up ones wait for an operator.
-    let again = sns
-        .create_topic()
-        .name("alerts")
-        .send()
-        .await
-        .unwrap()
-        .topic_arn
-        .unwrap();
+    let again = streamwatch_tests::create_topic(&sns, "alerts").await;
     assert_eq!(again, topic);
     deps.clock.advance(Duration::from_secs(60));
     let report = resume(&deps, "schedule-after").await;
