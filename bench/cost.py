@@ -13,7 +13,7 @@ dimensions are published either way), so those are listed once, not compared.
 import math
 import sys
 
-# --- us-east-1 list prices (USD), as read on the pages below; see README "Cost". ---
+# --- us-east-1 list prices (USD), as read on the pages below; see docs/cost.md. ---
 PRICES = {
     # aws.amazon.com/lambda/pricing (Arm, first tier), read 2026-11-28 via a copy of the page.
     "lambda_gb_s_arm": 0.0000133334,
@@ -42,7 +42,7 @@ GB_PER_VCPU = 1.769
 ACC_SELECTED = 1125 / 3918
 ACC_ALERTING = 321 / 3918
 # metrics-publisher CPU per 3,918-record invocation, both as Lambda processes: `bench/lambda.sh`
-# (run 3, 2026-11-28, README "Lambda init, warm batches and memory"): the release binary with
+# (run 3, 2026-11-28, docs/performance.md "Lambda init, warm batches and memory"): the release binary with
 # batched alert writes, PutMetricData and the outbox against moto, 52.4 ms; the reference
 # consumer under awslambdaric (aws_kinesis_agg + json + one boto3 put_metric_data per
 # selected record), 1,986 ms.

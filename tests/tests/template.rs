@@ -6,7 +6,7 @@
 use serde_json::Value;
 use streamwatch_tests::template;
 
-/// Actions AWS offers no resource-level permission for (README, "Permissions on `*`").
+/// Actions AWS offers no resource-level permission for (docs/deploy.md, "Permissions on `*`").
 const STAR_ALLOWED: &[&str] = &[
     "cloudwatch:PutMetricData",
     "xray:PutTraceSegments",

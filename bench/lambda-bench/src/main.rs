@@ -2,7 +2,7 @@
 //! binaries — and of the reference Python consumer under `awslambdaric` — each behind its
 //! own local Lambda Runtime API (`streamwatch_local::runtime_api`), with the environment
 //! `template.yaml` gives it and every AWS call answered by moto. `bench/lambda.sh` starts
-//! moto, creates the resources and runs this; see the README's benchmark table.
+//! moto, creates the resources and runs this; see docs/performance.md.
 //!
 //! Init is process spawn → first `GET /runtime/invocation/next`. A warm invocation is
 //! timed queued → response; the function process's CPU time is the sum of its threads'

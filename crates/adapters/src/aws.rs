@@ -21,7 +21,7 @@ pub fn defaults() -> aws_config::ConfigLoader {
 
 /// rustls on ring with the platform's root certificates (HTTP/1.1 and HTTP/2, plain HTTP
 /// for emulators). The SDK's `default-https-client` is the same rustls on aws-lc-rs, which
-/// adds 0.7 MB to each Lambda zip for nothing these functions use (README "Deployment size").
+/// adds 0.7 MB to each Lambda zip for nothing these functions use (docs/performance.md "Deployment size").
 pub fn https_client() -> aws_smithy_runtime_api::client::http::SharedHttpClient {
     use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
     aws_smithy_http_client::Builder::new()

@@ -76,7 +76,7 @@ fn history(key: &str, episodes: &[Episode]) -> Vec<AlertRecord> {
     out
 }
 
-/// In-order delivery, written from the rules in the README: a firing alert of a key that is
+/// In-order delivery, written from the rules in docs/alerts.md: a firing alert of a key that is
 /// not firing is a FIRING; while firing, a REMINDER when at least the repeat interval (event
 /// time) has passed since the last FIRING or REMINDER; a resolved alert of a firing key is a
 /// RESOLVED. Everything else sends nothing.

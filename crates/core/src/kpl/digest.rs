@@ -4,7 +4,7 @@
 //! so the CPU runs independent chains side by side. On this code LLVM emits scalar
 //! instructions (it does not vectorise the lanes), yet the interleaving alone makes a batch
 //! of 16 aggregates ~35 % cheaper to check than hashing them one by one with `md-5`
-//! (README "Performance"). No `unsafe`, no CPU detection, same code on arm64.
+//! (docs/performance.md). No `unsafe`, no CPU detection, same code on arm64.
 //!
 //! Checked against the `md-5` crate by the tests below (random lengths, every padding case).
 
