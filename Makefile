@@ -13,7 +13,7 @@ export MOTO_SERVER := $(CURDIR)/$(VENV)/bin/moto_server
 .PHONY: demo test install lint unit lambda-check sam-version sam-build report-check bench venv
 
 demo:
-	cargo run --quiet --release -p streamwatch -- demo
+	cargo run --quiet --profile cli -p streamwatch -- demo
 
 test: venv lint unit lambda-check sam-build report-check
 # CI's machines cannot build arm64 (see sam-build); `make test ARCH=arm64` where they can.
@@ -21,7 +21,7 @@ test: ARCH = x86_64
 
 # `streamwatch` on PATH (~/.cargo/bin), so the README's commands run as written.
 install:
-	cargo install --locked --path crates/cli
+	cargo install --locked --profile cli --path crates/cli
 
 venv: $(VENV_STAMP)
 
