@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use alerter::{Deps as AlerterDeps, RetryPolicy, Settings, SystemClock};
+use alerter::{Backoff, Deps as AlerterDeps, Settings, SystemClock};
 use aws_lambda_events::event::dynamodb::Event;
 use aws_sdk_dynamodbstreams::types::{AttributeValue as StreamValue, ShardIteratorType};
 use base64::Engine as _;
@@ -192,7 +192,7 @@ async fn kpl_and_plain_batches_sharing_accidents_send_one_email_per_severe_accid
         notifier: SnsNotifier::new(sns, topic),
         clock: SystemClock,
         settings: Settings {
-            retry: RetryPolicy {
+            retry: Backoff {
                 attempts: 3,
                 base_delay: std::time::Duration::from_millis(1),
                 max_delay: std::time::Duration::from_millis(5),

@@ -16,12 +16,12 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use alerter::{Deps, ManualClock, RetryPolicy, Settings, process};
+use alerter::{Backoff, Deps, ManualClock, Settings, process};
 use aws_lambda_events::event::dynamodb::{Event, EventRecord};
 use common::Rng;
 use common::alerts::{scenario, sent_alert_ids};
 use streamwatch_adapters::alert_state::DynamoDbAlertStateStore;
-use streamwatch_adapters::esm::{MappingConfig, Outcome, drain_shard};
+use streamwatch_adapters::esm::{Invocation, MappingConfig, drain_shard};
 use streamwatch_adapters::sns::SnsNotifier;
 use streamwatch_tests::MotoServer;
 use streamwatch_tests::faults::{
@@ -67,7 +67,7 @@ async fn chaos_run(retries: SdkRetries, default_records: usize) {
             repeat_interval: Duration::from_secs(900),
             claim_lease: Duration::from_secs(30),
             claim_wait: Duration::ZERO,
-            retry: RetryPolicy {
+            retry: Backoff {
                 attempts: 3,
                 base_delay: Duration::from_millis(2),
                 max_delay: Duration::from_millis(20),
@@ -106,15 +106,9 @@ async fn chaos_run(retries: SdkRetries, default_records: usize) {
                     t.2 += report.lease_lost as u64;
                 }
                 if rng.lock().unwrap().chance(function_errors) {
-                    return Outcome::Error("injected function error".into());
+                    return Invocation::Error("injected function error".into());
                 }
-                Outcome::Response {
-                    failed: response
-                        .batch_item_failures
-                        .into_iter()
-                        .filter_map(|f| f.item_identifier)
-                        .collect(),
-                }
+                Invocation::from(response)
             },
         )
     });

@@ -19,8 +19,8 @@ use common::accidents::{NOW, accidents, samples_in_request, series_sum};
 use metrics_publisher::{Config, Deps, process};
 use streamwatch_adapters::DynamoDbAlertOutbox;
 use streamwatch_adapters::alerts::alert_from_item;
-use streamwatch_adapters::cloudwatch::{CloudWatchSink, RetryPolicy};
-use streamwatch_adapters::esm::{MappingConfig, Outcome, drain_shard};
+use streamwatch_adapters::cloudwatch::{Backoff, CloudWatchSink};
+use streamwatch_adapters::esm::{Invocation, MappingConfig, drain_shard};
 use streamwatch_core::KinesisEvent;
 use streamwatch_core::kinesis::KinesisEventRecord;
 use streamwatch_tests::MotoServer;
@@ -58,8 +58,8 @@ async fn chaos_run(retries: SdkRetries, default_records: usize) {
         .collect();
     let deps = Deps {
         config: Config::from_source(&vars).expect("config"),
-        sink: CloudWatchSink::new(&sdk).with_retry(RetryPolicy {
-            max_attempts: 4,
+        sink: CloudWatchSink::new(&sdk).with_retry(Backoff {
+            attempts: 4,
             base_delay: Duration::from_millis(5),
             max_delay: Duration::from_millis(50),
         }),
@@ -96,15 +96,9 @@ async fn chaos_run(retries: SdkRetries, default_records: usize) {
                 // A function error after the work was done (a crash before the response
                 // reached Lambda): the whole batch is retried, bisected.
                 if rng.lock().unwrap().chance(function_errors) {
-                    return Outcome::Error("injected function error".into());
+                    return Invocation::Error("injected function error".into());
                 }
-                Outcome::Response {
-                    failed: response
-                        .batch_item_failures
-                        .into_iter()
-                        .filter_map(|f| f.item_identifier)
-                        .collect(),
-                }
+                Invocation::from(response)
             },
         )
     });

@@ -14,7 +14,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use common::{Rng, Turbines};
-use streamwatch_adapters::esm::{MappingConfig, Outcome, drain_shard};
+use streamwatch_adapters::esm::{Invocation, MappingConfig, drain_shard};
 use streamwatch_core::KinesisEvent;
 use streamwatch_core::kinesis::KinesisEventRecord;
 use streamwatch_tests::MotoServer;
@@ -81,15 +81,9 @@ async fn chaos_run(retries: SdkRetries, default_records: usize) {
                     t.malformed += report.malformed as u64;
                 }
                 if rng.lock().unwrap().chance(function_errors) {
-                    return Outcome::Error("injected function error".into());
+                    return Invocation::Error("injected function error".into());
                 }
-                Outcome::Response {
-                    failed: response
-                        .batch_item_failures
-                        .into_iter()
-                        .filter_map(|f| f.item_identifier)
-                        .collect(),
-                }
+                Invocation::from(response)
             },
         )
     });

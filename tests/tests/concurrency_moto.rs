@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use common::Rng;
-use streamwatch_adapters::esm::{MappingConfig, Outcome, drain_shard};
+use streamwatch_adapters::esm::{Invocation, MappingConfig, drain_shard};
 use streamwatch_core::KinesisEvent;
 use streamwatch_core::kinesis::KinesisEventRecord;
 use streamwatch_tests::MotoServer;
@@ -68,7 +68,7 @@ async fn shards_in_parallel_on_the_same_keys_keep_windows_exact() {
                                     .filter_map(|f| f.item_identifier)
                                     .collect();
                             }
-                            Outcome::Response { failed }
+                            Invocation::Response { failed }
                         }
                     },
                 )

@@ -307,7 +307,7 @@ fn alerter_logs_coordinates_not_payloads() {
             repeat_interval: std::time::Duration::from_secs(900),
             claim_lease: std::time::Duration::from_secs(30),
             claim_wait: std::time::Duration::ZERO,
-            retry: alerter::RetryPolicy::default(),
+            retry: alerter::Backoff::default(),
             max_attempts: 20,
             state_lifetime: std::time::Duration::from_secs(48 * 3600),
         },

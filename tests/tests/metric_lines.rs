@@ -410,7 +410,7 @@ fn alerter(env: &HashMap<String, String>) -> Vec<String> {
         assert_eq!((report.malformed, report.sent()), (1, 1), "{report:?}");
         // What `handler` prints after a batch.
         out.println(&report.emf(&env["AWS_LAMBDA_FUNCTION_NAME"], (NOW / 1000) as u128));
-        // What the recovery schedule prints after a pass (`recovery::invoke`).
+        // What the recovery schedule prints after a pass (`alerter::handle`).
         let recovery = alerter::resume(&deps, "inv-2").await;
         out.println(&recovery.emf(&env["AWS_LAMBDA_FUNCTION_NAME"], (NOW / 1000) as u128));
     });

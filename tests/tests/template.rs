@@ -579,7 +579,7 @@ fn t_resources(t: &Value) -> Vec<(String, Value)> {
 #[test]
 fn a_put_metric_data_request_exhausts_its_retries_within_the_function_timeout() {
     use std::time::Duration;
-    use streamwatch_adapters::cloudwatch::RetryPolicy;
+    use streamwatch_adapters::cloudwatch::DEFAULT_RETRY;
 
     let t = template();
     let timeout = t["Resources"]["MetricsPublisherFunction"]["Properties"]["Timeout"]
@@ -590,9 +590,9 @@ fn a_put_metric_data_request_exhausts_its_retries_within_the_function_timeout() 
         environment(&t, "MetricsPublisherFunction")["PUT_METRIC_DATA_TIMEOUT_SECONDS"]
             .parse()
             .expect("PUT_METRIC_DATA_TIMEOUT_SECONDS is a number of seconds");
-    let worst = RetryPolicy::default().worst_case(Duration::from_secs(attempt));
+    let worst = DEFAULT_RETRY.worst_case(Duration::from_secs(attempt));
     assert_eq!(
-        RetryPolicy::default().worst_case(Duration::from_secs(10)),
+        DEFAULT_RETRY.worst_case(Duration::from_secs(10)),
         Duration::from_millis(4 * 10_000 + 100 + 200 + 400)
     );
     assert!(

@@ -17,12 +17,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use alerter::{ManualClock, RetryPolicy, Settings};
+use alerter::{Backoff, ManualClock, Settings};
 use aws_lambda_events::event::dynamodb::{Event, EventRecord};
 use common::Rng;
 use streamwatch_adapters::alert_state::DynamoDbAlertStateStore;
 use streamwatch_adapters::alerts::alert_from_item;
-use streamwatch_adapters::esm::{MappingConfig, Outcome, drain_shard};
+use streamwatch_adapters::esm::{Invocation, MappingConfig, drain_shard};
 use streamwatch_adapters::sns::SnsNotifier;
 use streamwatch_adapters::{CloudWatchSink, DynamoDbAlertOutbox};
 use streamwatch_core::KinesisEvent;
@@ -110,8 +110,8 @@ impl Stopper {
     }
 }
 
-fn failed_ids<I: IntoIterator<Item = Option<String>>>(ids: I) -> Outcome {
-    Outcome::Response {
+fn failed_ids<I: IntoIterator<Item = Option<String>>>(ids: I) -> Invocation {
+    Invocation::Response {
         failed: ids.into_iter().flatten().collect(),
     }
 }
@@ -148,7 +148,7 @@ async fn window_state_exact_when_invocations_stop_mid_batch() {
                     .run(window_aggregator::process_batch(deps, &event))
                     .await
                 {
-                    None => Outcome::Error("timeout".into()),
+                    None => Invocation::Error("timeout".into()),
                     Some((response, _)) => failed_ids(
                         response
                             .batch_item_failures
@@ -232,7 +232,7 @@ async fn metric_alerts_exact_and_samples_duplicated_only_for_redelivered_records
                     .run(metrics_publisher::process(deps, &event, NOW))
                     .await
                 {
-                    None => Outcome::Error("timeout".into()),
+                    None => Invocation::Error("timeout".into()),
                     Some((response, _)) => failed_ids(
                         response
                             .batch_item_failures
@@ -315,7 +315,7 @@ async fn notifications_sent_and_duplicated_at_most_once_per_stopped_invocation()
             repeat_interval: Duration::from_secs(900),
             claim_lease: Duration::from_secs(30),
             claim_wait: Duration::ZERO,
-            retry: RetryPolicy {
+            retry: Backoff {
                 attempts: 3,
                 base_delay: Duration::from_millis(2),
                 max_delay: Duration::from_millis(20),
@@ -347,7 +347,7 @@ async fn notifications_sent_and_duplicated_at_most_once_per_stopped_invocation()
                     .run(alerter::process(deps, &event, &invocation))
                     .await
                 {
-                    None => Outcome::Error("timeout".into()),
+                    None => Invocation::Error("timeout".into()),
                     Some((response, _)) => failed_ids(
                         response
                             .batch_item_failures

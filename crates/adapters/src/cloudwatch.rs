@@ -9,7 +9,6 @@
 //! `aws-sdk-cloudwatch` is pinned to 1.99, the last release on the query protocol: 1.100+
 //! speaks RPCv2-CBOR, which moto (the test emulator) does not understand.
 
-use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -19,69 +18,17 @@ use aws_sdk_cloudwatch::config::timeout::TimeoutConfig;
 use aws_sdk_cloudwatch::types::{Dimension, MetricDatum, StandardUnit};
 use futures::StreamExt;
 use streamwatch_core::PortError;
+pub use streamwatch_core::backoff::Backoff;
 use streamwatch_core::metrics::{
     Datum, MetricSink, PublishError, Published, RequestFailure, RequestPlan, pack_requests,
 };
 
 use crate::aws::classify;
 
-/// How transient failures of one request are retried.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RetryPolicy {
-    /// Attempts in all, the first included.
-    pub max_attempts: u32,
-    /// Cap of the first backoff; doubles each attempt.
-    pub base_delay: Duration,
-    /// Cap of any backoff.
-    pub max_delay: Duration,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        Self {
-            max_attempts: 4,
-            base_delay: Duration::from_millis(100),
-            max_delay: Duration::from_secs(2),
-        }
-    }
-}
-
-impl RetryPolicy {
-    /// The longest one request can take under this policy when every attempt runs into
-    /// `attempt_timeout`: all attempts plus the largest backoff before each retry.
-    pub fn worst_case(&self, attempt_timeout: Duration) -> Duration {
-        let backoffs: Duration = (0..self.max_attempts.saturating_sub(1))
-            .map(|a| self.ceiling(a))
-            .sum();
-        attempt_timeout.saturating_mul(self.max_attempts) + backoffs
-    }
-
-    /// The largest backoff after failed attempt `attempt + 1`: `min(max, base * 2^attempt)`.
-    fn ceiling(&self, attempt: u32) -> Duration {
-        self.base_delay
-            .saturating_mul(1 << attempt.min(16))
-            .min(self.max_delay)
-    }
-
-    /// Full jitter: a random delay up to [`Self::ceiling`], so that concurrent invocations
-    /// throttled together do not retry together.
-    fn delay(&self, attempt: u32) -> Duration {
-        let nanos = u64::try_from(self.ceiling(attempt).as_nanos()).unwrap_or(u64::MAX);
-        if nanos == 0 {
-            return Duration::ZERO;
-        }
-        Duration::from_nanos(random_u64() % nanos)
-    }
-}
-
-/// A random number from the standard library's per-process hasher keys (no `rand` needed
-/// for jitter).
-fn random_u64() -> u64 {
-    static COUNTER: AtomicUsize = AtomicUsize::new(0);
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_usize(COUNTER.fetch_add(1, Ordering::Relaxed));
-    h.finish()
-}
+/// How a failed request is retried by default: 4 attempts, pauses of up to 0.1, 0.2 and
+/// 0.4 s.
+pub const DEFAULT_RETRY: Backoff =
+    Backoff::new(4, Duration::from_millis(100), Duration::from_secs(2));
 
 /// Default deadline of one PutMetricData attempt. A request is at most 1 MB (the API's
 /// limit, which `pack_requests` keeps); CloudWatch answers one in well under a second, and
@@ -103,7 +50,7 @@ pub const DEFAULT_CONCURRENCY: usize = 4;
 pub struct CloudWatchSink {
     client: Client,
     concurrency: usize,
-    retry: RetryPolicy,
+    retry: Backoff,
     requests: AtomicUsize,
     calls: AtomicUsize,
 }
@@ -137,7 +84,7 @@ impl CloudWatchSink {
         Self {
             client,
             concurrency: DEFAULT_CONCURRENCY,
-            retry: RetryPolicy::default(),
+            retry: DEFAULT_RETRY,
             requests: AtomicUsize::new(0),
             calls: AtomicUsize::new(0),
         }
@@ -148,7 +95,7 @@ impl CloudWatchSink {
         self
     }
 
-    pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
+    pub fn with_retry(mut self, retry: Backoff) -> Self {
         self.retry = retry;
         self
     }
@@ -181,10 +128,10 @@ impl CloudWatchSink {
                 Ok(_) => return (attempt as usize, Ok(())),
                 Err(err) => classify("cloudwatch.PutMetricData", err),
             };
-            if !err.is_transient() || attempt >= self.retry.max_attempts {
+            if !err.is_transient() || !self.retry.retries_after(attempt) {
                 return (attempt as usize, Err(err));
             }
-            let delay = self.retry.delay(attempt - 1);
+            let delay = self.retry.delay(attempt);
             tracing::warn!(
                 attempt,
                 datums = plan.datums.len(),

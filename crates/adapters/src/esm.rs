@@ -9,6 +9,37 @@
 
 use std::future::Future;
 
+use aws_lambda_events::event::streams::{DynamoDbEventResponse, KinesisEventResponse};
+
+/// The sequence numbers a partial-batch response lists (`batchItemFailures`).
+fn failed_items(items: impl IntoIterator<Item = Option<String>>) -> Invocation {
+    Invocation::Response {
+        failed: items.into_iter().flatten().collect(),
+    }
+}
+
+impl From<KinesisEventResponse> for Invocation {
+    fn from(response: KinesisEventResponse) -> Self {
+        failed_items(
+            response
+                .batch_item_failures
+                .into_iter()
+                .map(|f| f.item_identifier),
+        )
+    }
+}
+
+impl From<DynamoDbEventResponse> for Invocation {
+    fn from(response: DynamoDbEventResponse) -> Self {
+        failed_items(
+            response
+                .batch_item_failures
+                .into_iter()
+                .map(|f| f.item_identifier),
+        )
+    }
+}
+
 /// How Lambda polls one shard for a function (the template's event source settings).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MappingConfig {
@@ -29,9 +60,9 @@ impl Default for MappingConfig {
     }
 }
 
-/// What one invocation returned.
+/// What one invocation of the function returned, as the event source mapping sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
+pub enum Invocation {
     /// All records done, or the sequence numbers listed as `batchItemFailures`.
     Response { failed: Vec<String> },
     /// The invocation failed as a whole (an error, a panic, a timeout).
@@ -60,7 +91,7 @@ pub async fn drain_shard<R, F, Fut>(
 where
     R: Clone,
     F: FnMut(Vec<R>) -> Fut,
-    Fut: Future<Output = Outcome>,
+    Fut: Future<Output = Invocation>,
 {
     let mut stats = MappingStats::default();
     let mut next = 0;
@@ -87,7 +118,7 @@ async fn process<R, F, Fut>(
 where
     R: Clone,
     F: FnMut(Vec<R>) -> Fut,
-    Fut: Future<Output = Outcome>,
+    Fut: Future<Output = Invocation>,
 {
     let mut delivered_before = attempts > 0;
     while start < end {
@@ -97,8 +128,8 @@ where
         }
         delivered_before = true;
         match invoke(records[start..end].to_vec()).await {
-            Outcome::Response { failed } if failed.is_empty() => return end,
-            Outcome::Response { failed } => {
+            Invocation::Response { failed } if failed.is_empty() => return end,
+            Invocation::Response { failed } => {
                 // Lambda resumes from the lowest failed sequence number of the batch; an
                 // identifier that is not in the batch fails the whole batch.
                 let lowest = records[start..end]
@@ -108,7 +139,7 @@ where
                     start += i;
                 }
             }
-            Outcome::Error(_) if config.bisect_on_error && end - start > 1 => {
+            Invocation::Error(_) if config.bisect_on_error && end - start > 1 => {
                 if attempts >= config.maximum_retry_attempts {
                     break;
                 }
@@ -139,7 +170,7 @@ where
                 .await;
                 return end;
             }
-            Outcome::Error(_) => {}
+            Invocation::Error(_) => {}
         }
         if attempts >= config.maximum_retry_attempts {
             break;
@@ -181,7 +212,7 @@ mod tests {
                 } else {
                     vec![]
                 };
-                async move { Outcome::Response { failed } }
+                async move { Invocation::Response { failed } }
             },
         )
         .await;
@@ -213,9 +244,9 @@ mod tests {
                 let poisoned = batch.iter().any(|r| r == "005");
                 async move {
                     if poisoned {
-                        Outcome::Error("boom".into())
+                        Invocation::Error("boom".into())
                     } else {
-                        Outcome::Response { failed: vec![] }
+                        Invocation::Response { failed: vec![] }
                     }
                 }
             },
@@ -239,7 +270,7 @@ mod tests {
             },
             |_batch: Vec<String>| {
                 *calls.borrow_mut() += 1;
-                async { Outcome::Error("down".into()) }
+                async { Invocation::Error("down".into()) }
             },
         )
         .await;

@@ -16,7 +16,7 @@ use aws_sdk_cloudwatch::types::{
 };
 use aws_smithy_types::DateTime;
 use streamwatch_adapters::CloudWatchSink;
-use streamwatch_adapters::cloudwatch::RetryPolicy;
+use streamwatch_adapters::cloudwatch::Backoff;
 use streamwatch_core::metrics::{Datum, Dimension, MetricSink, Resolution, SeriesKey, Unit};
 use streamwatch_tests::MotoServer;
 
@@ -192,8 +192,8 @@ async fn a_large_batch_is_split_into_requests_of_1000_datums() {
 async fn an_unreachable_endpoint_is_transient_and_retried() {
     // Port 9 on loopback: nothing listens, the connection is refused at once.
     let config = sdk_config("http://127.0.0.1:9").await;
-    let sink = CloudWatchSink::new(&config).with_retry(RetryPolicy {
-        max_attempts: 3,
+    let sink = CloudWatchSink::new(&config).with_retry(Backoff {
+        attempts: 3,
         base_delay: Duration::from_millis(5),
         max_delay: Duration::from_millis(20),
     });

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use streamwatch_core::config::{ConfigError, Source, parsed_or, required};
 
-use crate::handler::{RetryPolicy, Settings};
+use crate::handler::{Backoff, Settings};
 
 /// SNS calls are bounded by this (main sets it as the client's operation timeout); a claim's
 /// lease must outlast it, so a live publisher never loses its claim mid-publish.
@@ -104,9 +104,9 @@ impl Config {
             repeat_interval: self.repeat_interval,
             claim_lease: self.claim_lease,
             claim_wait: self.claim_wait,
-            retry: RetryPolicy {
+            retry: Backoff {
                 attempts: self.retry_attempts,
-                ..RetryPolicy::default()
+                ..Backoff::default()
             },
             max_attempts: self.max_send_attempts,
             state_lifetime: self.state_lifetime,

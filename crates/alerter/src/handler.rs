@@ -19,7 +19,6 @@
 //! bounded retries sends the batch to the on-failure destination instead of dropping the
 //! alert). Malformed alert records are skipped, counted and logged.
 
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_lambda_events::event::dynamodb::Event;
@@ -37,74 +36,9 @@ use tracing::{debug, error, info, instrument, warn};
 
 use crate::stream::{StreamItem, classify};
 
-/// Wall-clock time, for leases only (decisions use event time).
-pub trait Clock: Send + Sync {
-    fn now_micros(&self) -> Micros;
-}
-
-/// The system clock.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now_micros(&self) -> Micros {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_micros() as Micros
-    }
-}
-
-/// A clock that moves only when told to: deterministic lease expiry in tests and
-/// simulations.
-#[derive(Debug, Default)]
-pub struct ManualClock(AtomicI64);
-
-impl ManualClock {
-    pub fn new(now_micros: Micros) -> Self {
-        Self(AtomicI64::new(now_micros))
-    }
-
-    pub fn advance(&self, by: Duration) {
-        self.0.fetch_add(micros(by), Ordering::SeqCst);
-    }
-}
-
-impl Clock for ManualClock {
-    fn now_micros(&self) -> Micros {
-        self.0.load(Ordering::SeqCst)
-    }
-}
-
-fn micros(d: Duration) -> Micros {
-    Micros::try_from(d.as_micros()).unwrap_or(Micros::MAX)
-}
-
-/// Retries of transient failures: `attempts` calls in all, exponential backoff between.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RetryPolicy {
-    pub attempts: u32,
-    pub base_delay: Duration,
-    pub max_delay: Duration,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        Self {
-            attempts: 3,
-            base_delay: Duration::from_millis(100),
-            max_delay: Duration::from_secs(2),
-        }
-    }
-}
-
-impl RetryPolicy {
-    /// The pause after failed attempt `attempt` (1-based).
-    pub fn delay(&self, attempt: u32) -> Duration {
-        let factor = 1u32 << attempt.saturating_sub(1).min(16);
-        self.base_delay.saturating_mul(factor).min(self.max_delay)
-    }
-}
+pub use streamwatch_core::backoff::Backoff;
+use streamwatch_core::clock::micros;
+pub use streamwatch_core::clock::{Clock, ManualClock, SystemClock};
 
 /// What the handler needs to know besides its ports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,7 +46,7 @@ pub struct Settings {
     pub repeat_interval: Duration,
     pub claim_lease: Duration,
     pub claim_wait: Duration,
-    pub retry: RetryPolicy,
+    pub retry: Backoff,
     /// Event time after a key's last alert when its state is forgotten (see
     /// `streamwatch_core::notify::expire`); the window-aggregator's `STATE_TTL_HOURS`.
     pub state_lifetime: Duration,
@@ -127,7 +61,7 @@ impl Default for Settings {
             repeat_interval: Duration::from_secs(900),
             claim_lease: Duration::from_secs(30),
             claim_wait: Duration::from_secs(20),
-            retry: RetryPolicy::default(),
+            retry: Backoff::default(),
             max_attempts: 20,
             state_lifetime: Duration::from_secs(48 * 3600),
         }
@@ -196,25 +130,18 @@ impl BatchReport {
             ("Failed", self.failed),
             ("Unsent", self.unsent),
         ];
-        let mut line = serde_json::json!({
-            "_aws": {
-                "Timestamp": timestamp_ms as u64,
-                "CloudWatchMetrics": [{
-                    "Namespace": "streamwatch/alerter",
-                    "Dimensions": [["FunctionName"]],
-                    "Metrics": counts.iter().map(|(name, _)| serde_json::json!({"Name": name, "Unit": "Count"})).collect::<Vec<_>>(),
-                }],
-            },
-            "FunctionName": function,
-        });
-        if let Some(obj) = line.as_object_mut() {
-            for (name, value) in counts {
-                obj.insert(name.into(), value.into());
-            }
-        }
-        line.to_string()
+        streamwatch_core::emf::counts_line(
+            NAMESPACE,
+            &[("FunctionName", function)],
+            &counts,
+            i64::try_from(timestamp_ms).unwrap_or(i64::MAX),
+        )
     }
 }
+
+/// Namespace of the alerter's operational metrics (the template's alarms and the
+/// `cloudwatch:namespace` condition of its role name it).
+pub const NAMESPACE: &str = "streamwatch/alerter";
 
 /// Why an alert could not be brought to a final state in this invocation.
 #[derive(Debug, thiserror::Error)]
@@ -245,9 +172,9 @@ pub(crate) enum Processed {
 /// invocation changed something meanwhile, which settles within a few rounds.
 const MAX_ROUNDS: u32 = 20;
 
-/// The Lambda entry point.
+/// A DynamoDB stream batch, as the entry point [`crate::handle`] hands it over.
 #[instrument(skip_all, fields(request_id = %event.context.request_id, records = event.payload.records.len()))]
-pub async fn handler<S, N, C>(
+pub async fn handle_batch<S, N, C>(
     deps: &Deps<S, N, C>,
     event: LambdaEvent<Event>,
 ) -> Result<DynamoDbEventResponse, lambda_runtime::Error>
@@ -400,7 +327,7 @@ where
 }
 
 /// Calls `op` until it succeeds, fails permanently, or the policy's attempts are used up.
-async fn retry<T, F, Fut>(policy: &RetryPolicy, mut op: F) -> Result<T, PortError>
+async fn retry<T, F, Fut>(policy: &Backoff, mut op: F) -> Result<T, PortError>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, PortError>>,
@@ -408,7 +335,7 @@ where
     let mut attempt = 1;
     loop {
         match op().await {
-            Err(e) if e.is_transient() && attempt < policy.attempts => {
+            Err(e) if e.is_transient() && policy.retries_after(attempt) => {
                 warn!(operation = e.operation, attempt, error = %e, "transient failure; retrying");
                 tokio::time::sleep(policy.delay(attempt)).await;
                 attempt += 1;
@@ -726,7 +653,7 @@ where
         }
         match deps.notifier.publish(message).await {
             Ok(id) => return Ok(Some(id)),
-            Err(e) if e.is_transient() && attempt < policy.attempts => {
+            Err(e) if e.is_transient() && policy.retries_after(attempt) => {
                 warn!(alert_id, attempt, error = %e, "publish failed; retrying");
                 tokio::time::sleep(policy.delay(attempt)).await;
                 attempt += 1;

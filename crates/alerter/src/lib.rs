@@ -11,6 +11,6 @@ pub mod stream;
 
 pub use config::Config;
 pub use handler::{
-    BatchReport, Clock, Deps, ManualClock, RetryPolicy, Settings, SystemClock, handler, process,
+    Backoff, BatchReport, Clock, Deps, ManualClock, Settings, SystemClock, handle_batch, process,
 };
-pub use recovery::{RecoveryReport, Selection, redrive, resume};
+pub use recovery::{RecoveryReport, Selection, handle, redrive, resume};

@@ -5,8 +5,7 @@
 #![recursion_limit = "256"]
 
 use alerter::config::PUBLISH_TIMEOUT;
-use alerter::recovery::invoke;
-use alerter::{Config, Deps, SystemClock};
+use alerter::{Config, Deps, SystemClock, handle};
 use aws_config::timeout::TimeoutConfig;
 use lambda_runtime::{Error, service_fn};
 use streamwatch_adapters::alert_state::DynamoDbAlertStateStore;
@@ -37,5 +36,5 @@ async fn main() -> Result<(), Error> {
         settings: config.settings(),
     };
     // The alerts table's stream and the recovery schedule share the function.
-    lambda_runtime::run(service_fn(|event| invoke(&deps, event))).await
+    lambda_runtime::run(service_fn(|event| handle(&deps, event))).await
 }

@@ -18,7 +18,7 @@ use streamwatch_core::notify::{AlertStateStore, NotificationRecord, Notification
 use streamwatch_core::time::Micros;
 use tracing::{info, warn};
 
-use crate::handler::{Clock, Deps, Processed, deliver};
+use crate::handler::{Clock, Deps, NAMESPACE, Processed, deliver};
 
 /// What one recovery pass did.
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
@@ -45,23 +45,12 @@ impl RecoveryReport {
             ("NotificationsFailed", self.newly_failed),
             ("NotificationsUnsent", self.failed + self.errors),
         ];
-        let mut line = serde_json::json!({
-            "_aws": {
-                "Timestamp": timestamp_ms as u64,
-                "CloudWatchMetrics": [{
-                    "Namespace": "streamwatch/alerter",
-                    "Dimensions": [["FunctionName"]],
-                    "Metrics": counts.iter().map(|(name, _)| serde_json::json!({"Name": name, "Unit": "Count"})).collect::<Vec<_>>(),
-                }],
-            },
-            "FunctionName": function,
-        });
-        if let Some(obj) = line.as_object_mut() {
-            for (name, value) in counts {
-                obj.insert(name.into(), value.into());
-            }
-        }
-        line.to_string()
+        streamwatch_core::emf::counts_line(
+            NAMESPACE,
+            &[("FunctionName", function)],
+            &counts,
+            i64::try_from(timestamp_ms).unwrap_or(i64::MAX),
+        )
     }
 }
 
@@ -217,8 +206,8 @@ async fn send<S, N, C>(
 }
 
 /// The Lambda entry point for both triggers: a DynamoDB stream batch (`Records`) goes to
-/// [`crate::handler`]; anything else is the schedule, which runs a [`resume`] pass.
-pub async fn invoke<S, N, C>(
+/// [`crate::handle_batch`]; anything else is the schedule, which runs a [`resume`] pass.
+pub async fn handle<S, N, C>(
     deps: &Deps<S, N, C>,
     event: lambda_runtime::LambdaEvent<serde_json::Value>,
 ) -> Result<serde_json::Value, lambda_runtime::Error>
@@ -231,7 +220,7 @@ where
     if payload.get("Records").is_some() {
         let batch = serde_json::from_value(payload)?;
         let response =
-            crate::handler(deps, lambda_runtime::LambdaEvent::new(batch, context)).await?;
+            crate::handle_batch(deps, lambda_runtime::LambdaEvent::new(batch, context)).await?;
         return Ok(serde_json::to_value(response)?);
     }
     let report = resume(deps, &context.request_id).await;

@@ -70,14 +70,17 @@ async fn two_concurrent_invocations_over_the_same_alert_notify_once() {
 
 #[tokio::test]
 async fn a_concurrent_invocation_that_cannot_wait_reports_the_record_for_a_retry() {
-    let mut deps = deps();
-    deps.notifier.delay = Duration::from_millis(200);
+    let deps = deps();
+    deps.notifier.hold.store(true, Ordering::SeqCst);
     let event = batch(&[FIRING, ACCIDENT]);
     let sequences = sequence_numbers(&event);
     let ((r1, _), (r2, _)) = tokio::join!(process(&deps, &event, "inv-a"), async {
-        // Start once inv-a holds the claim on the first alert.
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        process(&deps, &event, "inv-b").await
+        // Start once inv-a holds the claim on the first alert (it is inside Publish), and
+        // let it go on only when inv-b is done: signals, not sleeps, order the two.
+        deps.notifier.entered.notified().await;
+        let done = process(&deps, &event, "inv-b").await;
+        deps.notifier.hold_released();
+        done
     });
 
     assert!(r1.batch_item_failures.is_empty());
@@ -397,7 +400,7 @@ async fn the_lambda_handler_answers_with_batch_item_failures_by_sequence_number(
     let event = batch(&[IGNORED, FIRING, ACCIDENT]);
     let mut context = lambda_runtime::Context::default();
     context.request_id = "req-1".into();
-    let response = alerter::handler(&deps, lambda_runtime::LambdaEvent::new(event, context))
+    let response = alerter::handle_batch(&deps, lambda_runtime::LambdaEvent::new(event, context))
         .await
         .unwrap();
     assert_eq!(

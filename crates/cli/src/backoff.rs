@@ -1,54 +1,35 @@
-//! Exponential backoff with full jitter for the producers' retries (PutRecords failed
-//! records, BatchWriteItem unprocessed items, throttled calls). Full jitter spreads many
-//! producers' retries over the interval instead of having them collide again.
+//! The producers' retries (PutRecords failed records, BatchWriteItem unprocessed items,
+//! throttled calls) on core's one [`Backoff`]: this module only sleeps the pauses.
 
 use std::time::Duration;
 
-use rand::RngExt as _;
+pub use streamwatch_core::backoff::{Attempts, Backoff};
 
-/// The retry schedule of one write: attempt 1 waits up to `base`, each next one up to
-/// twice as long, never more than `cap`.
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    base: Duration,
-    cap: Duration,
-    max_attempts: u32,
-    attempt: u32,
+/// The producers' schedule: `max_attempts` in all, pauses of up to 0.1 s doubling to 5 s.
+pub fn producer(max_attempts: u32) -> Attempts {
+    Attempts::new(Backoff::new(
+        max_attempts,
+        Duration::from_millis(100),
+        Duration::from_secs(5),
+    ))
 }
 
-impl Backoff {
-    pub fn new(max_attempts: u32) -> Self {
-        Self {
-            base: Duration::from_millis(50),
-            cap: Duration::from_secs(5),
-            max_attempts: max_attempts.max(1),
-            attempt: 0,
-        }
-    }
-
-    /// Attempts made so far.
-    pub fn attempts(&self) -> u32 {
-        self.attempt
-    }
-
+/// Sleeping through an [`Attempts`]' pauses.
+pub trait Wait {
     /// Counts one failed attempt and sleeps before the next; false when the attempts are
     /// used up (the caller then gives up).
-    pub async fn wait(&mut self) -> bool {
-        self.attempt += 1;
-        if self.attempt >= self.max_attempts {
-            return false;
-        }
-        tokio::time::sleep(self.delay()).await;
-        true
-    }
+    async fn wait(&mut self) -> bool;
+}
 
-    fn delay(&self) -> Duration {
-        let ceiling = self
-            .base
-            .saturating_mul(1u32 << self.attempt.min(16))
-            .min(self.cap);
-        let millis = ceiling.as_millis().max(1) as u64;
-        Duration::from_millis(rand::rng().random_range(0..=millis))
+impl Wait for Attempts {
+    async fn wait(&mut self) -> bool {
+        match self.next_delay() {
+            Some(pause) => {
+                tokio::time::sleep(pause).await;
+                true
+            }
+            None => false,
+        }
     }
 }
 
@@ -57,15 +38,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn delays_grow_to_the_cap_and_attempts_run_out() {
-        let mut b = Backoff::new(3);
-        for attempt in 1..20 {
-            b.attempt = attempt;
-            assert!(b.delay() <= Duration::from_secs(5));
-        }
-        b.attempt = 1;
-        assert!(b.delay() <= Duration::from_millis(100));
-        let mut b = Backoff::new(2);
+    fn the_producer_schedule_gives_up_after_its_attempts() {
+        let mut b = producer(2);
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_time()
             .build()

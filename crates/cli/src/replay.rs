@@ -25,7 +25,7 @@ use streamwatch_core::kpl::{self, Aggregator};
 use tokio::sync::mpsc;
 
 use crate::aws_args::AwsArgs;
-use crate::backoff::Backoff;
+use crate::backoff::{self, Wait as _};
 use crate::failure::{CallKind, SdkCall};
 use crate::{Failure, plural};
 
@@ -587,7 +587,7 @@ impl Sender {
                 })?;
             pending.push(built);
         }
-        let mut backoff = Backoff::new(self.max_attempts);
+        let mut backoff = backoff::producer(self.max_attempts);
         loop {
             self.totals.calls += 1;
             let result = self

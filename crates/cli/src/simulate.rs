@@ -19,7 +19,7 @@ use rand::rngs::StdRng;
 use rand::{RngExt as _, SeedableRng as _};
 
 use crate::aws_args::{Aws, AwsArgs};
-use crate::backoff::Backoff;
+use crate::backoff::{self, Wait as _};
 use crate::failure::{CallKind, SdkCall};
 use crate::{Failure, plural};
 
@@ -307,7 +307,7 @@ pub async fn write_batch(
     max_attempts: u32,
 ) -> Result<(), Failure> {
     let (client, table) = (&target.client, target.table.as_str());
-    let mut backoff = Backoff::new(max_attempts);
+    let mut backoff = backoff::producer(max_attempts);
     while !requests.is_empty() {
         let n = requests.len() as u64;
         totals.calls += 1;

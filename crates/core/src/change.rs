@@ -11,6 +11,8 @@ use base64::engine::general_purpose::STANDARD as B64;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 
+pub use crate::time::{Precision, infer_precision};
+
 /// One DynamoDB attribute value.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum AttributeValue {
@@ -81,16 +83,6 @@ pub enum EventName {
     Insert,
     Modify,
     Remove,
-}
-
-/// Unit of `ApproximateCreationDateTime`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "UPPERCASE")]
-pub enum Precision {
-    Microsecond,
-    Millisecond,
-    /// DynamoDB Streams (not Kinesis) sends seconds; never named in the payload.
-    Second,
 }
 
 /// A change record from Kinesis Data Streams for DynamoDB.
@@ -202,18 +194,6 @@ impl From<StreamRecord> for RawStreamRecord {
             old_image: r.old_image,
             size_bytes: r.size_bytes,
         }
-    }
-}
-
-/// Unit of an epoch timestamp by its magnitude: anything past 1e14 is microseconds
-/// (1e14 µs is 1973), past 1e11 milliseconds (1e11 ms is 1973), else seconds.
-pub fn infer_precision(value: f64) -> Precision {
-    if value >= 1e14 {
-        Precision::Microsecond
-    } else if value >= 1e11 {
-        Precision::Millisecond
-    } else {
-        Precision::Second
     }
 }
 

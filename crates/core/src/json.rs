@@ -8,7 +8,7 @@ use std::fmt;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
-use crate::path::FieldValue;
+use crate::value::FieldValue;
 
 /// A JSON object's top-level members, unparsed.
 #[derive(Debug, Default)]

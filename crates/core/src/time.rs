@@ -4,11 +4,34 @@
 
 use chrono::{DateTime, NaiveDateTime, Utc};
 
-use crate::change::{Precision, infer_precision};
-use crate::path::FieldValue;
+use serde::{Deserialize, Serialize};
+
+use crate::value::FieldValue;
 
 /// Microseconds since the Unix epoch.
 pub type Micros = i64;
+
+/// Unit of `ApproximateCreationDateTime`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Precision {
+    Microsecond,
+    Millisecond,
+    /// DynamoDB Streams (not Kinesis) sends seconds; never named in the payload.
+    Second,
+}
+
+/// Unit of an epoch timestamp by its magnitude: anything past 1e14 is microseconds
+/// (1e14 µs is 1973), past 1e11 milliseconds (1e11 ms is 1973), else seconds.
+pub fn infer_precision(value: f64) -> Precision {
+    if value >= 1e14 {
+        Precision::Microsecond
+    } else if value >= 1e11 {
+        Precision::Millisecond
+    } else {
+        Precision::Second
+    }
+}
 
 /// Reads a field value as an event time.
 pub fn parse_event_time(value: &FieldValue<'_>) -> Option<Micros> {

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 
 use alerter::{Settings, SystemClock};
 use streamwatch_adapters::alert_state::EmbeddedAlertStateStore;
-use streamwatch_adapters::esm::{MappingConfig, MappingStats, Outcome, drain_shard};
+use streamwatch_adapters::esm::{Invocation, MappingConfig, MappingStats, drain_shard};
 use streamwatch_adapters::shards::EmbeddedShardProbe;
 use streamwatch_adapters::sns::EmbeddedNotifier;
 use streamwatch_adapters::windows::EmbeddedWindowStore;
@@ -202,13 +202,7 @@ impl Pipeline {
                 move |batch| async move {
                     let event = KinesisEvent { records: batch };
                     let (response, _) = metrics_publisher::process(deps, &event, now).await;
-                    Outcome::Response {
-                        failed: response
-                            .batch_item_failures
-                            .into_iter()
-                            .filter_map(|f| f.item_identifier)
-                            .collect(),
-                    }
+                    Invocation::from(response)
                 },
             )
         });
@@ -245,13 +239,7 @@ impl Pipeline {
                 move |batch| async move {
                     let event = KinesisEvent { records: batch };
                     let (response, _) = window_aggregator::process_batch(deps, &event).await;
-                    Outcome::Response {
-                        failed: response
-                            .batch_item_failures
-                            .into_iter()
-                            .filter_map(|f| f.item_identifier)
-                            .collect(),
-                    }
+                    Invocation::from(response)
                 },
             )
         });
@@ -344,13 +332,7 @@ impl Pipeline {
                 async move {
                     let event = alert_stream::event(batch);
                     let (response, _) = alerter::process(deps, &event, &format!("local-{n}")).await;
-                    Outcome::Response {
-                        failed: response
-                            .batch_item_failures
-                            .into_iter()
-                            .filter_map(|f| f.item_identifier)
-                            .collect(),
-                    }
+                    Invocation::from(response)
                 }
             },
         )

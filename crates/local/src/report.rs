@@ -32,7 +32,7 @@ pub struct NotificationLine {
 
 /// Everything the report shows.
 #[derive(Debug, Clone, PartialEq, Serialize, Default)]
-pub struct Report {
+pub struct DemoReport {
     pub title: String,
     pub subtitle: String,
     pub threshold: f64,
@@ -217,7 +217,7 @@ pub fn bar_chart(title: &str, bars: &[(String, f64)]) -> String {
 const LEGEND: &str = r##"<p class="legend"><svg width="24" height="10"><line x1="0" y1="5" x2="24" y2="5" stroke="#1565c0" stroke-width="2"/></svg> window average (mph) <svg width="10" height="10"><circle cx="5" cy="5" r="3" fill="#d33"/></svg> above the threshold <svg width="24" height="10"><line x1="0" y1="5" x2="24" y2="5" stroke="#d33" stroke-dasharray="5,4"/></svg> threshold &nbsp; notifications: <svg width="12" height="10"><path d="M6,10 l-5,-8 h10 z" fill="#c62828"/></svg> firing <svg width="12" height="10"><path d="M6,10 l-5,-8 h10 z" fill="#ef6c00"/></svg> reminder <svg width="12" height="10"><path d="M6,10 l-5,-8 h10 z" fill="#2e7d32"/></svg> resolved</p>"##;
 
 /// The whole report as one HTML document.
-pub fn render_html(report: &Report) -> String {
+pub fn render_html(report: &DemoReport) -> String {
     let mut html = String::new();
     let _ = write!(
         html,
@@ -301,7 +301,7 @@ mod tests {
 
     #[test]
     fn renders_one_chart_per_turbine_and_escapes_text() {
-        let report = Report {
+        let report = DemoReport {
             title: "streamwatch <demo>".into(),
             threshold: 60.0,
             turbines: (1..=3)
@@ -344,7 +344,7 @@ mod tests {
         assert_eq!(y_ticks(78.75), [0.0, 20.0, 40.0, 60.0, 80.0]);
         assert_eq!(y_ticks(63.0), [0.0, 20.0, 40.0, 60.0, 80.0]);
         assert_eq!(y_ticks(0.5), [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]);
-        let report = Report {
+        let report = DemoReport {
             threshold: 60.0,
             turbines: ["device10", "device2", "device1"]
                 .map(|d| TurbineSeries {

@@ -15,13 +15,13 @@ use tracing::warn;
 
 use crate::close::close_due;
 use crate::decode::{Op, decode};
-use crate::report::Report;
+use crate::report::BatchReport;
 use crate::{Clock, Deps, shards};
 
 /// Conflicting writers settle within a few rounds; beyond that something is wrong.
 pub(crate) const MAX_ROUNDS: usize = 20;
 
-fn skip(report: &mut Report, user: &UserRecord<'_>, reason: &str) {
+fn skip(report: &mut BatchReport, user: &UserRecord<'_>, reason: &str) {
     report.malformed += 1;
     warn!(
         shard = user.shard_id,
@@ -60,7 +60,7 @@ enum GroupError {
 pub async fn process_batch<W, A, P, C>(
     deps: &Deps<W, A, P, C>,
     event: &KinesisEvent,
-) -> (KinesisEventResponse, Report)
+) -> (KinesisEventResponse, BatchReport)
 where
     W: WindowStore + ShardLedger,
     A: AlertOutbox,
@@ -76,7 +76,7 @@ pub async fn process_batch_within<W, A, P, C>(
     deps: &Deps<W, A, P, C>,
     event: &KinesisEvent,
     deadline: Option<Instant>,
-) -> (KinesisEventResponse, Report)
+) -> (KinesisEventResponse, BatchReport)
 where
     W: WindowStore + ShardLedger,
     A: AlertOutbox,
@@ -86,9 +86,9 @@ where
     let config = &deps.config;
     let rule = &config.rule.name;
     let skew = config.max_future_skew.as_micros() as Micros;
-    let mut report = Report {
+    let mut report = BatchReport {
         records_in: event.records.len(),
-        ..Report::default()
+        ..BatchReport::default()
     };
     let batch_shards: BTreeSet<&str> = event.records.iter().map(record::shard_id).collect();
     let mut ledger = match deps.store.ledger(rule).await {
@@ -238,10 +238,10 @@ fn start_of_shard(ledger: &Ledger, shard: &str) -> Option<Micros> {
 
 fn finish(
     event: &KinesisEvent,
-    mut report: Report,
+    mut report: BatchReport,
     parent: Option<usize>,
     error: &PortError,
-) -> (KinesisEventResponse, Report) {
+) -> (KinesisEventResponse, BatchReport) {
     let mut response = KinesisEventResponse::default();
     if let Some(p) = parent.and_then(|p| event.records.get(p)) {
         let mut failure = KinesisBatchItemFailure::default();
@@ -261,7 +261,7 @@ async fn apply_group<W: WindowStore, A, P, C>(
     key: &WindowKey,
     group: &Group,
     mut current: Option<WindowState>,
-    report: &mut Report,
+    report: &mut BatchReport,
 ) -> Result<(), GroupError> {
     let spec = &deps.config.spec;
     let close_at = spec.close_at(key.start_micros);

@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use tracing::info;
 
 use crate::batch::MAX_ROUNDS;
-use crate::report::Report;
+use crate::report::BatchReport;
 use crate::{Clock, Deps, shards};
 
 /// Closes the windows whose close time is at or before `watermark`, per key in window
@@ -23,7 +23,7 @@ pub async fn close_due<W: WindowStore, A: AlertOutbox, P, C>(
     deps: &Deps<W, A, P, C>,
     watermark: Micros,
     deadline: Option<Instant>,
-    report: &mut Report,
+    report: &mut BatchReport,
 ) -> Result<(), PortError> {
     const PAGE: usize = 100;
     let mut closed_any = false;
@@ -79,7 +79,7 @@ fn rotate_to_a_key(due: &mut [WindowKey]) {
 async fn close_window<W: WindowStore, A: AlertOutbox, P, C>(
     deps: &Deps<W, A, P, C>,
     key: &WindowKey,
-    report: &mut Report,
+    report: &mut BatchReport,
 ) -> Result<(), PortError> {
     let rule = &deps.config.rule;
     let close_at = deps.config.spec.close_at(key.start_micros);
@@ -163,7 +163,7 @@ async fn close_window<W: WindowStore, A: AlertOutbox, P, C>(
 /// The schedule: probes the stream (caught-up shards move to wall clock minus grace, a
 /// shard with a backlog stays where its records are), then closes what the watermark
 /// passed — idle keys' windows included — within the time budget.
-pub async fn close_idle<W, A, P, C>(deps: &Deps<W, A, P, C>) -> Result<Report, PortError>
+pub async fn close_idle<W, A, P, C>(deps: &Deps<W, A, P, C>) -> Result<BatchReport, PortError>
 where
     W: WindowStore + ShardLedger,
     A: AlertOutbox,
@@ -177,14 +177,14 @@ where
 pub async fn close_idle_within<W, A, P, C>(
     deps: &Deps<W, A, P, C>,
     deadline: Option<Instant>,
-) -> Result<Report, PortError>
+) -> Result<BatchReport, PortError>
 where
     W: WindowStore + ShardLedger,
     A: AlertOutbox,
     P: ShardProbe,
     C: Clock,
 {
-    let mut report = Report::default();
+    let mut report = BatchReport::default();
     let ledger = shards::probe(deps, deps.clock.now_micros(), &mut report).await?;
     if let Some(wm) = ledger.watermark() {
         close_due(deps, wm, deadline, &mut report).await?;

@@ -86,34 +86,17 @@ mod shards;
 pub use batch::{process_batch, process_batch_within};
 pub use close::{close_due, close_idle, close_idle_within};
 pub use config::{Config, InputFormat};
-pub use report::Report;
+pub use report::BatchReport;
 
 use std::time::Duration;
 
 use lambda_runtime::LambdaEvent;
 use serde_json::Value;
 use streamwatch_core::progress::{ShardLedger, ShardProbe};
-use streamwatch_core::time::Micros;
 use streamwatch_core::window::WindowStore;
 use streamwatch_core::{AlertOutbox, KinesisEvent};
 
-/// Wall-clock time, injectable so the local demo can run in accelerated event time.
-pub trait Clock: Send + Sync {
-    fn now_micros(&self) -> Micros;
-}
-
-/// The real clock.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now_micros(&self) -> Micros {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_micros() as Micros)
-            .unwrap_or_default()
-    }
-}
+pub use streamwatch_core::clock::{Clock, SystemClock};
 
 /// What the function needs, built once per cold start: the window store (which also keeps
 /// the shard ledger), the alerts outbox, the stream probe and the clock.

@@ -5,7 +5,7 @@ use serde::Serialize;
 
 /// What one invocation did.
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
-pub struct Report {
+pub struct BatchReport {
     pub records_in: usize,
     pub readings: usize,
     pub malformed: usize,
@@ -29,7 +29,7 @@ pub struct Report {
     pub retry_from: Option<String>,
 }
 
-impl Report {
+impl BatchReport {
     /// The report as one CloudWatch Embedded Metric Format line.
     pub fn emf(&self, namespace: &str, timestamp_ms: i64) -> String {
         let metrics = [
@@ -44,15 +44,6 @@ impl Report {
             ("AlertsWritten", self.alerts_written),
             ("ShardsBehind", self.shards_behind),
         ];
-        let mut line = serde_json::json!({
-            "_aws": {"Timestamp": timestamp_ms, "CloudWatchMetrics": [{
-                "Namespace": namespace, "Dimensions": [[]],
-                "Metrics": metrics.iter().map(|(n, _)| serde_json::json!({"Name": n, "Unit": "Count"})).collect::<Vec<_>>()
-            }]}
-        });
-        for (name, value) in metrics {
-            line[name] = value.into();
-        }
-        line.to_string()
+        streamwatch_core::emf::counts_line(namespace, &[], &metrics, timestamp_ms)
     }
 }

@@ -13,7 +13,7 @@ use streamwatch_core::time::Micros;
 use tracing::{info, warn};
 
 use crate::Deps;
-use crate::report::Report;
+use crate::report::BatchReport;
 
 /// Registers the shards of `listing` the ledger does not know yet, each starting from its
 /// parents' progress, and marks the stream listed. `ledger` is updated in place.
@@ -92,7 +92,7 @@ pub async fn know<W: ShardLedger, A, P: ShardProbe, C>(
 pub async fn probe<W: ShardLedger, A, P: ShardProbe, C>(
     deps: &Deps<W, A, P, C>,
     now: Micros,
-    report: &mut Report,
+    report: &mut BatchReport,
 ) -> Result<Ledger, PortError> {
     let rule = &deps.config.rule.name;
     let mut ledger = deps.store.ledger(rule).await?;

@@ -535,7 +535,7 @@ async fn the_entry_point_serves_both_triggers_and_rejects_anything_else() {
 
 #[test]
 fn operational_metrics_are_one_emf_line() {
-    let report = window_aggregator::Report {
+    let report = window_aggregator::BatchReport {
         records_in: 100,
         readings: 97,
         malformed: 3,

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
-use alerter::{Deps, ManualClock, RetryPolicy, Settings};
+use alerter::{Backoff, Deps, ManualClock, Settings};
 use aws_lambda_events::event::dynamodb::Event;
 use aws_sdk_dynamodb::types::AttributeValue;
 use serde_json::{Value, json};
@@ -175,7 +175,7 @@ pub fn settings() -> Settings {
         repeat_interval: Duration::from_secs(900),
         claim_lease: Duration::from_secs(30),
         claim_wait: Duration::ZERO,
-        retry: RetryPolicy {
+        retry: Backoff {
             attempts: 3,
             base_delay: Duration::from_millis(1),
             max_delay: Duration::from_millis(5),
@@ -206,9 +206,20 @@ pub struct FaultyNotifier {
     pub permanent: bool,
     pub delay: Duration,
     pub calls: AtomicUsize,
+    /// When set, a publish signals `entered` and then waits for `release`: a test holds
+    /// one invocation inside SNS by a signal, not by a sleep it hopes is long enough.
+    pub hold: std::sync::atomic::AtomicBool,
+    pub entered: tokio::sync::Notify,
+    pub release: tokio::sync::Notify,
 }
 
 impl FaultyNotifier {
+    /// Ends `hold`: the publish waiting inside goes on, later ones do not wait.
+    pub fn hold_released(&self) {
+        self.hold.store(false, Ordering::SeqCst);
+        self.release.notify_one();
+    }
+
     pub fn published(&self) -> Vec<Message> {
         self.inner.published()
     }
@@ -231,6 +242,10 @@ pub struct Injected;
 impl Notifier for FaultyNotifier {
     async fn publish(&self, message: &Message) -> Result<String, PortError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
+        if self.hold.load(Ordering::SeqCst) {
+            self.entered.notify_one();
+            self.release.notified().await;
+        }
         if !self.delay.is_zero() {
             tokio::time::sleep(self.delay).await;
         }

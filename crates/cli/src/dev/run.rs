@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use streamwatch_adapters::esm::{self, MappingConfig, Outcome};
+use streamwatch_adapters::esm::{self, Invocation, MappingConfig};
 use streamwatch_local::runtime_api::{InvocationResult, InvokeError, RuntimeApi, function_command};
 
 use super::filter::Filters;
@@ -82,7 +82,7 @@ struct Sandbox {
 
 /// What one invocation came to.
 struct Invoked {
-    outcome: Outcome,
+    outcome: Invocation,
     ms: f64,
     text: String,
 }
@@ -122,7 +122,7 @@ impl Function {
                 Err(e) => {
                     self.stats.errors.fetch_add(1, Ordering::Relaxed);
                     return Invoked {
-                        outcome: Outcome::Error(e.clone()),
+                        outcome: Invocation::Error(e.clone()),
                         ms: 0.0,
                         text: format!("error: {e}"),
                     };
@@ -144,23 +144,28 @@ impl Function {
                         } else {
                             format!("{} batchItemFailures", failed.len())
                         };
-                        (Outcome::Response { failed }, ms, text, true)
+                        (Invocation::Response { failed }, ms, text, true)
                     }
                     InvocationResult::Error {
                         error_type,
                         error_message,
                     } => {
                         let e = format!("{error_type}: {error_message}");
-                        (Outcome::Error(e.clone()), ms, format!("error: {e}"), true)
+                        (
+                            Invocation::Error(e.clone()),
+                            ms,
+                            format!("error: {e}"),
+                            true,
+                        )
                     }
                 }
             }
             Ok(Err(InvokeError::Timeout)) => {
                 let e = format!("timed out after {} s", self.timeout.as_secs());
-                (Outcome::Error(e.clone()), elapsed_ms(started), e, false)
+                (Invocation::Error(e.clone()), elapsed_ms(started), e, false)
             }
             Ok(Err(e @ InvokeError::InitError { .. })) => (
-                Outcome::Error(e.to_string()),
+                Invocation::Error(e.to_string()),
                 elapsed_ms(started),
                 format!("error: {e}"),
                 false,
@@ -171,10 +176,10 @@ impl Function {
                     status.map_or_else(|e| e.to_string(), |s| s.to_string()),
                     self.log.display()
                 );
-                (Outcome::Error(e.clone()), elapsed_ms(started), e, false)
+                (Invocation::Error(e.clone()), elapsed_ms(started), e, false)
             }
         };
-        if matches!(outcome, Outcome::Error(_)) {
+        if matches!(outcome, Invocation::Error(_)) {
             self.stats.errors.fetch_add(1, Ordering::Relaxed);
         }
         if keep {
@@ -976,8 +981,8 @@ async fn deliver(shared: &Shared, m: &Arc<Mapping>, shard: &str, batch: Vec<Poll
                 );
                 match invoked.outcome {
                     // Without ReportBatchItemFailures Lambda reads any response as success.
-                    Outcome::Response { .. } if !m.report_failures => {
-                        Outcome::Response { failed: Vec::new() }
+                    Invocation::Response { .. } if !m.report_failures => {
+                        Invocation::Response { failed: Vec::new() }
                     }
                     other => other,
                 }
@@ -1163,7 +1168,8 @@ async fn put_all(kinesis: &aws_sdk_kinesis::Client, stream: &str, entries: &[(St
     use aws_sdk_kinesis::primitives::Blob;
     use aws_sdk_kinesis::types::PutRecordsRequestEntry;
     let mut left: Vec<&(String, Vec<u8>)> = entries.iter().collect();
-    let mut backoff = crate::backoff::Backoff::new(10);
+    let mut backoff = crate::backoff::producer(10);
+    use crate::backoff::Wait as _;
     while !left.is_empty() {
         let request: Vec<PutRecordsRequestEntry> = left
             .iter()
