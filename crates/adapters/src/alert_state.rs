@@ -60,13 +60,7 @@ pub fn state_item_key(rule: &str, key: &str) -> String {
 
 type Item = HashMap<String, AttributeValue>;
 
-fn s(v: impl Into<String>) -> AttributeValue {
-    AttributeValue::S(v.into())
-}
-
-fn n(v: impl ToString) -> AttributeValue {
-    AttributeValue::N(v.to_string())
-}
+use crate::dynamo::{is_condition_failure, n, s};
 
 fn ttl_attr(now: SystemTime, ttl: Duration) -> AttributeValue {
     let now = now.duration_since(UNIX_EPOCH).unwrap_or_default();
@@ -329,19 +323,6 @@ impl DynamoDbAlertStateStore {
             .build()
             .map_err(|e| PortError::permanent("dynamodb.TransactWriteItems(build)", e))
     }
-}
-
-fn is_condition_failure<E>(
-    err: &aws_smithy_runtime_api::client::result::SdkError<
-        E,
-        aws_smithy_runtime_api::client::orchestrator::HttpResponse,
-    >,
-) -> bool
-where
-    E: aws_smithy_types::error::metadata::ProvideErrorMetadata,
-{
-    err.as_service_error()
-        .is_some_and(|e| e.code() == Some("ConditionalCheckFailedException"))
 }
 
 impl AlertStateStore for DynamoDbAlertStateStore {

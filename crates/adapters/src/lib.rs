@@ -6,6 +6,7 @@ pub mod alert_state;
 pub mod alerts;
 pub mod aws;
 pub mod cloudwatch;
+pub mod dynamo;
 pub mod emf;
 pub mod esm;
 pub mod logging;

@@ -55,21 +55,7 @@ fn bucket(rule: &str, key: &str) -> String {
     format!("{rule}#open#{}", h.finish() % OPEN_BUCKETS)
 }
 
-fn n(v: impl ToString) -> AttributeValue {
-    AttributeValue::N(v.to_string())
-}
-
-fn s(v: impl Into<String>) -> AttributeValue {
-    AttributeValue::S(v.into())
-}
-
-fn get_n<T: std::str::FromStr>(item: &HashMap<String, AttributeValue>, name: &str) -> Option<T> {
-    item.get(name)?.as_n().ok()?.parse().ok()
-}
-
-fn get_s<'a>(item: &'a HashMap<String, AttributeValue>, name: &str) -> Option<&'a String> {
-    item.get(name)?.as_s().ok()
-}
+use crate::dynamo::{get_n, get_s, is_condition_failure, n, put_if_version, s};
 
 fn get_bool(item: &HashMap<String, AttributeValue>, name: &str) -> bool {
     item.get(name)
@@ -245,12 +231,6 @@ impl DynamoDbWindowStore {
             .unwrap_or_default();
         (now + self.ttl).as_secs()
     }
-
-    fn is_condition_failure<E: aws_smithy_types::error::metadata::ProvideErrorMetadata>(
-        e: &E,
-    ) -> bool {
-        e.code() == Some("ConditionalCheckFailedException")
-    }
 }
 
 impl WindowStore for DynamoDbWindowStore {
@@ -317,26 +297,10 @@ impl WindowStore for DynamoDbWindowStore {
         close_at: Micros,
     ) -> Result<Written, PortError> {
         let item = window_item(state, close_at, self.ttl);
-        let mut put = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item));
-        put = if state.version == 0 {
-            put.condition_expression("attribute_not_exists(pk)")
-        } else {
-            put.condition_expression("version = :v")
-                .expression_attribute_values(":v", n(state.version))
-        };
-        match put.send().await {
-            Ok(_) => Ok(Written::Ok),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
-            {
-                Ok(Written::Conflict)
-            }
-            Err(e) => Err(classify("dynamodb.PutItem(window)", e)),
+        let op = "dynamodb.PutItem(window)";
+        match put_if_version(&self.client, &self.table, item, "pk", state.version, op).await? {
+            true => Ok(Written::Ok),
+            false => Ok(Written::Conflict),
         }
     }
 
@@ -436,26 +400,10 @@ impl WindowStore for DynamoDbWindowStore {
         if let Some(start) = state.last_closed_start {
             item.insert("last_closed_start".to_owned(), n(start));
         }
-        let mut put = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item));
-        put = if state.version == 0 {
-            put.condition_expression("attribute_not_exists(pk)")
-        } else {
-            put.condition_expression("version = :v")
-                .expression_attribute_values(":v", n(state.version))
-        };
-        match put.send().await {
-            Ok(_) => Ok(Written::Ok),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
-            {
-                Ok(Written::Conflict)
-            }
-            Err(e) => Err(classify("dynamodb.PutItem(key state)", e)),
+        let op = "dynamodb.PutItem(key state)";
+        match put_if_version(&self.client, &self.table, item, "pk", state.version, op).await? {
+            true => Ok(Written::Ok),
+            false => Ok(Written::Conflict),
         }
     }
 }
@@ -546,7 +494,7 @@ impl ShardLedger for DynamoDbWindowStore {
                 .await;
             match result {
                 Ok(_) => {}
-                Err(e) if e.as_service_error().is_some_and(Self::is_condition_failure) => {}
+                Err(e) if is_condition_failure(&e) => {}
                 Err(e) => return Err(classify("dynamodb.PutItem(shard)", e)),
             }
         }
@@ -588,7 +536,7 @@ impl ShardLedger for DynamoDbWindowStore {
         let result = update.send().await;
         match result {
             Ok(_) => Ok(()),
-            Err(e) if e.as_service_error().is_some_and(Self::is_condition_failure) => Ok(()),
+            Err(e) if is_condition_failure(&e) => Ok(()),
             Err(e) => Err(classify("dynamodb.UpdateItem(shard progress)", e)),
         }
     }
@@ -609,7 +557,7 @@ impl ShardLedger for DynamoDbWindowStore {
             .await;
         match result {
             Ok(_) => Ok(()),
-            Err(e) if e.as_service_error().is_some_and(Self::is_condition_failure) => Ok(()),
+            Err(e) if is_condition_failure(&e) => Ok(()),
             Err(e) => Err(classify("dynamodb.UpdateItem(shard caught up)", e)),
         }
     }
