@@ -31,6 +31,7 @@ use streamwatch_core::time::format_micros;
 use streamwatch_core::{AlertKind, AlertOutbox, AlertRecord, PortError, PutOutcome};
 
 use crate::aws::classify;
+use crate::dynamo::is_condition_failure;
 
 /// BatchGetItem reads at most 100 keys, BatchWriteItem writes at most 25 items.
 const GET_LIMIT: usize = 100;
@@ -168,13 +169,7 @@ impl AlertOutbox for DynamoDbAlertOutbox {
             .await;
         match result {
             Ok(_) => Ok(PutOutcome::Created),
-            Err(err)
-                if err
-                    .as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Ok(PutOutcome::AlreadyExists)
-            }
+            Err(err) if is_condition_failure(&err) => Ok(PutOutcome::AlreadyExists),
             Err(err) => Err(classify("dynamodb.PutItem(alert)", err)),
         }
     }
@@ -352,13 +347,7 @@ impl DynamoDbAlertOutbox {
             Ok(_) => Ok(PutOutcome::Created),
             // Written meanwhile under another number: that number's index item names the
             // same alert, which the alerter finds decided already.
-            Err(err)
-                if err
-                    .as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Ok(PutOutcome::AlreadyExists)
-            }
+            Err(err) if is_condition_failure(&err) => Ok(PutOutcome::AlreadyExists),
             Err(err) => Err(classify("dynamodb.PutItem(alert)", err)),
         }
     }
