@@ -199,14 +199,34 @@ async fn conforms(store: &(impl WindowStore + ShardLedger)) {
         store.due_starts("other-rule", i64::MAX, 10).await.unwrap(),
         Vec::<i64>::new()
     );
-    store.close_start(RULE, start(0)).await.unwrap();
+    // Frozen: closed (chunks are refused) but still due until its decision is recorded.
+    assert!(store.close_start(RULE, start(0)).await.unwrap());
+    assert_eq!(
+        store.starts(RULE, &[start(0)]).await.unwrap(),
+        vec![Some(true)]
+    );
+    assert_eq!(
+        store.put_chunk(RULE, start(0), &b).await.unwrap(),
+        Written::Conflict,
+        "a frozen start refuses chunks"
+    );
+    assert_eq!(
+        store.put_chunk(RULE, start(2), &b).await.unwrap(),
+        Written::Conflict,
+        "so does a start never opened"
+    );
+    assert_eq!(
+        store.due_starts(RULE, i64::MAX, 10).await.unwrap(),
+        vec![start(0), start(1)]
+    );
+    store.settle_start(RULE, start(0)).await.unwrap();
     assert_eq!(
         store.due_starts(RULE, i64::MAX, 10).await.unwrap(),
         vec![start(1)]
     );
-    assert_eq!(
-        store.starts(RULE, &[start(0)]).await.unwrap(),
-        vec![Some(true)]
+    assert!(
+        !store.close_start(RULE, start(0)).await.unwrap(),
+        "closing a settled start again: another closer finished it"
     );
     open(store, 0).await;
     assert_eq!(

@@ -616,11 +616,12 @@ pub trait WindowStore: Send + Sync {
     ) -> impl Future<Output = Result<Written, PortError>> + Send;
 
     /// Freezes a start: no chunk is written to it any more. It stays due until settled.
+    /// True when it was not settled yet (false: another closer finished it meanwhile).
     fn close_start(
         &self,
         rule: &str,
         start: Micros,
-    ) -> impl Future<Output = Result<(), PortError>> + Send;
+    ) -> impl Future<Output = Result<bool, PortError>> + Send;
 
     /// Takes a closed start out of the due index: its decision is recorded.
     fn settle_start(

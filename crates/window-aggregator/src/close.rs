@@ -58,7 +58,10 @@ async fn close_start<W: WindowStore, A: AlertOutbox, P, C>(
     let rule = &deps.config.rule;
     let name = &rule.name;
     // Freeze first: from here on a chunk is either in what is read below or refused.
-    deps.store.close_start(name, start).await?;
+    if !deps.store.close_start(name, start).await? {
+        // Settled by another closer since the due list was read.
+        return Ok(());
+    }
     for _ in 0..MAX_ROUNDS {
         let head = deps.store.head(name).await?;
         let chunks = deps.store.chunks(name, start, None).await?;

@@ -181,7 +181,7 @@ impl WindowStore for Racing {
     ) -> Result<Written, PortError> {
         self.inner.put_chunk(rule, start, chunk).await
     }
-    async fn close_start(&self, rule: &str, start: Micros) -> Result<(), PortError> {
+    async fn close_start(&self, rule: &str, start: Micros) -> Result<bool, PortError> {
         if !self.raced.swap(true, Ordering::SeqCst) {
             let racer = Chunk::with_changes(
                 "shardId-000000000002",
@@ -202,7 +202,7 @@ impl WindowStore for Racing {
                 Written::Ok
             );
         }
-        self.inner.close_start(rule, start).await?;
+        let open = self.inner.close_start(rule, start).await?;
         let late = Chunk::with_changes(
             "shardId-000000000002",
             "2",
@@ -222,7 +222,7 @@ impl WindowStore for Racing {
             Written::Conflict,
             "a frozen start refuses chunks"
         );
-        Ok(())
+        Ok(open)
     }
 }
 
@@ -301,7 +301,7 @@ impl WindowStore for Flaky {
         }
         self.inner.put_chunk(rule, start, chunk).await
     }
-    async fn close_start(&self, rule: &str, start: Micros) -> Result<(), PortError> {
+    async fn close_start(&self, rule: &str, start: Micros) -> Result<bool, PortError> {
         self.inner.close_start(rule, start).await
     }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
-    AttributeValue, ConditionCheck, KeysAndAttributes, Put, TransactWriteItem,
+    AttributeValue, ConditionCheck, KeysAndAttributes, Put, ReturnValue, TransactWriteItem,
 };
 use streamwatch_core::PortError;
 use streamwatch_core::progress::{Ledger, ShardLedger, ShardProgress};
@@ -307,8 +307,9 @@ impl WindowStore for DynamoDbWindowStore {
         }
     }
 
-    async fn close_start(&self, rule: &str, start: Micros) -> Result<(), PortError> {
-        self.client
+    async fn close_start(&self, rule: &str, start: Micros) -> Result<bool, PortError> {
+        let out = self
+            .client
             .update_item()
             .table_name(&self.table)
             .set_key(Some(Self::key(start_pk(rule, start), START)))
@@ -316,10 +317,11 @@ impl WindowStore for DynamoDbWindowStore {
             .expression_attribute_names("#ttl", "ttl")
             .expression_attribute_values(":t", AttributeValue::Bool(true))
             .expression_attribute_values(":ttl", n(self.expiry()))
+            .return_values(ReturnValue::AllOld)
             .send()
             .await
             .map_err(|e| classify("dynamodb.UpdateItem(close window start)", e))?;
-        Ok(())
+        Ok(out.attributes.is_some_and(|a| a.contains_key("open_shard")))
     }
 
     async fn settle_start(&self, rule: &str, start: Micros) -> Result<(), PortError> {

@@ -265,9 +265,8 @@ impl WindowStore for EmbeddedWindowStore {
         Ok(Written::Ok)
     }
 
-    async fn close_start(&self, rule: &str, start: Micros) -> Result<(), PortError> {
-        self.update_start(rule, start, false);
-        Ok(())
+    async fn close_start(&self, rule: &str, start: Micros) -> Result<bool, PortError> {
+        Ok(self.update_start(rule, start, false))
     }
 
     async fn settle_start(&self, rule: &str, start: Micros) -> Result<(), PortError> {
@@ -278,8 +277,8 @@ impl WindowStore for EmbeddedWindowStore {
 
 impl EmbeddedWindowStore {
     /// Closes a start (as UpdateItem: created when missing); `settle` also takes it out
-    /// of the due index.
-    fn update_start(&self, rule: &str, start: Micros, settle: bool) {
+    /// of the due index. Whether it was in the index before.
+    fn update_start(&self, rule: &str, start: Micros, settle: bool) -> bool {
         let mut t = self.lock();
         let key = (start_pk(rule, start), START.to_owned());
         let mut item = t.items.get(&key).cloned().unwrap_or_else(|| {
@@ -288,12 +287,14 @@ impl EmbeddedWindowStore {
                 ("sk".to_owned(), AttributeValue::S(key.1.clone())),
             ])
         });
+        let listed = item.contains_key("open_shard");
         item.insert("closed".into(), AttributeValue::Bool(true));
         if settle {
             item.remove("open_shard");
             item.remove("close_at");
         }
         t.put(item);
+        listed
     }
 }
 
