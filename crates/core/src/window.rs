@@ -30,10 +30,9 @@
 //! written about once, not once per batch that touched it, and many keys share a write:
 //! the cost per reading stays flat as keys, shards and batches grow.
 //!
-//! Rare events are counted exactly with a conditional put of a small marker ([`Mark`]): a
-//! late change once per (key, reading, change time), a reading stamped ahead of its record
-//! once per (key, reading), after checking from the chunks of the reading's own shard
-//! lineage that the window did not already hold it.
+//! Late changes are rare: each is counted once with a conditional put of a small marker
+//! ([`Mark`]) per (key, reading, change time), after checking from the chunks of the
+//! reading's own shard lineage that the window did not already hold it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -523,6 +522,8 @@ pub struct Head {
 }
 
 /// A rare event counted once, by a conditional put of a marker under its window start.
+/// (Readings stamped ahead of their record are counted when their chunk is written: a
+/// device with a wrong clock sends every reading so, too many for a put each.)
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Mark {
     /// A change that came too late for `key`'s window: once per (key, reading, change time).
@@ -531,9 +532,6 @@ pub enum Mark {
         id: u64,
         changed_micros: Micros,
     },
-    /// A reading stamped further ahead of its record than the skew allows: once per
-    /// (key, reading) in the window.
-    Future { key: String, id: u64 },
 }
 
 impl Mark {
@@ -545,7 +543,6 @@ impl Mark {
                 id,
                 changed_micros,
             } => format!("l#{:016x}#{id:016x}#{changed_micros}", reading_key(key)),
-            Self::Future { key, id } => format!("f#{:016x}#{id:016x}", reading_key(key)),
         }
     }
 }
