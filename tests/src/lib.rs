@@ -120,7 +120,10 @@ impl MotoServer {
     /// A minimal HTTP/1.0 client: enough for moto's own API, no extra dependency.
     fn request(&self, method: &str, path: &str) -> std::io::Result<String> {
         let mut stream = TcpStream::connect(("127.0.0.1", self.port))?;
-        stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+        // A bound for a dead moto, not a deadline for a busy one: dumping a large state
+        // (data.json after the order tests' interleavings) took over 30 s on a 2-core
+        // machine loaded by other builds (load 13), and failed a correct run.
+        stream.set_read_timeout(Some(Duration::from_secs(300)))?;
         write!(
             stream,
             "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n"
