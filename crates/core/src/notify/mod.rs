@@ -7,12 +7,15 @@
 //!   records decisions once and claims publishes with a lease.
 //! * [`render`]: one notification as one SNS message (subject, email, SMS, machine JSON,
 //!   attributes, within SNS's 256 KB), and the [`Notifier`] port that publishes it.
+//! * [`group`]: alert grouping's rules (`GROUP_BY`, `GROUP_WAIT`, `GROUP_INTERVAL`) and its
+//!   [`group::GroupStore`] port.
 //!
 //! All decisions are by *event time* (the alerts' window end / event timestamp), never by
 //! the wall clock, so replaying the same alerts in any batching gives the same notifications.
 //! Only leases use the wall clock, because they are about live processes.
 
 pub mod decide;
+pub mod group;
 pub mod render;
 pub mod store;
 

@@ -1,0 +1,277 @@
+//! Alert grouping (#19) under any interleaving: accident alerts of a few (county, state)
+//! groups are delivered in random order, some twice, some joined twice (a retry after a
+//! lost response), while two schedule invocations flush concurrently at every tick and
+//! every store call may yield to the others. Checked against the input, not the rules:
+//! every alert delivered is in exactly one batch; a group's batches are numbered 1, 2, …;
+//! its first batch is sealed no sooner than `group_wait` after its first alert arrived and
+//! the next ones at least `group_interval` apart; nothing is left waiting at the end.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use alerter::group::{flush_due, join};
+use proptest::prelude::*;
+use streamwatch_adapters::groups::EmbeddedGroupStore;
+use streamwatch_core::notify::group::{
+    GroupBatch, GroupKey, GroupPolicy, GroupState, GroupStore, Joined,
+};
+use streamwatch_core::time::Micros;
+use streamwatch_core::{AlertKind, AlertRecord, PortError};
+
+const SEC: Micros = 1_000_000;
+const T0: Micros = 1_795_262_400_000_000;
+const WAIT: Micros = 30 * SEC;
+const INTERVAL: Micros = 300 * SEC;
+const TICK: Micros = 60 * SEC;
+
+/// The store, with a seeded number of yields before every call, so concurrent joins and
+/// flushes interleave at every await point.
+struct Yielding {
+    inner: EmbeddedGroupStore,
+    rng: AtomicU64,
+}
+
+impl Yielding {
+    async fn pause(&self) {
+        let mut x = self.rng.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed);
+        x ^= x >> 29;
+        for _ in 0..(x % 8) {
+            tokio::task::yield_now().await;
+        }
+    }
+}
+
+impl GroupStore for Yielding {
+    async fn put_member(&self, g: &GroupKey, a: &AlertRecord) -> Result<Joined, PortError> {
+        self.pause().await;
+        self.inner.put_member(g, a).await
+    }
+    async fn group(&self, g: &GroupKey) -> Result<Option<GroupState>, PortError> {
+        self.pause().await;
+        self.inner.group(g).await
+    }
+    async fn put_group(
+        &self,
+        g: &GroupKey,
+        expected: Option<u64>,
+        next: &GroupState,
+    ) -> Result<bool, PortError> {
+        self.pause().await;
+        self.inner.put_group(g, expected, next).await
+    }
+    async fn waiting(&self, g: &GroupKey) -> Result<Vec<AlertRecord>, PortError> {
+        self.pause().await;
+        self.inner.waiting(g).await
+    }
+    async fn seal(&self, v: u64, next: &GroupState, b: &GroupBatch) -> Result<bool, PortError> {
+        self.pause().await;
+        self.inner.seal(v, next, b).await
+    }
+    async fn due(&self, now: Micros, limit: usize) -> Result<Vec<GroupKey>, PortError> {
+        self.pause().await;
+        self.inner.due(now, limit).await
+    }
+}
+
+const COUNTIES: [&str; 3] = ["Harris", "Travis", "Dallas"];
+
+fn accident(i: usize, county: usize, severity: u8) -> AlertRecord {
+    AlertRecord {
+        id: format!("accident-severity#id#A-{i}"),
+        rule: "accident-severity".into(),
+        key: format!("A-{i}"),
+        kind: AlertKind::Event,
+        severity: severity.to_string(),
+        summary: format!("Severity {severity} accident in {}", COUNTIES[county]),
+        event_time_micros: T0 + i as i64,
+        window: None,
+        details: [
+            ("County".to_owned(), COUNTIES[county].to_owned()),
+            ("State".to_owned(), "TX".to_owned()),
+        ]
+        .into(),
+        source: vec![],
+    }
+}
+
+/// One delivery: which alert, at which second after T0, joined how many times.
+#[derive(Debug, Clone)]
+struct Delivery {
+    alert: usize,
+    at_secs: i64,
+    joins: usize,
+}
+
+fn scenario() -> impl Strategy<Value = (Vec<(usize, u8)>, Vec<Delivery>, u64)> {
+    prop::collection::vec((0..COUNTIES.len(), 3u8..=4), 1..25)
+        .prop_flat_map(|alerts| {
+            let n = alerts.len();
+            // Every alert delivered once, some again (a producer or stream duplicate).
+            let deliveries =
+                prop::collection::vec((0..900i64, 1..3usize), n).prop_flat_map(move |first| {
+                    let dups = prop::collection::vec((0..n, 0..900i64), 0..n);
+                    (Just(first.clone()), dups)
+                });
+            (Just(alerts), deliveries, any::<u64>())
+        })
+        .prop_map(|(alerts, (first, dups), seed)| {
+            let mut deliveries: Vec<Delivery> = first
+                .into_iter()
+                .enumerate()
+                .map(|(alert, (at_secs, joins))| Delivery {
+                    alert,
+                    at_secs,
+                    joins,
+                })
+                .collect();
+            deliveries.extend(dups.into_iter().map(|(alert, at_secs)| Delivery {
+                alert,
+                at_secs,
+                joins: 1,
+            }));
+            (alerts, deliveries, seed)
+        })
+}
+
+async fn run(
+    alerts: &[(usize, u8)],
+    deliveries: &[Delivery],
+    seed: u64,
+) -> Vec<(GroupBatch, Micros)> {
+    let policy = GroupPolicy {
+        by: vec!["County".into(), "State".into()],
+        wait_micros: WAIT,
+        interval_micros: INTERVAL,
+    };
+    let store = Yielding {
+        inner: EmbeddedGroupStore::new(),
+        rng: AtomicU64::new(seed),
+    };
+    let records: Vec<AlertRecord> = alerts
+        .iter()
+        .enumerate()
+        .map(|(i, &(county, severity))| accident(i, county, severity))
+        .collect();
+    // (batch, sealed at) in sealing order, and each group's first arrival.
+    let mut sealed: Vec<(GroupBatch, Micros)> = Vec::new();
+    let mut first_arrival: BTreeMap<GroupKey, Micros> = BTreeMap::new();
+    let last = deliveries.iter().map(|d| d.at_secs).max().unwrap_or(0) * SEC;
+    let mut tick = T0;
+    while tick <= T0 + last + WAIT + 2 * INTERVAL {
+        // Deliveries of this tick run concurrently with two schedule invocations.
+        let now_deliveries: Vec<&Delivery> = deliveries
+            .iter()
+            .filter(|d| (tick - TICK..tick).contains(&(T0 + d.at_secs * SEC)))
+            .collect();
+        for d in &now_deliveries {
+            let g = policy.group_of(&records[d.alert]);
+            let at = T0 + d.at_secs * SEC;
+            first_arrival
+                .entry(g)
+                .and_modify(|t| *t = (*t).min(at))
+                .or_insert(at);
+        }
+        let joins = futures::future::join_all(now_deliveries.iter().flat_map(|d| {
+            let (store, policy, alert) = (&store, &policy, &records[d.alert]);
+            (0..d.joins).map(move |_| join(store, policy, alert, T0 + d.at_secs * SEC))
+        }));
+        let (joined, a, b) = tokio::join!(
+            joins,
+            flush_due(&store, tick, 100),
+            flush_due(&store, tick, 100)
+        );
+        assert!(joined.iter().all(Result::is_ok), "{joined:?}");
+        for batch in a.unwrap().into_iter().chain(b.unwrap()) {
+            sealed.push((batch, tick));
+        }
+        tick += TICK;
+    }
+    check(&records, deliveries, &sealed, &first_arrival, &store.inner);
+    sealed
+}
+
+fn check(
+    records: &[AlertRecord],
+    deliveries: &[Delivery],
+    sealed: &[(GroupBatch, Micros)],
+    first_arrival: &BTreeMap<GroupKey, Micros>,
+    store: &EmbeddedGroupStore,
+) {
+    // Every delivered alert in exactly one batch.
+    let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
+    for (batch, _) in sealed {
+        assert!(!batch.alerts.is_empty(), "empty batch {batch:?}");
+        for a in &batch.alerts {
+            *seen.entry(a.id.as_str()).or_default() += 1;
+        }
+    }
+    let delivered: BTreeSet<&str> = deliveries
+        .iter()
+        .map(|d| records[d.alert].id.as_str())
+        .collect();
+    assert_eq!(seen.keys().copied().collect::<BTreeSet<_>>(), delivered);
+    assert!(seen.values().all(|&n| n == 1), "{seen:?}");
+    assert_eq!(
+        store.batches().len(),
+        sealed.len(),
+        "a seal nobody returned"
+    );
+    assert!(store.unsealed().values().all(Vec::is_empty));
+    // Per group: numbered 1..n, paced by group_wait then group_interval.
+    let mut by_group: BTreeMap<&GroupKey, Vec<(u64, Micros)>> = BTreeMap::new();
+    for (batch, at) in sealed {
+        assert!(
+            batch
+                .alerts
+                .iter()
+                .all(|a| { a.details.get("County") == batch.group.values.first().map(|(_, v)| v) })
+        );
+        by_group
+            .entry(&batch.group)
+            .or_default()
+            .push((batch.number, *at));
+    }
+    for (group, batches) in by_group {
+        let numbers: Vec<u64> = batches.iter().map(|b| b.0).collect();
+        assert_eq!(numbers, (1..=batches.len() as u64).collect::<Vec<_>>());
+        assert!(batches[0].1 >= first_arrival[group] + WAIT, "{batches:?}");
+        for w in batches.windows(2) {
+            assert!(w[1].1 - w[0].1 >= INTERVAL, "{group:?}: {batches:?}");
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+    #[test]
+    fn every_alert_is_in_exactly_one_group_notification((alerts, deliveries, seed) in scenario()) {
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        rt.block_on(run(&alerts, &deliveries, seed));
+    }
+}
+
+#[tokio::test]
+async fn the_first_alert_waits_for_company_and_later_ones_for_the_interval() {
+    // GIVEN three Harris accidents 10 s apart and a fourth 2 min after the first batch
+    let deliveries: Vec<Delivery> = [0, 10, 20, 150]
+        .iter()
+        .enumerate()
+        .map(|(alert, &at_secs)| Delivery {
+            alert,
+            at_secs,
+            joins: 1,
+        })
+        .collect();
+    let alerts = vec![(0, 3), (0, 4), (0, 3), (0, 4)];
+    let sealed = run(&alerts, &deliveries, 7).await;
+    // THEN two notifications: the first three together, worst first, then the fourth alone
+    let ids: Vec<Vec<&str>> = sealed
+        .iter()
+        .map(|(b, _)| b.alerts.iter().map(|a| a.key.as_str()).collect())
+        .collect();
+    assert_eq!(ids, [vec!["A-1", "A-0", "A-2"], vec!["A-3"]]);
+    assert_eq!(
+        sealed[0].0.notification_id(),
+        "accident-severity#group#County=Harris&State=TX#1"
+    );
+}
