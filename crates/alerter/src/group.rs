@@ -13,7 +13,8 @@
 use streamwatch_core::AlertRecord;
 use streamwatch_core::PortError;
 use streamwatch_core::notify::group::{
-    GroupBatch, GroupKey, GroupPolicy, GroupStore, Joined, is_due, on_flush, on_join, worst_first,
+    GroupBatch, GroupKey, GroupPolicy, GroupStore, Joined, MAX_BATCH_ALERTS, is_due, on_flush,
+    on_join, worst_first,
 };
 use streamwatch_core::time::Micros;
 
@@ -59,7 +60,13 @@ pub async fn flush<G: GroupStore>(
         }
         let mut alerts = store.waiting(group).await?;
         worst_first(&mut alerts);
-        let next = on_flush(&state, now, alerts.len());
+        let more = alerts.len() > MAX_BATCH_ALERTS;
+        alerts.truncate(MAX_BATCH_ALERTS);
+        let mut next = on_flush(&state, now, alerts.len());
+        if more {
+            // The rest (the least severe) go in the next batch, at the next pass.
+            next.due_micros = Some(now);
+        }
         if alerts.is_empty() {
             if store.put_group(group, Some(state.version), &next).await? {
                 return Ok(None);

@@ -11,7 +11,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use alerter::group::{flush_due, join};
 use proptest::prelude::*;
-use streamwatch_adapters::groups::EmbeddedGroupStore;
+use proptest::strategy::ValueTree;
+use streamwatch_adapters::groups::{DynamoDbGroupStore, EmbeddedGroupStore};
 use streamwatch_core::notify::group::{
     GroupBatch, GroupKey, GroupPolicy, GroupState, GroupStore, Joined,
 };
@@ -133,32 +134,29 @@ fn scenario() -> impl Strategy<Value = (Vec<(usize, u8)>, Vec<Delivery>, u64)> {
         })
 }
 
-async fn run(
-    alerts: &[(usize, u8)],
+/// The batches sealed, with the tick that sealed each.
+type Sealed = Vec<(GroupBatch, Micros)>;
+
+/// Delivers `deliveries` tick by tick through `store`; with `concurrent`, each tick's joins
+/// and two schedule flushes run at once, else one after the other in delivery order (moto:
+/// its transactions are not isolated from concurrent writes). Also gives each group's
+/// first arrival.
+async fn drive<S: GroupStore>(
+    store: &S,
+    records: &[AlertRecord],
     deliveries: &[Delivery],
-    seed: u64,
-) -> Vec<(GroupBatch, Micros)> {
+    concurrent: bool,
+) -> (Sealed, BTreeMap<GroupKey, Micros>) {
     let policy = GroupPolicy {
         by: vec!["County".into(), "State".into()],
         wait_micros: WAIT,
         interval_micros: INTERVAL,
     };
-    let store = Yielding {
-        inner: EmbeddedGroupStore::new(),
-        rng: AtomicU64::new(seed),
-    };
-    let records: Vec<AlertRecord> = alerts
-        .iter()
-        .enumerate()
-        .map(|(i, &(county, severity))| accident(i, county, severity))
-        .collect();
-    // (batch, sealed at) in sealing order, and each group's first arrival.
-    let mut sealed: Vec<(GroupBatch, Micros)> = Vec::new();
+    let mut sealed: Sealed = Vec::new();
     let mut first_arrival: BTreeMap<GroupKey, Micros> = BTreeMap::new();
     let last = deliveries.iter().map(|d| d.at_secs).max().unwrap_or(0) * SEC;
     let mut tick = T0;
     while tick <= T0 + last + WAIT + 2 * INTERVAL {
-        // Deliveries of this tick run concurrently with two schedule invocations.
         let now_deliveries: Vec<&Delivery> = deliveries
             .iter()
             .filter(|d| (tick - TICK..tick).contains(&(T0 + d.at_secs * SEC)))
@@ -171,22 +169,52 @@ async fn run(
                 .and_modify(|t| *t = (*t).min(at))
                 .or_insert(at);
         }
-        let joins = futures::future::join_all(now_deliveries.iter().flat_map(|d| {
-            let (store, policy, alert) = (&store, &policy, &records[d.alert]);
+        let joins = now_deliveries.iter().flat_map(|d| {
+            let (policy, alert) = (&policy, &records[d.alert]);
             (0..d.joins).map(move |_| join(store, policy, alert, T0 + d.at_secs * SEC))
-        }));
-        let (joined, a, b) = tokio::join!(
-            joins,
-            flush_due(&store, tick, 100),
-            flush_due(&store, tick, 100)
-        );
-        assert!(joined.iter().all(Result::is_ok), "{joined:?}");
-        for batch in a.unwrap().into_iter().chain(b.unwrap()) {
-            sealed.push((batch, tick));
-        }
+        });
+        let batches = if concurrent {
+            let (joined, a, b) = tokio::join!(
+                futures::future::join_all(joins),
+                flush_due(store, tick, 100),
+                flush_due(store, tick, 100)
+            );
+            assert!(joined.iter().all(Result::is_ok), "{joined:?}");
+            a.unwrap().into_iter().chain(b.unwrap()).collect::<Vec<_>>()
+        } else {
+            for j in joins {
+                j.await.unwrap();
+            }
+            flush_due(store, tick, 100).await.unwrap()
+        };
+        sealed.extend(batches.into_iter().map(|b| (b, tick)));
         tick += TICK;
     }
-    check(&records, deliveries, &sealed, &first_arrival, &store.inner);
+    (sealed, first_arrival)
+}
+
+fn records_of(alerts: &[(usize, u8)]) -> Vec<AlertRecord> {
+    alerts
+        .iter()
+        .enumerate()
+        .map(|(i, &(county, severity))| accident(i, county, severity))
+        .collect()
+}
+
+async fn run(alerts: &[(usize, u8)], deliveries: &[Delivery], seed: u64) -> Sealed {
+    let store = Yielding {
+        inner: EmbeddedGroupStore::new(),
+        rng: AtomicU64::new(seed),
+    };
+    let records = records_of(alerts);
+    let (sealed, first_arrival) = drive(&store, &records, deliveries, true).await;
+    check(&records, deliveries, &sealed, &first_arrival);
+    assert_eq!(
+        store.inner.batches().len(),
+        sealed.len(),
+        "a seal nobody returned"
+    );
+    assert!(store.inner.unsealed().values().all(Vec::is_empty));
     sealed
 }
 
@@ -195,7 +223,6 @@ fn check(
     deliveries: &[Delivery],
     sealed: &[(GroupBatch, Micros)],
     first_arrival: &BTreeMap<GroupKey, Micros>,
-    store: &EmbeddedGroupStore,
 ) {
     // Every delivered alert in exactly one batch.
     let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
@@ -211,12 +238,6 @@ fn check(
         .collect();
     assert_eq!(seen.keys().copied().collect::<BTreeSet<_>>(), delivered);
     assert!(seen.values().all(|&n| n == 1), "{seen:?}");
-    assert_eq!(
-        store.batches().len(),
-        sealed.len(),
-        "a seal nobody returned"
-    );
-    assert!(store.unsealed().values().all(Vec::is_empty));
     // Per group: numbered 1..n, paced by group_wait then group_interval.
     let mut by_group: BTreeMap<&GroupKey, Vec<(u64, Micros)>> = BTreeMap::new();
     for (batch, at) in sealed {
@@ -274,4 +295,53 @@ async fn the_first_alert_waits_for_company_and_later_ones_for_the_interval() {
         sealed[0].0.notification_id(),
         "accident-severity#group#County=Harris&State=TX#1"
     );
+}
+
+fn record_type(
+    item: &std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>,
+) -> String {
+    item.get("record_type")
+        .and_then(|v| v.as_s().ok())
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// The same on the alerts table in moto (`DynamoDbGroupStore`): a few random scenarios,
+/// drained one call at a time; afterwards the table holds one batch record per batch, one
+/// member item per alert delivered, every one sealed, and no group is left due.
+#[tokio::test]
+async fn on_the_alerts_table_every_alert_is_in_exactly_one_batch() {
+    let moto = streamwatch_tests::MotoServer::start();
+    let config = streamwatch_tests::sdk_config(&moto).await;
+    let ddb = aws_sdk_dynamodb::Client::new(&config);
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    for case in 0..6 {
+        let table = format!("alerts-{case}");
+        streamwatch_tests::create_alerts_table(&ddb, &table).await;
+        let store = DynamoDbGroupStore::new(ddb.clone(), &table);
+        let (alerts, deliveries, _) = scenario().new_tree(&mut runner).unwrap().current();
+        let records = records_of(&alerts);
+        let (sealed, first_arrival) = drive(&store, &records, &deliveries, false).await;
+        check(&records, &deliveries, &sealed, &first_arrival);
+        let items = streamwatch_tests::scan_all(&ddb, &table).await;
+        let of = |t: &str| {
+            items
+                .iter()
+                .filter(|i| record_type(i) == t)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(of("group_batch").len(), sealed.len(), "case {case}");
+        let delivered: BTreeSet<usize> = deliveries.iter().map(|d| d.alert).collect();
+        assert_eq!(of("group_member").len(), delivered.len(), "case {case}");
+        assert!(
+            of("group_member")
+                .iter()
+                .all(|m| m.contains_key("sealed_in"))
+        );
+        assert!(
+            of("group")
+                .iter()
+                .all(|g| !g.contains_key("pending_bucket"))
+        );
+    }
 }

@@ -56,7 +56,7 @@ impl GroupPolicy {
 }
 
 /// One group: a rule and the values of its grouping attributes.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct GroupKey {
     pub rule: String,
     pub values: Vec<(String, String)>,
@@ -149,6 +149,10 @@ pub fn on_flush(state: &GroupState, now: Micros, sealed_members: usize) -> Group
         last_flush_micros: Some(now),
     }
 }
+
+/// Most alerts one batch holds: a seal is one DynamoDB transaction of at most 100 actions
+/// (the group, the batch record, one per member). More waiting go out in the next batch.
+pub const MAX_BATCH_ALERTS: usize = 98;
 
 /// One group notification: the batch's number and its alerts, worst first.
 #[derive(Debug, Clone, PartialEq)]
