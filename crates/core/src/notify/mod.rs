@@ -8,7 +8,7 @@
 //! * [`render`]: one notification as one SNS message (subject, email, SMS, machine JSON,
 //!   attributes, within SNS's 256 KB), and the [`Notifier`] port that publishes it.
 //! * [`group`]: alert grouping's rules (`GROUP_BY`, `GROUP_WAIT`, `GROUP_INTERVAL`) and its
-//!   [`group::GroupStore`] port.
+//!   [`group::GroupStore`] port; [`group_render`]: one sealed group batch as one message.
 //!
 //! All decisions are by *event time* (the alerts' window end / event timestamp), never by
 //! the wall clock, so replaying the same alerts in any batching gives the same notifications.
@@ -16,6 +16,7 @@
 
 pub mod decide;
 pub mod group;
+pub mod group_render;
 pub mod render;
 pub mod store;
 

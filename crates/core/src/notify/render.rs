@@ -482,7 +482,7 @@ pub fn human_duration(micros: Micros) -> String {
     }
 }
 
-fn truncate_chars(s: &str, max: usize) -> String {
+pub(crate) fn truncate_chars(s: &str, max: usize) -> String {
     match s.char_indices().nth(max) {
         None => s.to_owned(),
         Some(_) if max < 3 => s.chars().take(max).collect(),
