@@ -161,13 +161,14 @@ async fn conforms(store: &(impl WindowStore + ShardLedger)) {
     };
     assert!(store.mark_once(RULE, start(0), &late).await.unwrap());
     assert!(!store.mark_once(RULE, start(0), &late).await.unwrap());
-    let ahead = Mark::Future {
+    let other = Mark::Late {
         key: "风机-7".into(),
         id: 7,
+        changed_micros: T0 + 1,
     };
     assert!(
-        store.mark_once(RULE, start(0), &ahead).await.unwrap(),
-        "another kind of marker"
+        store.mark_once(RULE, start(0), &other).await.unwrap(),
+        "another change of the reading"
     );
     assert!(
         store.mark_once(RULE, start(1), &late).await.unwrap(),

@@ -30,10 +30,9 @@
 //! written about once, not once per batch that touched it, and many keys share a write:
 //! the cost per reading stays flat as keys, shards and batches grow.
 //!
-//! Rare events are counted exactly with a conditional put of a small marker ([`Mark`]): a
-//! late change once per (key, reading, change time), a reading stamped ahead of its record
-//! once per (key, reading), after checking from the chunks of the reading's own shard
-//! lineage that the window did not already hold it.
+//! Late changes are rare: each is counted once with a conditional put of a small marker
+//! ([`Mark`]) per (key, reading, change time), after checking from the chunks of the
+//! reading's own shard lineage that the window did not already hold it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -523,6 +522,8 @@ pub struct Head {
 }
 
 /// A rare event counted once, by a conditional put of a marker under its window start.
+/// (Readings stamped ahead of their record are counted when their chunk is written: a
+/// device with a wrong clock sends every reading so, too many for a put each.)
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Mark {
     /// A change that came too late for `key`'s window: once per (key, reading, change time).
@@ -531,9 +532,6 @@ pub enum Mark {
         id: u64,
         changed_micros: Micros,
     },
-    /// A reading stamped further ahead of its record than the skew allows: once per
-    /// (key, reading) in the window.
-    Future { key: String, id: u64 },
 }
 
 impl Mark {
@@ -545,7 +543,6 @@ impl Mark {
                 id,
                 changed_micros,
             } => format!("l#{:016x}#{id:016x}#{changed_micros}", reading_key(key)),
-            Self::Future { key, id } => format!("f#{:016x}#{id:016x}", reading_key(key)),
         }
     }
 }
@@ -572,9 +569,10 @@ pub trait WindowStore: Send + Sync {
         close_at: Micros,
     ) -> impl Future<Output = Result<(), PortError>> + Send;
 
-    /// Writes a chunk if its start is open (the same chunk again overwrites it with the
-    /// same content); `Conflict` when the start is closed: the closing froze it, and what
-    /// was not written is late.
+    /// Writes a chunk (the same chunk again overwrites it with the same content), then
+    /// reads its start: `Conflict` when the start is (now) frozen, so the chunk may have
+    /// come after the closing read the chunks: its readings are to be counted late. (The
+    /// time model rules that out: a start closes only when every shard passed it.)
     fn put_chunk(
         &self,
         rule: &str,

@@ -268,19 +268,29 @@ async fn write_start<W: WindowStore, A, P, C>(
         on_time
     };
     if !on_time.is_empty() {
-        report.future += count_future(deps, event, ledger, start, &on_time).await?;
+        let ahead = count_future(deps, event, ledger, start, &on_time).await?;
         if known.is_none() {
             let end = start + spec.size_micros;
             deps.store
                 .open_start(rule, start, end, spec.close_at(start))
                 .await?;
         }
+        let mut refused = false;
         for chunk in chunks_of(event, &on_time) {
             match deps.store.put_chunk(rule, start, &chunk).await? {
                 Written::Ok => report.windows_written += 1,
                 // Closed since it was read: what did not make it in is late.
-                Written::Conflict => late.extend(on_time.iter().map(|(op, _)| op.clone())),
+                Written::Conflict => refused = true,
             }
+        }
+        if refused {
+            // Written, but perhaps after the closing read the chunks: counted late (without
+            // the check against stored chunks, which now hold them).
+            report.late += count_refused(deps, start, &on_time).await?;
+        } else {
+            // Counted once stored: a retry finds them in the chunk (a lost response to the
+            // chunk's write can leave one uncounted, never counted twice).
+            report.future += ahead;
         }
     }
     if !late.is_empty() {
@@ -357,9 +367,9 @@ async fn lineage_chunks<W: WindowStore, A, P, C>(
         .await
 }
 
-/// Readings stamped ahead of their record, counted once per (key, reading) their window did
-/// not hold yet: not in a stored chunk of their shard lineage, not earlier in this batch,
-/// and not counted before (the marker).
+/// Readings stamped ahead of their record that are new to their window: not in a stored
+/// chunk of their shard lineage (where a retry of this batch would find them), not earlier
+/// in this batch.
 async fn count_future<W: WindowStore, A, P, C>(
     deps: &Deps<W, A, P, C>,
     event: &KinesisEvent,
@@ -381,15 +391,31 @@ async fn count_future<W: WindowStore, A, P, C>(
     for (op, future) in on_time {
         let (key, id) = (op.window.key.as_str(), reading_key(op.change.id()));
         let first = held.insert((key, id));
-        if !(*future && first) || op.change.entry().deleted {
-            continue;
+        if *future
+            && first
+            && !op.change.entry().deleted
+            && !stored.iter().any(|c| c.entry_of(key, id).is_some())
+        {
+            counted += 1;
         }
-        if stored.iter().any(|c| c.entry_of(key, id).is_some()) {
-            continue;
-        }
-        let mark = Mark::Future {
-            key: key.to_owned(),
-            id,
+    }
+    Ok(counted)
+}
+
+/// Changes of a chunk written as its start froze: each counted late once.
+async fn count_refused<W: WindowStore, A, P, C>(
+    deps: &Deps<W, A, P, C>,
+    start: Micros,
+    on_time: &[(Op, bool)],
+) -> Result<usize, PortError> {
+    warn!(window_start = %streamwatch_core::time::format_micros(start),
+        "a window start froze as readings were written to it: they are counted late");
+    let mut counted = 0;
+    for (op, _) in on_time {
+        let mark = Mark::Late {
+            key: op.window.key.clone(),
+            id: reading_key(op.change.id()),
+            changed_micros: op.change.changed_micros(),
         };
         if deps
             .store
