@@ -9,6 +9,7 @@ pub mod cloudwatch;
 pub mod dynamo;
 pub mod emf;
 pub mod esm;
+pub mod groups;
 pub mod logging;
 pub mod metrics_memory;
 pub mod shards;
