@@ -1079,3 +1079,24 @@ fn the_rejects_filter_matches_the_reject_line() {
         "MICROSECOND"
     );
 }
+
+/// The producers' CSV check (`demo --csv`, `replay accidents`) asks for exactly the columns
+/// the metrics-publisher's filter, alert rule, alert key and dimensions read.
+#[test]
+fn the_csv_column_check_covers_what_the_rules_and_dimensions_read() {
+    let t = template();
+    let env = environment(&t, "MetricsPublisherFunction");
+    let mut read = std::collections::BTreeSet::new();
+    for rule in [&env["METRIC_FILTER"], &env["ALERT_RULE"]] {
+        read.insert(rule.split_whitespace().next().unwrap().to_owned());
+    }
+    read.insert(env["ALERT_KEY_FIELD"].clone());
+    for pair in env["METRIC_DIMENSIONS"].split(',') {
+        read.insert(pair.split_once('=').unwrap().1.to_owned());
+    }
+    let checked: std::collections::BTreeSet<String> = streamwatch_core::accident::REQUIRED_COLUMNS
+        .iter()
+        .map(|c| (*c).to_owned())
+        .collect();
+    assert_eq!(checked, read);
+}

@@ -158,6 +158,14 @@ fn run_demo(args: DemoArgs) -> ExitCode {
     let csv = match &args.csv {
         None => None,
         Some(path) => match std::fs::read(path) {
+            // Checked before the banner, so a wrong file is one line.
+            Ok(b) if args.sources.contains(&Source::Accidents) => {
+                if let Err(e) = streamwatch_local::accidents::check_header(&b) {
+                    eprintln!("streamwatch: {}: {e}", path.display());
+                    return ExitCode::from(EXIT_USAGE);
+                }
+                Some(b)
+            }
             Ok(b) => Some(b),
             Err(e) => {
                 eprintln!("streamwatch: cannot read {}: {e}", path.display());

@@ -141,6 +141,8 @@ pub async fn run(args: AccidentsArgs) -> Result<(), Failure> {
             args.csv.display()
         )));
     }
+    streamwatch_core::accident::check_columns(headers.iter().map(String::as_str))
+        .map_err(|e| Failure::usage(format!("{}: {e}", args.csv.display())))?;
     let Some(key_column) = headers.iter().position(|h| *h == args.partition_key) else {
         return Err(Failure::usage(format!(
             "--partition-key {}: no such column in {}",

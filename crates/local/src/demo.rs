@@ -11,7 +11,7 @@ use serde::Serialize;
 use streamwatch_core::notify::{Message, NotificationKind};
 use streamwatch_core::time::format_micros;
 
-use crate::accidents::{BadRow, read_csv};
+use crate::accidents::{BadRow, check_header, read_csv};
 use crate::pipeline::Pipeline;
 use crate::readings::{Imperfections, ReadingsStream};
 use crate::report::{Marker, NotificationLine, Report, TurbineSeries, render_html};
@@ -134,6 +134,7 @@ pub async fn run(opts: &Options, out: &mut impl Write) -> Result<(Summary, Repor
     // Accidents: the whole CSV replayed at the start, as the reference producer does.
     if opts.accidents_on {
         let csv = opts.csv.as_deref().unwrap_or(SAMPLE_CSV);
+        check_header(csv).map_err(|e| DemoError::Options(format!("--csv: {e}")))?;
         let rows = read_csv(csv, |i| {
             format_micros(START_MICROS + i as i64 * 10_000)
                 .trim_end_matches('Z')
