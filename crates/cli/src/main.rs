@@ -2,6 +2,7 @@
 //! a non-zero exit code, never a backtrace.
 
 mod alerts;
+mod archive_source;
 mod aws_args;
 mod backoff;
 mod decode;
