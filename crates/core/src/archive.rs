@@ -110,7 +110,7 @@ fn parse_stage(stage: &str) -> Result<Vec<Step>, String> {
     let Some(rest) = stage.strip_prefix('.') else {
         return Err(format!("{stage:?} is outside the supported jq subset"));
     };
-    let (path, tail) = match rest.find(|c: char| c == '[' || c == '/' || c == ' ') {
+    let (path, tail) = match rest.find(['[', '/', ' ']) {
         Some(i) => (&rest[..i], rest[i..].trim()),
         None => (rest, ""),
     };
