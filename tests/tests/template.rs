@@ -1100,3 +1100,47 @@ fn the_csv_column_check_covers_what_the_rules_and_dimensions_read() {
         .collect();
     assert_eq!(checked, read);
 }
+
+/// The demo lays out its raw layer without template.yaml: its copy of the delivery streams
+/// (name, prefix, error prefix, query) is the template's.
+#[test]
+fn the_demos_archive_layout_is_the_templates() {
+    let t = template();
+    let mut from_template: Vec<(String, String, String, Option<String>)> =
+        archive_resources(&t, "AWS::KinesisFirehose::DeliveryStream")
+            .into_iter()
+            .map(|(_, ds)| {
+                let p = &ds["Properties"];
+                let dest = &p["ExtendedS3DestinationConfiguration"];
+                let name = p["DeliveryStreamName"]["Fn::Sub"]
+                    .as_str()
+                    .unwrap()
+                    .replace("${AWS::StackName}", "streamwatch");
+                let query = dest["ProcessingConfiguration"]["Processors"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|pr| pr["Type"] == "MetadataExtraction")
+                    .map(|pr| {
+                        pr["Parameters"][0]["ParameterValue"]
+                            .as_str()
+                            .unwrap()
+                            .to_owned()
+                    });
+                (
+                    name,
+                    dest["Prefix"].as_str().unwrap().to_owned(),
+                    dest["ErrorOutputPrefix"].as_str().unwrap().to_owned(),
+                    query,
+                )
+            })
+            .collect();
+    from_template.sort();
+    let mut demo: Vec<(String, String, String, Option<String>)> =
+        streamwatch_local::archive::TEMPLATE_FEEDS
+            .iter()
+            .map(|(n, p, e, q)| ((*n).into(), (*p).into(), (*e).into(), q.map(str::to_owned)))
+            .collect();
+    demo.sort();
+    assert_eq!(demo, from_template);
+}

@@ -150,6 +150,10 @@ struct DemoArgs {
     /// Where to write the HTML report.
     #[arg(long, default_value = "target/streamwatch-demo.html")]
     report: PathBuf,
+    /// Where to write the raw layer: both streams and the rejects in the S3 layout the
+    /// archive's Firehose delivery streams make (docs/archive.md).
+    #[arg(long, default_value = "target/demo-archive")]
+    archive_dir: PathBuf,
     /// Print the summary as JSON instead of the table.
     #[arg(long)]
     json: bool,
@@ -195,6 +199,7 @@ fn run_demo(args: DemoArgs) -> ExitCode {
         turbines_on: args.sources.contains(&Source::Turbines),
         accidents_on: args.sources.contains(&Source::Accidents),
         csv,
+        archive_dir: Some(args.archive_dir.clone()),
         ..Default::default()
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -261,6 +266,12 @@ fn run_demo(args: DemoArgs) -> ExitCode {
             streamwatch_local::demo::summary_table(&summary)
         );
         println!("Report: {}", args.report.display());
+        println!(
+            "Raw layer: {} records in {} GZIP objects under {}/ (docs/archive.md)",
+            summary.archived_records,
+            summary.archive_objects,
+            args.archive_dir.display()
+        );
     }
     ExitCode::SUCCESS
 }

@@ -111,6 +111,80 @@ impl Layout {
     }
 }
 
+/// The template's three delivery streams (name, prefix, error prefix, query), for the
+/// demo, which runs without template.yaml; tests/tests/template.rs checks them against it.
+pub const TEMPLATE_FEEDS: [(&str, &str, &str, Option<&str>); 3] = [
+    (
+        "streamwatch-accidents-archive",
+        "accidents/dt=!{partitionKeyFromQuery:dt}/hr=!{partitionKeyFromQuery:hr}/",
+        "errors/accidents/!{firehose:error-output-type}/dt=!{timestamp:yyyy-MM-dd}/",
+        Some("{dt: .Txn_Timestamp[0:10], hr: .Txn_Timestamp[11:13]}"),
+    ),
+    (
+        "streamwatch-readings-archive",
+        "readings/dt=!{partitionKeyFromQuery:dt}/hr=!{partitionKeyFromQuery:hr}/",
+        "errors/readings/!{firehose:error-output-type}/dt=!{timestamp:yyyy-MM-dd}/",
+        Some(
+            r#"{dt: (.dynamodb.ApproximateCreationDateTime / 1000000 | floor | strftime("%Y-%m-%d")), hr: (.dynamodb.ApproximateCreationDateTime / 1000000 | floor | strftime("%H"))}"#,
+        ),
+    ),
+    (
+        "streamwatch-rejects-archive",
+        "rejected/dt=!{timestamp:yyyy-MM-dd}/hr=!{timestamp:HH}/",
+        "errors/rejected/!{firehose:error-output-type}/dt=!{timestamp:yyyy-MM-dd}/",
+        None,
+    ),
+];
+
+/// What the demo's embedded pipeline sends through its streams, kept for the raw layer.
+#[derive(Debug, Default)]
+pub struct Collector {
+    pub accidents: Vec<StreamRecord>,
+    pub readings: Vec<StreamRecord>,
+    /// The metrics-publisher's reject lines and when they were written.
+    pub rejects: Vec<(Vec<u8>, DateTime<Utc>)>,
+}
+
+impl Collector {
+    /// Writes the layout Firehose would make in S3 as files under `dir` (the top prefixes
+    /// of an earlier run are removed first); returns (records, objects) written.
+    pub fn write(&self, dir: &std::path::Path, now: DateTime<Utc>) -> std::io::Result<(u64, u64)> {
+        for top in ["accidents", "readings", "rejected", "errors"] {
+            let _ = std::fs::remove_dir_all(dir.join(top));
+        }
+        let (mut records, mut objects) = (0, 0);
+        for (i, (name, prefix, error_prefix, query)) in TEMPLATE_FEEDS.iter().enumerate() {
+            let layout = Layout {
+                query: query.and_then(|q| PartitionQuery::parse(q).ok()),
+                prefix: (*prefix).to_owned(),
+                error_prefix: (*error_prefix).to_owned(),
+            };
+            let placed = match i {
+                0 => layout.place(&self.accidents, now),
+                1 => layout.place(&self.readings, now),
+                _ => {
+                    let mut out = Objects::new();
+                    for (line, at) in &self.rejects {
+                        layout.place_one(&mut out, line, *at, now);
+                    }
+                    out
+                }
+            };
+            for (n, (prefix, lines)) in placed.iter().enumerate() {
+                let path = dir.join(prefix);
+                std::fs::create_dir_all(&path)?;
+                // Deterministic names (the demo is): a counter where Firehose has a UUID.
+                let file =
+                    streamwatch_core::archive::object_name(name, now, &format!("{n:04}"), true);
+                std::fs::write(path.join(file), gzip_lines(lines))?;
+                records += lines.len() as u64;
+                objects += 1;
+            }
+        }
+        Ok((records, objects))
+    }
+}
+
 /// An object's body: the lines, GZIP-compressed (the template's `CompressionFormat`).
 pub fn gzip_lines(records: &[Vec<u8>]) -> Vec<u8> {
     let body = lines(records.iter().map(Vec::as_slice));
