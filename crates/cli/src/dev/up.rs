@@ -528,6 +528,13 @@ fn print_summary(stack: &Stack, path: &std::path::Path) {
     for (logical, r) in &stack.resources {
         println!("  {logical:<28} {:<24} {}", r.kind, r.reference);
     }
+    if !stack.archives.is_empty() {
+        // moto's Firehose reads no Kinesis source and ignores the layout (docs/archive.md).
+        println!(
+            "  ({} delivery streams: delivered by `dev run` in Firehose's layout, not created in the emulator)",
+            stack.archives.len()
+        );
+    }
     let name = |logical: &str| {
         stack
             .resources
