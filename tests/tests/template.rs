@@ -266,8 +266,24 @@ fn resolve_with(t: &Value, v: &Value, set: &std::collections::HashMap<&str, &str
             }
             s
         }
+        // A condition of `Fn::Equals` / `Fn::Not` over resolvable values.
+        Value::Object(o) if o.contains_key("Fn::If") => {
+            let parts = o["Fn::If"].as_array().unwrap();
+            let holds = condition(t, &t["Conditions"][parts[0].as_str().unwrap()], set);
+            resolve_with(t, &parts[if holds { 1 } else { 2 }], set)
+        }
         other => panic!("cannot resolve {other}"),
     }
+}
+
+fn condition(t: &Value, c: &Value, set: &std::collections::HashMap<&str, &str>) -> bool {
+    if let Some(pair) = c["Fn::Equals"].as_array() {
+        return resolve_with(t, &pair[0], set) == resolve_with(t, &pair[1], set);
+    }
+    if let Some(inner) = c["Fn::Not"].as_array() {
+        return !condition(t, &inner[0], set);
+    }
+    panic!("cannot evaluate condition {c}")
 }
 
 /// The template's environment for a function, resolved at the parameters' defaults.
@@ -587,7 +603,8 @@ fn no_unchecked_kind_of_data_store_exists() {
         "AWS::KMS::Key",
         "AWS::SNS::TopicPolicy",
         "AWS::SNS::Subscription",
-        // Log groups are encrypted by CloudWatch Logs by default; log lines carry no payloads.
+        // Log groups are encrypted by CloudWatch Logs by default; log lines carry no payloads
+        // (but the metrics-publisher's reject lines when CreateArchive: docs/archive.md).
         "AWS::Logs::LogGroup",
         "AWS::CloudWatch::Alarm",
         "AWS::Events::Rule",
@@ -1143,4 +1160,23 @@ fn the_demos_archive_layout_is_the_templates() {
             .collect();
     demo.sort();
     assert_eq!(demo, from_template);
+}
+
+/// Reject lines carry payloads: the metrics-publisher writes them only when the raw layer
+/// keeps them (CreateArchive), so with the archive off its logs carry no payloads.
+#[test]
+fn reject_lines_are_written_only_with_the_archive() {
+    let t = template();
+    for (create, expected) in [("true", true), ("false", false)] {
+        let set = [("CreateArchive", create)].into();
+        let v = &t["Resources"]["MetricsPublisherFunction"]["Properties"]["Environment"]["Variables"]
+            ["ARCHIVE_REJECTS"];
+        let env: std::collections::HashMap<String, String> = [
+            ("ALERTS_TABLE".to_owned(), "t".to_owned()),
+            ("ARCHIVE_REJECTS".to_owned(), resolve_with(&t, v, &set)),
+        ]
+        .into();
+        let config = metrics_publisher::config::Config::from_source(&env).unwrap();
+        assert_eq!(config.archive_rejects, expected, "CreateArchive={create}");
+    }
 }

@@ -82,7 +82,9 @@ pub async fn handle<S: MetricSink, A: AlertOutbox>(
         .map(|d| d.as_micros() as i64)
         .unwrap_or_default();
     let (response, report) = process(deps, &event.payload, now).await;
-    write_rejects(&report.rejects);
+    if deps.config.archive_rejects {
+        write_rejects(&report.rejects);
+    }
     Ok(response)
 }
 

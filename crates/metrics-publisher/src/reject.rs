@@ -31,6 +31,9 @@ pub struct Reject<'a> {
 
 #[derive(Serialize)]
 struct Line<'a> {
+    /// Lambda's log-level filtering reads this key: a reject survives any
+    /// `ApplicationLogLevel` up to WARN (the template keeps TRACE).
+    level: &'static str,
     archive: &'static str,
     function: &'static str,
     reason: &'a str,
@@ -49,6 +52,7 @@ struct Line<'a> {
 pub fn line(r: &Reject<'_>) -> String {
     let kept = &r.data[..r.data.len().min(MAX_DATA_BYTES)];
     let line = Line {
+        level: "WARN",
         archive: ARCHIVE_KEY_VALUE,
         function: "metrics-publisher",
         reason: &r.reason,
@@ -82,6 +86,7 @@ mod tests {
         };
         let v: serde_json::Value = serde_json::from_str(&line(&r)).unwrap();
         assert_eq!(v["archive"], "rejected");
+        assert_eq!(v["level"], "WARN");
         assert_eq!(v["reason"], "payload is not a JSON object");
         assert_eq!(v["shard"], "shardId-000000000001");
         assert_eq!(v["sub_sequence"], 3);
