@@ -33,6 +33,12 @@ struct Totals {
 }
 
 async fn chaos_run(retries: SdkRetries, default_records: usize) {
+    if std::env::var("CHAOS_LOG").is_ok() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("warn")
+            .with_test_writer()
+            .try_init();
+    }
     let seed = seed_from_env();
     let records: usize = env_or("CHAOS_RECORDS", default_records);
     let rate: f64 = env_or("CHAOS_RATE", 0.2);

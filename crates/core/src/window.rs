@@ -16,16 +16,23 @@
 //! min, max and avg are derived from the live entries, so a MODIFY replaces a reading
 //! exactly and min and max stay right under retractions (neither is `ADD`-able).
 //!
-//! A reading's identity is kept as a 64-bit hash ([`reading_key`]), so an entry stores in
-//! 25 bytes whatever the item key: a DynamoDB item (≤ 400 KB) holds a window of up to
-//! [`MAX_WINDOW_READINGS`] readings and late readings — 15,000, over 4 readings per second
-//! per key for a one-hour window. A window that would outgrow it is refused whole (its
-//! records are retried, then sent to the on-failure queue, and counted), never cut short.
+//! A reading's identity is kept as a 64-bit hash ([`reading_key`]), so an entry is 25 bytes
+//! whatever the item key.
 //!
-//! A window's life: open (takes changes) → closed (frozen: its statistics are final, but
-//! its close decision may not be recorded yet) → settled (alert and key state written).
-//! Only settled windows leave the open-window index, so a crash between freezing and
-//! settling is finished by whoever looks next, from the same frozen statistics.
+//! **Storage: append-only chunks, merged at close.** A batch does not rewrite a window: it
+//! appends one [`Chunk`] per window start it touched (every on-time change of that batch for
+//! that start, all keys together) and does not read windows back on the common path.
+//! Closing a start reads its chunks, merges them into one [`WindowState`] per key (the join
+//! above makes the merge independent of chunk order, duplicates and overlaps: a retried,
+//! suffixed or bisected batch writes an overlapping chunk that changes nothing), decides
+//! every key from the rule's [`Head`] (the keys firing, the last start closed), writes the
+//! alerts, then moves the head on with a conditional write. A window's readings are
+//! written about once, not once per batch that touched it, and many keys share a write:
+//! the cost per reading stays flat as keys, shards and batches grow.
+//!
+//! Late changes are rare: each is counted once with a conditional put of a small marker
+//! ([`Mark`]) per (key, reading, change time), after checking from the chunks of the
+//! reading's own shard lineage that the window did not already hold it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -108,7 +115,27 @@ impl Change {
         }
     }
 
-    fn changed_micros(&self) -> Micros {
+    /// The entry this change leaves in its window.
+    pub fn entry(&self) -> Entry {
+        match self {
+            Self::Upsert {
+                value,
+                changed_micros,
+                ..
+            } => Entry {
+                value: *value,
+                changed_micros: *changed_micros,
+                deleted: false,
+            },
+            Self::Delete { changed_micros, .. } => Entry {
+                value: 0.0,
+                changed_micros: *changed_micros,
+                deleted: true,
+            },
+        }
+    }
+
+    pub fn changed_micros(&self) -> Micros {
         match self {
             Self::Upsert { changed_micros, .. } | Self::Delete { changed_micros, .. } => {
                 *changed_micros
@@ -116,10 +143,6 @@ impl Change {
         }
     }
 }
-
-/// Readings plus late readings one window item holds at most (25 bytes each, in a 400 KB
-/// item with room for the rest of the window's attributes).
-pub const MAX_WINDOW_READINGS: usize = 15_000;
 
 /// A reading's identity in its window: FNV-1a of its id (the item key, or the Kinesis
 /// coordinates). Stable across builds and platforms, as stored state must be; a collision
@@ -154,7 +177,7 @@ impl Stats {
     }
 }
 
-/// A window as stored.
+/// One key's window, as merged from its start's chunks.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct WindowState {
     pub rule: String,
@@ -163,16 +186,11 @@ pub struct WindowState {
     pub end_micros: Micros,
     /// Reading identity ([`reading_key`]) → its latest change.
     pub entries: BTreeMap<u64, Entry>,
-    /// Bumped by every write; writes are conditional on it (optimistic concurrency).
-    pub version: u64,
-    /// Frozen: no change is applied any more; the statistics are final.
+    /// Its start is closed: the statistics are final and the decision is recorded.
     pub closed: bool,
-    /// The close decision (alert, key state) is recorded; the window leaves the open index.
+    /// The same as `closed` (one step since windows close per start).
     #[serde(default)]
     pub settled: bool,
-    /// Late readings, by identity and change time: each counted once however often it is
-    /// delivered, never applied.
-    pub late: BTreeSet<(u64, Micros)>,
 }
 
 impl WindowState {
@@ -197,23 +215,11 @@ impl WindowState {
     /// Applies a change; true when it changed anything. The greater change wins (see
     /// [`Entry::supersedes`]), so re-applying, reordering and duplicating are no-ops.
     pub fn apply(&mut self, change: &Change) -> bool {
-        let new = match change {
-            Change::Upsert {
-                value,
-                changed_micros,
-                ..
-            } => Entry {
-                value: *value,
-                changed_micros: *changed_micros,
-                deleted: false,
-            },
-            Change::Delete { changed_micros, .. } => Entry {
-                value: 0.0,
-                changed_micros: *changed_micros,
-                deleted: true,
-            },
-        };
-        let id = reading_key(change.id());
+        self.apply_entry(reading_key(change.id()), change.entry())
+    }
+
+    /// Applies one stored entry (a chunk's); true when it changed anything.
+    pub fn apply_entry(&mut self, id: u64, new: Entry) -> bool {
         match self.entries.get(&id) {
             Some(old) if !new.supersedes(old) => false,
             _ => {
@@ -221,24 +227,6 @@ impl WindowState {
                 true
             }
         }
-    }
-
-    /// Records a change that came too late for this window; true when it is a late reading
-    /// not seen before. A change the window already holds or has superseded (the same record
-    /// delivered again, after the window closed or its shard moved on) would not change the
-    /// window had it come in time: it is a duplicate, not a lost reading.
-    pub fn record_late(&mut self, change: &Change) -> bool {
-        let id = reading_key(change.id());
-        let t = change.changed_micros();
-        if self.entries.get(&id).is_some_and(|e| e.changed_micros >= t) {
-            return false;
-        }
-        self.late.insert((id, t))
-    }
-
-    /// Whether the window holds more than one item can store.
-    pub fn is_oversized(&self) -> bool {
-        self.entries.len() + self.late.len() > MAX_WINDOW_READINGS
     }
 
     /// Whether the window holds a reading with this id (live or removed).
@@ -265,19 +253,6 @@ impl WindowState {
             avg: sum / count as f64,
         })
     }
-}
-
-/// Per (rule, key): whether the key is firing, as of its last closed window.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-pub struct KeyState {
-    pub rule: String,
-    pub key: String,
-    pub firing: bool,
-    /// Start of the last window closed for this key.
-    pub last_closed_start: Option<Micros>,
-    /// `firing` before that window closed: lets a retried close decide the same way.
-    pub firing_before_last: bool,
-    pub version: u64,
 }
 
 /// The window rule: what to alert on and how.
@@ -429,43 +404,228 @@ pub enum Written {
     Conflict,
 }
 
-/// Where windows, key states and shard watermarks live: DynamoDB, or embedded.
-pub trait WindowStore: Send + Sync {
-    /// Reads windows (absent ones as `None`), in the order asked.
-    fn get_windows(
-        &self,
-        keys: &[WindowKey],
-    ) -> impl Future<Output = Result<Vec<Option<WindowState>>, PortError>> + Send;
+/// One change as a chunk stores it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ChunkEntry {
+    /// Index into the chunk's `keys`.
+    pub key: u32,
+    /// The reading's identity ([`reading_key`]).
+    pub id: u64,
+    pub entry: Entry,
+}
 
-    /// Writes `state` (with `version` + 1) if the stored version is `state.version`
-    /// (or, for version 0, if none is stored). Windows not yet settled are listed in the
-    /// open-window index under `close_at`; settled ones are removed from it.
-    fn put_window(
+/// What one batch delivered on time for one window start from one shard: every key's
+/// changes in one item. Identified by the shard and the sequence numbers of the first and
+/// last records in it (and a part number when it had to be split), so writing the same
+/// records again writes the same chunk; a different cut of them (a suffix, a bisected
+/// half) writes another chunk whose entries the merge absorbs.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Chunk {
+    pub shard: String,
+    pub first_sequence: String,
+    pub last_sequence: String,
+    pub part: u32,
+    pub keys: Vec<String>,
+    pub entries: Vec<ChunkEntry>,
+}
+
+impl Chunk {
+    /// Adds a change of `key`'s window.
+    pub fn push(&mut self, key: &str, id: u64, entry: Entry) {
+        let k = match self.keys.iter().rposition(|k| k == key) {
+            Some(i) => i,
+            None => {
+                self.keys.push(key.to_owned());
+                self.keys.len() - 1
+            }
+        };
+        self.entries.push(ChunkEntry {
+            key: k as u32,
+            id,
+            entry,
+        });
+    }
+
+    /// A chunk with `changes` (key, reading identity, entry) in the order given.
+    pub fn with_changes<'a>(
+        shard: &str,
+        first_sequence: &str,
+        last_sequence: &str,
+        changes: impl IntoIterator<Item = (&'a str, u64, Entry)>,
+    ) -> Self {
+        let mut c = Chunk {
+            shard: shard.to_owned(),
+            first_sequence: first_sequence.to_owned(),
+            last_sequence: last_sequence.to_owned(),
+            ..Chunk::default()
+        };
+        let mut index: std::collections::HashMap<&str, u32> = std::collections::HashMap::new();
+        for (key, id, entry) in changes {
+            let k = *index.entry(key).or_insert_with(|| {
+                c.keys.push(key.to_owned());
+                (c.keys.len() - 1) as u32
+            });
+            c.entries.push(ChunkEntry { key: k, id, entry });
+        }
+        c
+    }
+
+    /// The entry this chunk holds for (`key`, `id`), the greatest if several.
+    pub fn entry_of(&self, key: &str, id: u64) -> Option<Entry> {
+        let k = self.keys.iter().position(|x| x == key)? as u32;
+        self.entries
+            .iter()
+            .filter(|e| e.key == k && e.id == id)
+            .map(|e| e.entry)
+            .reduce(|a, b| if b.supersedes(&a) { b } else { a })
+    }
+}
+
+/// Merges a start's chunks into one window per key (in key order).
+pub fn merge_chunks<'a>(
+    rule: &str,
+    spec: &WindowSpec,
+    start: Micros,
+    chunks: impl IntoIterator<Item = &'a Chunk>,
+) -> Vec<WindowState> {
+    let mut windows: BTreeMap<&str, WindowState> = BTreeMap::new();
+    for c in chunks {
+        for e in &c.entries {
+            let Some(key) = c.keys.get(e.key as usize) else {
+                continue;
+            };
+            windows
+                .entry(key)
+                .or_insert_with(|| {
+                    WindowState::new(
+                        &WindowKey {
+                            rule: rule.to_owned(),
+                            key: key.clone(),
+                            start_micros: start,
+                        },
+                        spec,
+                    )
+                })
+                .apply_entry(e.id, e.entry);
+        }
+    }
+    windows.into_values().collect()
+}
+
+/// Per rule: the last window start closed, and which keys were firing after it.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Head {
+    pub last_closed: Option<Micros>,
+    pub firing: BTreeSet<String>,
+    /// Bumped by every write; writes are conditional on it.
+    pub version: u64,
+}
+
+/// A rare event counted once, by a conditional put of a marker under its window start.
+/// (Readings stamped ahead of their record are counted when their chunk is written: a
+/// device with a wrong clock sends every reading so, too many for a put each.)
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mark {
+    /// A change that came too late for `key`'s window: once per (key, reading, change time).
+    Late {
+        key: String,
+        id: u64,
+        changed_micros: Micros,
+    },
+}
+
+impl Mark {
+    /// The marker's sort key (under its window start).
+    pub fn id(&self) -> String {
+        match self {
+            Self::Late {
+                key,
+                id,
+                changed_micros,
+            } => format!("l#{:016x}#{id:016x}#{changed_micros}", reading_key(key)),
+        }
+    }
+}
+
+/// Where window state lives: DynamoDB, or embedded. Items per rule and window start: the
+/// start itself (open or closed; open ones are listed in an index by close time), its
+/// chunks, its markers; and the rule's [`Head`].
+pub trait WindowStore: Send + Sync {
+    /// Whether each start is known, and closed (frozen): `None` (never opened),
+    /// `Some(closed)`.
+    fn starts(
         &self,
-        state: &WindowState,
+        rule: &str,
+        starts: &[Micros],
+    ) -> impl Future<Output = Result<Vec<Option<bool>>, PortError>> + Send;
+
+    /// Records an open start (ending at `end`, listed as due at `close_at`); a no-op when
+    /// it exists.
+    fn open_start(
+        &self,
+        rule: &str,
+        start: Micros,
+        end: Micros,
         close_at: Micros,
+    ) -> impl Future<Output = Result<(), PortError>> + Send;
+
+    /// Writes a chunk if its start is open (the same chunk again overwrites it with the
+    /// same content); `Conflict` when the start is closed: the closing froze it, and what
+    /// was not written is late.
+    fn put_chunk(
+        &self,
+        rule: &str,
+        start: Micros,
+        chunk: &Chunk,
     ) -> impl Future<Output = Result<Written, PortError>> + Send;
 
-    /// Unsettled windows whose `close_at` is at or before `t`, oldest first, at most
-    /// `limit`; a key's windows always come as a prefix in start order.
-    fn due_windows(
+    /// A start's chunks; with `shards`, only those written by these shards.
+    fn chunks(
+        &self,
+        rule: &str,
+        start: Micros,
+        shards: Option<&[String]>,
+    ) -> impl Future<Output = Result<Vec<Chunk>, PortError>> + Send;
+
+    /// Puts the marker unless it exists; true when this call created it.
+    fn mark_once(
+        &self,
+        rule: &str,
+        start: Micros,
+        mark: &Mark,
+    ) -> impl Future<Output = Result<bool, PortError>> + Send;
+
+    /// Open starts whose close time is at or before `t`, oldest first, at most `limit`.
+    fn due_starts(
         &self,
         rule: &str,
         t: Micros,
         limit: usize,
-    ) -> impl Future<Output = Result<Vec<WindowKey>, PortError>> + Send;
+    ) -> impl Future<Output = Result<Vec<Micros>, PortError>> + Send;
 
-    fn get_key_state(
+    fn head(&self, rule: &str) -> impl Future<Output = Result<Head, PortError>> + Send;
+
+    /// Writes `head` (with `version` + 1) if the stored version is `head.version`.
+    fn put_head(
         &self,
         rule: &str,
-        key: &str,
-    ) -> impl Future<Output = Result<Option<KeyState>, PortError>> + Send;
-
-    /// Writes `state` (with `version` + 1) if the stored version is `state.version`.
-    fn put_key_state(
-        &self,
-        state: &KeyState,
+        head: &Head,
     ) -> impl Future<Output = Result<Written, PortError>> + Send;
+
+    /// Freezes a start: no chunk is written to it any more. It stays due until settled.
+    /// True when it was not settled yet (false: another closer finished it meanwhile).
+    fn close_start(
+        &self,
+        rule: &str,
+        start: Micros,
+    ) -> impl Future<Output = Result<bool, PortError>> + Send;
+
+    /// Takes a closed start out of the due index: its decision is recorded.
+    fn settle_start(
+        &self,
+        rule: &str,
+        start: Micros,
+    ) -> impl Future<Output = Result<(), PortError>> + Send;
 }
 
 #[cfg(test)]

@@ -247,7 +247,6 @@ pub async fn run(opts: &SoakOptions, mut progress: impl FnMut(&str)) -> Result<S
                     let s = w.stats();
                     w.closed
                         && w.settled
-                        && w.late.is_empty()
                         && s.is_some_and(|s| s.count == count && s.sum == sum as f64)
                 });
                 if ok {
@@ -257,9 +256,7 @@ pub async fn run(opts: &SoakOptions, mut progress: impl FnMut(&str)) -> Result<S
                         "{} at {}: expected {count} readings summing to {sum}, stored {:?}",
                         key.0,
                         format_micros(key.1),
-                        stored
-                            .get(&key)
-                            .map(|w| (w.closed, w.settled, w.late.len(), w.stats()))
+                        stored.get(&key).map(|w| (w.closed, w.settled, w.stats()))
                     ));
                 }
             }

@@ -1,6 +1,6 @@
 //! A Kinesis batch of readings: judge each against its shard's progress (on time, or late),
-//! apply the on-time ones to their windows and remember the late ones, move the shard's
-//! progress, and close whatever the stream's watermark passed.
+//! append the on-time ones to their window starts as one chunk each, count the late ones
+//! once, move the shard's progress, and close whatever the stream's watermark passed.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -8,7 +8,7 @@ use aws_lambda_events::event::streams::{KinesisBatchItemFailure, KinesisEventRes
 use streamwatch_core::progress::{Ledger, ShardLedger, ShardProbe, sequence_after};
 use streamwatch_core::record::{self, UserRecord};
 use streamwatch_core::time::Micros;
-use streamwatch_core::window::{Change, WindowKey, WindowState, WindowStore, Written};
+use streamwatch_core::window::{Chunk, Mark, WindowStore, Written, reading_key};
 use streamwatch_core::{AlertOutbox, KinesisEvent, PortError};
 use tokio::time::Instant;
 use tracing::warn;
@@ -33,27 +33,21 @@ fn skip(report: &mut Report, user: &UserRecord<'_>, reason: &str) {
 }
 
 /// Where a shard got to after one Kinesis record of the batch.
-struct Mark {
+struct ShardMark {
     parent: usize,
     shard: String,
     progress: Option<Micros>,
     sequence: String,
 }
 
-/// A window's share of the batch.
+/// A window start's share of the batch, in record order.
 #[derive(Default)]
 struct Group {
-    /// The first record that touches the window: where a retry must start.
+    /// The first record that touches the start: where a retry must start.
     parent: usize,
-    on_time: Vec<(Change, bool)>,
-    late: Vec<Change>,
-}
-
-/// Why a window's changes could not be stored.
-enum GroupError {
-    Store(PortError),
-    /// More readings than one item holds.
-    Oversized(usize),
+    /// Changes judged on time, with whether each is stamped ahead of its record.
+    on_time: Vec<(Op, bool)>,
+    late: Vec<Op>,
 }
 
 /// Processes a Kinesis batch with no deadline for closing.
@@ -102,7 +96,7 @@ where
     // Judge every change against its shard's progress as it stood when the change arrived,
     // in shard order. Records the shard already finished (a replayed batch) are skipped.
     let mut progress: BTreeMap<String, Option<Micros>> = BTreeMap::new();
-    let mut marks: Vec<Mark> = Vec::new();
+    let mut marks: Vec<ShardMark> = Vec::new();
     let mut ops: Vec<(Op, bool)> = Vec::new();
     for parent in record::parents(event) {
         let shard = parent.shard_id;
@@ -145,7 +139,7 @@ where
                 }
             }
         }
-        marks.push(Mark {
+        marks.push(ShardMark {
             parent: parent.index,
             shard: shard.to_owned(),
             progress: *p,
@@ -153,53 +147,48 @@ where
         });
     }
 
-    let mut groups: BTreeMap<WindowKey, Group> = BTreeMap::new();
+    let mut groups: BTreeMap<Micros, Group> = BTreeMap::new();
     for (op, late) in ops {
         let future = op.is_future(skew);
-        let g = groups.entry(op.window).or_insert_with(|| Group {
-            parent: op.parent,
-            ..Group::default()
-        });
+        let g = groups
+            .entry(op.window.start_micros)
+            .or_insert_with(|| Group {
+                parent: op.parent,
+                ..Group::default()
+            });
         g.parent = g.parent.min(op.parent);
         if late {
-            g.late.push(op.change);
+            g.late.push(op);
         } else {
-            g.on_time.push((op.change, future));
+            g.on_time.push((op, future));
         }
     }
-    let keys: Vec<WindowKey> = groups.keys().cloned().collect();
-    let stored = match deps.store.get_windows(&keys).await {
-        Ok(s) => s,
+    let starts: Vec<Micros> = groups.keys().copied().collect();
+    let known = match deps.store.starts(rule, &starts).await {
+        Ok(k) => k,
         Err(e) => {
-            warn!(error = %e, "reading windows failed");
+            warn!(error = %e, "reading window starts failed");
             let first = groups.values().map(|g| g.parent).min();
             return finish(event, report, first, &e);
         }
     };
     let mut failed: Option<(usize, PortError)> = None;
-    for ((key, group), current) in groups.into_iter().zip(stored) {
-        let error = match apply_group(deps, &key, &group, current, &mut report).await {
-            Ok(()) => continue,
-            Err(GroupError::Oversized(readings)) => {
-                report.oversized += 1;
-                warn!(rule = %key.rule, key = %key.key, window_start = %streamwatch_core::time::format_micros(key.start_micros),
-                    readings, limit = streamwatch_core::window::MAX_WINDOW_READINGS,
-                    "window outgrows one item: its records are reported for retry, then the on-failure queue");
-                PortError::permanent("windows.apply", "window outgrows one item")
-            }
-            Err(GroupError::Store(e)) => {
-                warn!(window = ?key, error = %e, "window write failed; the batch is retried from its first record");
-                e
-            }
+    for ((start, group), known) in groups.into_iter().zip(known) {
+        let parent = group.parent;
+        let Err(e) = write_start(deps, event, &ledger, start, group, known, &mut report).await
+        else {
+            continue;
         };
-        if failed.as_ref().is_none_or(|(p, _)| group.parent < *p) {
-            failed = Some((group.parent, error));
+        warn!(window_start = %streamwatch_core::time::format_micros(start), error = %e,
+            "window write failed; the batch is retried from its first record");
+        if failed.as_ref().is_none_or(|(p, _)| parent < *p) {
+            failed = Some((parent, e));
         }
     }
 
     // What is finished moves its shard: everything before the first failed record.
     let done_before = failed.as_ref().map_or(usize::MAX, |(p, _)| *p);
-    let mut last: BTreeMap<&str, &Mark> = BTreeMap::new();
+    let mut last: BTreeMap<&str, &ShardMark> = BTreeMap::new();
     for m in marks.iter().filter(|m| m.parent < done_before) {
         last.insert(&m.shard, m);
     }
@@ -253,77 +242,198 @@ fn finish(
     (response, report)
 }
 
-/// Applies a window's changes with optimistic concurrency: read, apply, conditional write,
-/// and on a conflict (another shard's invocation wrote meanwhile) read again. Counters are
-/// taken from the round that was written, so each late or future reading counts once.
-async fn apply_group<W: WindowStore, A, P, C>(
+/// Stores one window start's share of the batch: readings stamped ahead counted once, the
+/// on-time changes appended as a chunk per shard (the start opened first, so the closing
+/// finds it), then the late ones counted once. A closed start takes nothing more: whatever
+/// comes for it is late.
+async fn write_start<W: WindowStore, A, P, C>(
     deps: &Deps<W, A, P, C>,
-    key: &WindowKey,
-    group: &Group,
-    mut current: Option<WindowState>,
+    event: &KinesisEvent,
+    ledger: &Ledger,
+    start: Micros,
+    group: Group,
+    known: Option<bool>,
     report: &mut Report,
-) -> Result<(), GroupError> {
+) -> Result<(), PortError> {
+    let rule = &deps.config.rule.name;
     let spec = &deps.config.spec;
-    let close_at = spec.close_at(key.start_micros);
-    for _ in 0..MAX_ROUNDS {
-        let mut state = current
-            .take()
-            .unwrap_or_else(|| WindowState::new(key, spec));
-        let (mut late, mut future, mut changed) = (0, 0, false);
-        // A closed window takes nothing more: whatever comes for it is late.
-        let late_changes = group.late.iter().chain(
-            group
-                .on_time
-                .iter()
-                .filter(|_| state.closed)
-                .map(|(c, _)| c),
-        );
-        let late_changes: Vec<&Change> = late_changes.collect();
-        if !state.closed {
-            for (c, is_future) in &group.on_time {
-                let new_reading = !state.holds(c.id());
-                if state.apply(c) {
-                    changed = true;
-                    future += usize::from(*is_future && new_reading);
+    let Group {
+        on_time, mut late, ..
+    } = group;
+    let on_time = if known == Some(true) {
+        late.extend(on_time.into_iter().map(|(op, _)| op));
+        late.sort_by_key(|op| op.parent);
+        Vec::new()
+    } else {
+        on_time
+    };
+    if !on_time.is_empty() {
+        let ahead = count_future(deps, event, ledger, start, &on_time).await?;
+        if known.is_none() {
+            let end = start + spec.size_micros;
+            deps.store
+                .open_start(rule, start, end, spec.close_at(start))
+                .await?;
+        }
+        let mut refused = false;
+        for chunk in chunks_of(event, &on_time) {
+            match deps.store.put_chunk(rule, start, &chunk).await? {
+                Written::Ok => report.windows_written += 1,
+                // Closed since it was read: what did not make it in is late.
+                Written::Conflict => refused = true,
+            }
+        }
+        if refused {
+            late.extend(on_time.iter().map(|(op, _)| op.clone()));
+        } else {
+            // Counted once stored: a retry finds them in the chunk (a lost response to the
+            // chunk's write can leave one uncounted, never counted twice).
+            report.future += ahead;
+        }
+    }
+    if !late.is_empty() {
+        report.late += count_late(deps, event, ledger, start, &late).await?;
+    }
+    Ok(())
+}
+
+/// One chunk per shard of the on-time changes, named by their first and last records.
+fn chunks_of(event: &KinesisEvent, on_time: &[(Op, bool)]) -> Vec<Chunk> {
+    let mut by_shard: BTreeMap<&str, Vec<&Op>> = BTreeMap::new();
+    for (op, _) in on_time {
+        by_shard.entry(shard_of(event, op)).or_default().push(op);
+    }
+    by_shard
+        .into_iter()
+        .map(|(shard, ops)| {
+            let seq = |op: &Op| event.records[op.parent].kinesis.sequence_number.as_str();
+            Chunk::with_changes(
+                shard,
+                seq(ops[0]),
+                seq(ops[ops.len() - 1]),
+                ops.iter().map(|op| {
+                    (
+                        op.window.key.as_str(),
+                        reading_key(op.change.id()),
+                        op.change.entry(),
+                    )
+                }),
+            )
+        })
+        .collect()
+}
+
+fn shard_of<'e>(event: &'e KinesisEvent, op: &Op) -> &'e str {
+    record::shard_id(&event.records[op.parent])
+}
+
+/// The shard and its ancestors: every shard an item's earlier changes can have come from.
+fn lineage(ledger: &Ledger, shard: &str) -> Vec<String> {
+    let mut out = vec![shard.to_owned()];
+    let mut i = 0;
+    while i < out.len() {
+        if let Some(s) = ledger.get(&out[i]) {
+            for p in &s.parents {
+                if !out.contains(p) {
+                    out.push(p.clone());
                 }
             }
         }
-        for c in late_changes {
-            if state.record_late(c) {
-                changed = true;
-                late += 1;
+        i += 1;
+    }
+    out
+}
+
+/// The stored chunks of `start` the ops' shard lineages wrote.
+async fn lineage_chunks<W: WindowStore, A, P, C>(
+    deps: &Deps<W, A, P, C>,
+    event: &KinesisEvent,
+    ledger: &Ledger,
+    start: Micros,
+    ops: impl Iterator<Item = &Op>,
+) -> Result<Vec<Chunk>, PortError> {
+    let mut shards: Vec<String> = Vec::new();
+    for op in ops {
+        for s in lineage(ledger, shard_of(event, op)) {
+            if !shards.contains(&s) {
+                shards.push(s);
             }
-        }
-        if !changed {
-            return Ok(());
-        }
-        if state.is_oversized() {
-            return Err(GroupError::Oversized(
-                state.entries.len() + state.late.len(),
-            ));
-        }
-        match deps.store.put_window(&state, close_at).await {
-            Ok(Written::Ok) => {
-                report.windows_written += 1;
-                report.late += late;
-                report.future += future;
-                return Ok(());
-            }
-            Ok(Written::Conflict) => {
-                report.conflicts += 1;
-                current = deps
-                    .store
-                    .get_windows(std::slice::from_ref(key))
-                    .await
-                    .map_err(GroupError::Store)?
-                    .pop()
-                    .flatten();
-            }
-            Err(e) => return Err(GroupError::Store(e)),
         }
     }
-    Err(GroupError::Store(PortError::transient(
-        "windows.apply",
-        "too many concurrent writers",
-    )))
+    deps.store
+        .chunks(&deps.config.rule.name, start, Some(&shards))
+        .await
+}
+
+/// Readings stamped ahead of their record that are new to their window: not in a stored
+/// chunk of their shard lineage (where a retry of this batch would find them), not earlier
+/// in this batch.
+async fn count_future<W: WindowStore, A, P, C>(
+    deps: &Deps<W, A, P, C>,
+    event: &KinesisEvent,
+    ledger: &Ledger,
+    start: Micros,
+    on_time: &[(Op, bool)],
+) -> Result<usize, PortError> {
+    let ahead = || {
+        on_time
+            .iter()
+            .filter(|(op, f)| *f && !op.change.entry().deleted)
+    };
+    if ahead().next().is_none() {
+        return Ok(0);
+    }
+    let stored = lineage_chunks(deps, event, ledger, start, ahead().map(|(op, _)| op)).await?;
+    let mut held: BTreeSet<(&str, u64)> = BTreeSet::new();
+    let mut counted = 0;
+    for (op, future) in on_time {
+        let (key, id) = (op.window.key.as_str(), reading_key(op.change.id()));
+        let first = held.insert((key, id));
+        if *future
+            && first
+            && !op.change.entry().deleted
+            && !stored.iter().any(|c| c.entry_of(key, id).is_some())
+        {
+            counted += 1;
+        }
+    }
+    Ok(counted)
+}
+
+/// Late changes, counted once per (key, reading, change) their window does not already hold
+/// or supersede (the same change delivered again after its shard moved on is a duplicate,
+/// not a lost reading).
+async fn count_late<W: WindowStore, A, P, C>(
+    deps: &Deps<W, A, P, C>,
+    event: &KinesisEvent,
+    ledger: &Ledger,
+    start: Micros,
+    late: &[Op],
+) -> Result<usize, PortError> {
+    let stored = lineage_chunks(deps, event, ledger, start, late.iter()).await?;
+    let mut counted = 0;
+    for op in late {
+        let (key, id) = (op.window.key.as_str(), reading_key(op.change.id()));
+        let t = op.change.changed_micros();
+        let held = stored
+            .iter()
+            .filter_map(|c| c.entry_of(key, id))
+            .any(|e| e.changed_micros >= t);
+        if held {
+            continue;
+        }
+        let mark = Mark::Late {
+            key: key.to_owned(),
+            id,
+            changed_micros: t,
+        };
+        if deps
+            .store
+            .mark_once(&deps.config.rule.name, start, &mark)
+            .await?
+        {
+            counted += 1;
+        }
+    }
+    Ok(counted)
 }

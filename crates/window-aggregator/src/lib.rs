@@ -5,27 +5,29 @@
 //! under it. One binary serves both triggers: a Kinesis batch (`Records`) and the
 //! EventBridge schedule (`source: aws.events`); [`handle`] tells them apart.
 //!
-//! # Exactly once, by construction
+//! # Exactly once, by construction; flat cost per reading
 //!
-//! Each window item keeps the readings it holds by identity (the DynamoDB item key of the
-//! reading, or the Kinesis coordinates of a plain JSON record), last-writer-wins by change
-//! time, with tombstones for REMOVE (see `streamwatch_core::window`). Applying a change
-//! twice is a no-op and the order of changes does not matter, so a replayed batch, a
-//! suffix, a bisected half, or the same change record delivered again under a new sequence
-//! number (same `eventID`, same item key and change time) leaves every window as
-//! processing it once — for the window's whole lifetime, not a bounded dedupe horizon.
-//! Writes are conditional on the item's version: concurrent invocations on other shards
-//! touching the same window re-read and re-apply instead of overwriting each other. One
-//! conditional write per (key, window) per batch, after one batched read (BatchGetItem).
+//! Windows keep the readings they hold by identity (the DynamoDB item key of the reading,
+//! or the Kinesis coordinates of a plain JSON record), last-writer-wins by change time,
+//! with tombstones for REMOVE (see `streamwatch_core::window`). Applying a change twice is
+//! a no-op and the order of changes does not matter, so a replayed batch, a suffix, a
+//! bisected half, or the same change record delivered again under a new sequence number
+//! (same `eventID`, same item key and change time) leaves every window as processing it
+//! once — for the window's whole lifetime, not a bounded dedupe horizon.
+//!
+//! A batch does not rewrite windows: per window start it touched it appends one chunk item
+//! per shard holding every key's on-time changes (27 bytes each), and reads nothing back
+//! on the common path. Closing merges a start's chunks. So a reading is written about
+//! once, in an item shared with hundreds of others: the write units per reading stay
+//! near 0.03 however many keys, shards and batches there are (`docs/cost.md`), where
+//! rewriting each (key, window) item per batch cost ~3 per reading at 500 turbines.
+//! Readings stamped ahead of their record and late changes are rare: each is checked
+//! against the chunks its own shard lineage wrote and counted once with a conditional
+//! marker put.
 //!
 //! Why not `ADD` with per-shard sequence high-water marks: min and max are not `ADD`-able,
 //! a MODIFY or REMOVE needs the value it replaces, and a change record duplicated under a
 //! new sequence number passes any sequence check — each needs per-reading memory anyway.
-//! Keeping the readings makes all three exact; the bound is the item size: readings are
-//! kept by a 64-bit identity in 25 bytes, so a window holds up to 15,000
-//! (`MAX_WINDOW_READINGS`). A window that would outgrow that is never cut short: its
-//! records are reported as batch item failures (retried, then the on-failure queue) and
-//! counted as `OversizedWindows`.
 //!
 //! The template sets `ParallelizationFactor` to 1: a shard's progress is judged record by
 //! record in shard order, which concurrent batches of one shard would not keep.
@@ -53,20 +55,20 @@
 //!
 //! # Closing
 //!
-//! After each batch and on the schedule, the windows the watermark passed are found in the
-//! sparse `open-windows` index — a Query, never a Scan — and closed per key in start order,
-//! within the invocation's time budget (the rest waits for the next pass). Closing freezes
-//! the window first (its statistics are final from then on; a concurrent writer either
-//! landed before or finds it closed), then writes the alert (a conditional put: one per
-//! window, ever), the key's firing state, and settles the window out of the index; a crash
-//! anywhere is finished identically by the next close pass. Late readings are kept on
-//! their window by identity, never applied, and counted once in `LateRecords`.
+//! After each batch and on the schedule, the window starts the watermark passed are found
+//! in the sparse `open-windows` index — a Query, never a Scan — and closed oldest first,
+//! within the invocation's time budget (the rest waits for the next pass). Closing a start
+//! merges its chunks into one window per key, decides each key from the rule's head (the
+//! keys firing after the last start closed), writes the alerts (conditional puts: one per
+//! window, ever), moves the head on with a conditional write and takes the start out of
+//! the index; a crash anywhere is finished identically by the next close pass. Late
+//! changes are never applied; each is counted once in `LateRecords`.
 //!
 //! # Table (`WINDOWS_TABLE`)
 //!
 //! Hash key `pk` (S), range key `sk` (S); global secondary index `open-windows` with hash
-//! `open_shard` (S), range `close_at` (N), projection KEYS_ONLY (sparse: only unsettled
-//! windows carry those attributes); TTL on the attribute `ttl`. Item layout in
+//! `open_shard` (S), range `close_at` (N), projection KEYS_ONLY (sparse: only open window
+//! starts carry those attributes); TTL on the attribute `ttl`. Item layout in
 //! `streamwatch_adapters::windows`.
 //!
 //! # Metrics

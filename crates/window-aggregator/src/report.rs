@@ -14,10 +14,9 @@ pub struct Report {
     /// Readings stamped further ahead of their record's time than the allowed skew, seen
     /// for the first time in their window: kept in their window, never moving progress.
     pub future: usize,
-    /// Windows that would outgrow one item: their records are reported for retry.
-    pub oversized: usize,
     /// Records already finished on their shard (a replayed batch): skipped.
     pub replayed: usize,
+    /// Chunk items written (each holds one window start's changes from one shard).
     pub windows_written: usize,
     pub conflicts: usize,
     pub windows_closed: usize,
@@ -38,7 +37,6 @@ impl Report {
             ("Malformed", self.malformed),
             ("LateRecords", self.late),
             ("FutureRecords", self.future),
-            ("OversizedWindows", self.oversized),
             ("WindowWrites", self.windows_written),
             ("WindowsClosed", self.windows_closed),
             ("AlertsWritten", self.alerts_written),

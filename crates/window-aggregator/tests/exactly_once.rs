@@ -14,7 +14,7 @@ use streamwatch_adapters::windows::EmbeddedWindowStore;
 use streamwatch_core::PortError;
 use streamwatch_core::progress::{Ledger, ShardLedger, ShardProgress};
 use streamwatch_core::time::Micros;
-use streamwatch_core::window::{Change, KeyState, WindowKey, WindowState, WindowStore, Written};
+use streamwatch_core::window::{Chunk, Entry, Head, Mark, WindowStore, Written, reading_key};
 use streamwatch_core::{AlertKind, KinesisEvent};
 use window_aggregator::{Deps, close_idle, process_batch};
 
@@ -145,52 +145,84 @@ async fn the_scenarios_reach_late_records_mid_stream_closes_and_resolutions() {
     );
 }
 
-/// A store where another shard's invocation writes to a window just as it is being
-/// closed: between the closer's read and its first write.
+/// The embedded store's answers for everything a wrapper does not change.
+macro_rules! delegate {
+    () => {
+        delegate!(@one starts(rule: &str, starts: &[Micros]) -> Vec<Option<bool>>);
+        delegate!(@one open_start(rule: &str, start: Micros, end: Micros, close_at: Micros) -> ());
+        delegate!(@one chunks(rule: &str, start: Micros, shards: Option<&[String]>) -> Vec<Chunk>);
+        delegate!(@one mark_once(rule: &str, start: Micros, mark: &Mark) -> bool);
+        delegate!(@one due_starts(rule: &str, t: Micros, limit: usize) -> Vec<Micros>);
+        delegate!(@one head(rule: &str) -> Head);
+        delegate!(@one put_head(rule: &str, head: &Head) -> Written);
+        delegate!(@one settle_start(rule: &str, start: Micros) -> ());
+    };
+    (@one $name:ident($($a:ident: $t:ty),*) -> $r:ty) => {
+        async fn $name(&self, $($a: $t),*) -> Result<$r, PortError> {
+            self.inner.$name($($a),*).await
+        }
+    };
+}
+
+/// A store where another shard's invocation writes a chunk to a window start just as it
+/// is being closed: right before the closer freezes it.
 struct Racing {
     inner: EmbeddedWindowStore,
     raced: AtomicBool,
 }
 
 impl WindowStore for Racing {
-    async fn get_windows(&self, keys: &[WindowKey]) -> Result<Vec<Option<WindowState>>, PortError> {
-        self.inner.get_windows(keys).await
-    }
-    async fn put_window(
-        &self,
-        state: &WindowState,
-        close_at: Micros,
-    ) -> Result<Written, PortError> {
-        if state.closed && !self.raced.swap(true, Ordering::SeqCst) {
-            let mut w = self
-                .inner
-                .get_windows(&[state.window_key()])
-                .await?
-                .pop()
-                .flatten()
-                .expect("the window exists");
-            w.apply(&Change::Upsert {
-                id: "racer".into(),
-                value: 10.0,
-                changed_micros: T0 + 30_000_000,
-            });
-            assert_eq!(self.inner.put_window(&w, close_at).await?, Written::Ok);
-        }
-        self.inner.put_window(state, close_at).await
-    }
-    async fn due_windows(
+    delegate!();
+    async fn put_chunk(
         &self,
         rule: &str,
-        t: Micros,
-        limit: usize,
-    ) -> Result<Vec<WindowKey>, PortError> {
-        self.inner.due_windows(rule, t, limit).await
+        start: Micros,
+        chunk: &Chunk,
+    ) -> Result<Written, PortError> {
+        self.inner.put_chunk(rule, start, chunk).await
     }
-    async fn get_key_state(&self, rule: &str, key: &str) -> Result<Option<KeyState>, PortError> {
-        self.inner.get_key_state(rule, key).await
-    }
-    async fn put_key_state(&self, state: &KeyState) -> Result<Written, PortError> {
-        self.inner.put_key_state(state).await
+    async fn close_start(&self, rule: &str, start: Micros) -> Result<bool, PortError> {
+        if !self.raced.swap(true, Ordering::SeqCst) {
+            let racer = Chunk::with_changes(
+                "shardId-000000000002",
+                "1",
+                "1",
+                [(
+                    "device1",
+                    reading_key("racer"),
+                    Entry {
+                        value: 10.0,
+                        changed_micros: T0 + 30_000_000,
+                        deleted: false,
+                    },
+                )],
+            );
+            assert_eq!(
+                self.inner.put_chunk(rule, start, &racer).await?,
+                Written::Ok
+            );
+        }
+        let open = self.inner.close_start(rule, start).await?;
+        let late = Chunk::with_changes(
+            "shardId-000000000002",
+            "2",
+            "2",
+            [(
+                "device1",
+                reading_key("too-late"),
+                Entry {
+                    value: 99.0,
+                    changed_micros: T0 + 31_000_000,
+                    deleted: false,
+                },
+            )],
+        );
+        assert_eq!(
+            self.inner.put_chunk(rule, start, &late).await?,
+            Written::Conflict,
+            "a frozen start refuses chunks"
+        );
+        Ok(open)
     }
 }
 
@@ -248,46 +280,34 @@ async fn a_close_racing_another_shard_decides_on_the_final_statistics() {
     );
 }
 
-/// A store whose window writes fail transiently (throttling) a given number of times.
+/// A store whose chunk writes fail transiently (throttling) a given number of times.
 struct Flaky {
     inner: EmbeddedWindowStore,
     failures: std::sync::atomic::AtomicUsize,
 }
 
 impl WindowStore for Flaky {
-    async fn get_windows(&self, keys: &[WindowKey]) -> Result<Vec<Option<WindowState>>, PortError> {
-        self.inner.get_windows(keys).await
-    }
-    async fn put_window(
+    delegate!();
+    async fn put_chunk(
         &self,
-        state: &WindowState,
-        close_at: Micros,
+        rule: &str,
+        start: Micros,
+        chunk: &Chunk,
     ) -> Result<Written, PortError> {
         let left = self.failures.load(Ordering::SeqCst);
-        if left > 0 && state.entries.values().any(|e| e.value > 80.0) {
+        if left > 0 && chunk.entries.iter().any(|e| e.entry.value > 80.0) {
             self.failures.store(left - 1, Ordering::SeqCst);
             return Err(PortError::transient("dynamodb.PutItem", "throttled"));
         }
-        self.inner.put_window(state, close_at).await
+        self.inner.put_chunk(rule, start, chunk).await
     }
-    async fn due_windows(
-        &self,
-        rule: &str,
-        t: Micros,
-        limit: usize,
-    ) -> Result<Vec<WindowKey>, PortError> {
-        self.inner.due_windows(rule, t, limit).await
-    }
-    async fn get_key_state(&self, rule: &str, key: &str) -> Result<Option<KeyState>, PortError> {
-        self.inner.get_key_state(rule, key).await
-    }
-    async fn put_key_state(&self, state: &KeyState) -> Result<Written, PortError> {
-        self.inner.put_key_state(state).await
+    async fn close_start(&self, rule: &str, start: Micros) -> Result<bool, PortError> {
+        self.inner.close_start(rule, start).await
     }
 }
 
-/// Guarantee 1's other half: a throttled window write reports the first record of that
-/// window as the batch item failure; Lambda's retry from there completes the windows
+/// Guarantee 1's other half: a throttled chunk write reports the first record of that
+/// window start as the batch item failure; Lambda's retry from there completes the windows
 /// exactly (what was written before is not counted twice).
 #[tokio::test]
 async fn a_transient_failure_retries_from_the_first_record_not_durable() {
@@ -340,16 +360,14 @@ async fn a_transient_failure_retries_from_the_first_record_not_durable() {
         records: shard0.iter().map(|r| r.record.clone()).collect(),
     };
     let (response, _) = process_batch(&d, &event).await;
-    // device1's window (holding the 90) failed; its first record is item 6's.
-    let first_of_device1 = shard0
-        .iter()
-        .position(|r| r.new.as_ref().is_some_and(|n| n.0 == "device1"))
-        .unwrap();
+    // The chunk of the window start holding the 90 failed: the batch is retried from the
+    // first record of that start (all readings here are in one minute: the first record).
+    let first_of_start = 0;
     assert_eq!(response.batch_item_failures.len(), 1);
     assert_eq!(
         response.batch_item_failures[0].item_identifier.as_deref(),
         Some(
-            shard0[first_of_device1]
+            shard0[first_of_start]
                 .record
                 .kinesis
                 .sequence_number
@@ -357,7 +375,7 @@ async fn a_transient_failure_retries_from_the_first_record_not_durable() {
         )
     );
     let retry = KinesisEvent {
-        records: event.records[first_of_device1..].to_vec(),
+        records: event.records[first_of_start..].to_vec(),
     };
     let (response, _) = process_batch(&d, &retry).await;
     assert!(response.batch_item_failures.is_empty());

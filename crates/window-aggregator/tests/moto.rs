@@ -76,12 +76,8 @@ fn windows_and_alerts_equal_the_model_against_dynamodb() {
                     clock: TestClock(AtomicI64::new(T0)),
                 };
                 let (model, counted) = common::run(&deps, &common::plan(&steps, seed)).await;
-                let windows: Vec<_> = scan_all(&ddb, &wt)
-                    .await
-                    .iter()
-                    .filter(|i| i["sk"].as_s().is_ok_and(|s| s.starts_with("w#")))
-                    .map(|i| streamwatch_adapters::windows::window_from_item(i).unwrap())
-                    .collect();
+                let windows =
+                    streamwatch_adapters::windows::windows_from_items(&scan_all(&ddb, &wt).await);
                 let alerts: Vec<_> = scan_all(&ddb, &at)
                     .await
                     .iter()
@@ -158,30 +154,37 @@ async fn windows_persist_close_through_the_index_and_alert_once() {
         .unwrap()
         .items
         .unwrap_or_default();
-    let windows: Vec<_> = items
+    let chunks: Vec<_> = items
         .iter()
-        .filter(|i| i["sk"].as_s().unwrap().starts_with("w#"))
+        .filter(|i| i["sk"].as_s().unwrap().starts_with("c#"))
         .collect();
-    assert_eq!(windows.len(), 2, "one item per (device, minute)");
-    let d1 = windows
-        .iter()
-        .find(|i| i["key"].as_s().unwrap() == "device1")
-        .unwrap();
     assert_eq!(
-        d1["count"].as_n().unwrap(),
-        "6",
+        chunks.len(),
+        2,
+        "one chunk per (shard, window start): the retry rewrote its own"
+    );
+    for c in &chunks {
+        // Two keys' names, then six changes of 27 bytes: both devices in one item.
+        let d = c["d"].as_b().unwrap().as_ref();
+        assert_eq!(d.len(), 4 + (2 + 7) * 2 + 6 * 27);
+        assert!(c["ttl"].as_n().unwrap().parse::<u64>().unwrap() > 1_700_000_000);
+    }
+    let windows = streamwatch_adapters::windows::windows_from_items(&items);
+    let d1 = windows.iter().find(|w| w.key == "device1").unwrap();
+    assert_eq!(
+        d1.stats().unwrap().count,
+        6,
         "readings from both shards aggregate into one window"
     );
-    assert_eq!(
-        d1["e"].as_b().unwrap().as_ref().len(),
-        6 * 25,
-        "six readings, 25 bytes each"
-    );
-    assert!(d1["ttl"].as_n().unwrap().parse::<u64>().unwrap() > 1_700_000_000);
+    let start = items
+        .iter()
+        .find(|i| i["sk"].as_s().unwrap() == "s")
+        .unwrap();
     assert!(
-        d1.contains_key("open_shard")
-            && *d1["close_at"].as_n().unwrap() == (T0 + MIN + 5_000_000).to_string()
+        start.contains_key("open_shard")
+            && *start["close_at"].as_n().unwrap() == (T0 + MIN + 5_000_000).to_string()
     );
+    let d1 = start;
     let open = ddb
         .query()
         .table_name("windows")
@@ -233,7 +236,12 @@ async fn windows_persist_close_through_the_index_and_alert_once() {
     assert!(
         closed
             .iter()
-            .filter(|i| i["sk"].as_s().unwrap().starts_with("w#"))
+            .filter(|i| i["sk"].as_s().unwrap() == "s")
             .all(|i| i["closed"].as_bool().unwrap() == &true && !i.contains_key("open_shard"))
+    );
+    assert!(
+        streamwatch_adapters::windows::windows_from_items(&closed)
+            .iter()
+            .all(|w| w.closed)
     );
 }

@@ -18,7 +18,7 @@ use streamwatch_adapters::DynamoDbAlertOutbox;
 use streamwatch_adapters::EmbeddedAlertOutbox;
 use streamwatch_adapters::alerts::alert_from_item;
 use streamwatch_adapters::shards::EmbeddedShardProbe;
-use streamwatch_adapters::windows::{DynamoDbWindowStore, EmbeddedWindowStore, window_from_item};
+use streamwatch_adapters::windows::{DynamoDbWindowStore, EmbeddedWindowStore, windows_from_items};
 use streamwatch_core::notify::NotificationKind;
 use streamwatch_core::window::WindowState;
 use streamwatch_core::{AlertKind, AlertOutbox, AlertRecord, KinesisEvent};
@@ -136,12 +136,7 @@ async fn run(plan: &Plan, env: &[(&str, &str)]) -> Outcome {
         clock: TestClock(AtomicI64::new(T0)),
     };
     let (model, counted) = common::run(&deps, plan).await;
-    let windows: Vec<WindowState> = scan_all(&ddb, "windows")
-        .await
-        .iter()
-        .filter(|i| i["sk"].as_s().is_ok_and(|s| s.starts_with("w#")))
-        .map(|i| window_from_item(i).expect("window item"))
-        .collect();
+    let windows: Vec<WindowState> = windows_from_items(&scan_all(&ddb, "windows").await);
     let alerts: Vec<AlertRecord> = scan_all(&ddb, "alerts")
         .await
         .iter()
@@ -459,14 +454,20 @@ async fn ten_thousand_readings_in_one_window_are_all_counted() {
     assert_eq!(out.model.late, 0);
 }
 
-/// Past the item bound (15,000 readings in one window) the records are reported for retry
-/// and counted, never cut short or dropped: the window keeps exactly what it held before.
+/// A window of 16,000 readings (one hour at 4.4 readings a second; the old one-item layout
+/// refused it at 15,000) is stored and closed exactly: chunks have no per-window bound.
 #[tokio::test]
-async fn a_window_past_the_item_bound_is_refused_and_counted_not_cut_short() {
+async fn a_window_of_16000_readings_is_exact() {
     let mut s = Scenario::new(1);
     for i in 0..16_000i64 {
         let t = T0 + i * 200_000;
-        s.reading(0, "device1", 50.0, t, t + 100_000);
+        s.reading(
+            0,
+            "device1",
+            if i % 2 == 0 { 50.0 } else { 52.0 },
+            t,
+            t + 100_000,
+        );
     }
     let deps = Deps {
         config: common::config_with("w", "a", &[("WINDOW_SECONDS", "3600")]),
@@ -475,34 +476,15 @@ async fn a_window_past_the_item_bound_is_refused_and_counted_not_cut_short() {
         probe: EmbeddedShardProbe::with_shards(1),
         clock: TestClock(AtomicI64::new(T0)),
     };
-    let (mut oversized, mut failed_at) = (0, None);
     for chunk in s.plan.logs[0].chunks(1_000) {
         let event = KinesisEvent {
             records: chunk.iter().map(|r| r.record.clone()).collect(),
         };
         let (response, report) = window_aggregator::process_batch(&deps, &event).await;
-        oversized += report.oversized;
-        if let Some(f) = response.batch_item_failures.first() {
-            failed_at = f.item_identifier.clone();
-            break;
-        }
+        assert!(response.batch_item_failures.is_empty(), "{report:?}");
+        assert_eq!(report.late, 0);
     }
-    assert_eq!(oversized, 1, "counted as OversizedWindows");
-    assert_eq!(
-        failed_at.as_deref(),
-        Some(
-            s.plan.logs[0][15_000]
-                .record
-                .kinesis
-                .sequence_number
-                .as_str()
-        ),
-        "the batch that would overflow is retried from its first record"
-    );
     let w = deps.store.windows().pop().unwrap();
-    assert_eq!(
-        w.stats().unwrap().count,
-        15_000,
-        "nothing applied, nothing cut"
-    );
+    let stats = w.stats().unwrap();
+    assert_eq!((stats.count, stats.sum), (16_000, 8_000.0 * 102.0));
 }

@@ -15,7 +15,7 @@ use std::time::Duration;
 use serde_json::json;
 use streamwatch_adapters::DynamoDbAlertOutbox;
 use streamwatch_adapters::alerts::alert_from_item;
-use streamwatch_adapters::windows::{DynamoDbWindowStore, window_from_item};
+use streamwatch_adapters::windows::{DynamoDbWindowStore, windows_from_items};
 use streamwatch_core::AlertKind;
 use streamwatch_core::alert::window_alert_id;
 use streamwatch_core::kinesis::{KinesisEventRecord, KinesisRecord};
@@ -286,25 +286,17 @@ pub async fn assert_tables_hold_truth(
     truth: &Turbines,
 ) -> (usize, usize) {
     let mut got: BTreeMap<(String, i64), Truth> = BTreeMap::new();
-    for item in scan_all(ddb, "windows").await {
-        if !item
-            .get("sk")
-            .and_then(|s| s.as_s().ok())
-            .is_some_and(|s| s.starts_with("w#"))
-        {
-            continue;
-        }
-        let w = window_from_item(&item).expect("a window item");
+    let items = scan_all(ddb, "windows").await;
+    let late: Vec<_> = items
+        .iter()
+        .filter_map(|i| i.get("sk")?.as_s().ok())
+        .filter(|sk| sk.starts_with("l#"))
+        .collect();
+    assert!(late.is_empty(), "late records counted: {late:?}");
+    for w in windows_from_items(&items) {
         assert!(
             w.closed && w.settled,
             "window {} {} open",
-            w.key,
-            w.start_micros
-        );
-        assert_eq!(
-            w.late.len(),
-            0,
-            "window {} {} counted late records",
             w.key,
             w.start_micros
         );
