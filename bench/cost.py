@@ -1,8 +1,13 @@
 #!/usr/bin/env python3
 """Cost per million records and per month, streamwatch beside the reference design, at the
-reference loads (5 turbines at 1 Hz; the accident replay at 100 rows/s) and at 100x.
+reference loads (5 turbines at 1 Hz; the accident replay at 100 rows/s), at 100x and (the
+turbines) at 1,000x.
 
-Usage: bench/cost.py [--markdown]
+Usage: bench/cost.py [--markdown] [--scale target/bench/window-scale.json]
+
+The turbine pipeline's window-state writes come from `cargo bench -p window-aggregator
+--bench scale`, which runs each load through the handler and bills every item written as
+DynamoDB does; this script refuses to price the turbines without that file.
 
 Inputs are the counts our benches measure (each constant names the command that measured
 it) and us-east-1 on-demand list prices (PRICES, with where and when they were read).
@@ -10,7 +15,9 @@ Only what differs between the designs is priced: both pay the same for the Kines
 the readings table and its change stream, and for every custom metric-month (the same
 dimensions are published either way), so those are listed once, not compared.
 """
+import json
 import math
+import os
 import sys
 
 # --- us-east-1 list prices (USD), as read on the pages below; see README "Cost". ---
@@ -52,20 +59,18 @@ REF_CPU_S_PER_RECORD = 1.986 / 3918
 # records at 1 s resolution: 1,104 of 1,125 in the fixture) + 1 request of our own
 # operational metrics. Measured: 3 calls for the 3,918-record fixture, 5 for 10,000 records.
 SERIES_PER_SELECTED = 1104 / 1125
-# window-aggregator CPU per change record (decode + window update, embedded store):
-# assumed 20 us until `cargo bench -p window-aggregator --bench batch` is run on this box.
+# window-aggregator CPU per change record, release build against moto behind a local Runtime
+# API (`bench/lambda.sh`, the 10,000-record batch; see docs/cost.md): WA_CPU_S_PER_RECORD.
 WA_CPU_S_PER_RECORD = 20e-6
+# The turbine change record as Kinesis Data Streams for DynamoDB delivers it, bytes.
+TURBINE_RECORD_BYTES = 600
 
 # --- Deployment assumptions (template.yaml) ---
 SHARDS = 4  # an ON_DEMAND stream starts with 4 shards; each has its own poller
 MEMORY_GB = 128 / 1024  # every function: MemorySize 128
 PUBLISHER_WINDOW_S = 5  # MaximumBatchingWindowInSeconds, BatchSize 10000
-AGGREGATOR_WINDOW_S = 10  # BatchSize 500
 SCHEDULE_PER_MONTH = SECONDS_PER_MONTH / 60  # window-aggregator rate(1 minute)
 NETWORK_WAIT_S = 0.020  # one AWS API round trip from Lambda (assumed, not measured)
-# A window item holds its readings: ~60 x 45 B at 1 Hz; rewritten whole, ~2.5 KB on
-# average over the minute -> 3 WRU per window write (assumed from the item layout).
-WRU_PER_WINDOW_WRITE = 3
 WINDOW_S = 60
 THRESHOLD_SHARE = 0.01  # share of turbine windows over 60 mph (assumed; alerts are rare)
 REPEAT_INTERVAL_S = 900  # alerts on one key repeat at most every 15 minutes
@@ -112,32 +117,34 @@ def accidents(rate):
     }
 
 
+SCALE = {}  # filled from the scale bench's JSON in main()
+
+
 def turbines(rate):
+    """Per-month cost lines for the turbine pipeline at `rate` readings/s (= turbines at 1 Hz)."""
+    load = {5: "x1", 500: "x100", 5000: "x1000"}[rate]
+    m = SCALE[load]
     per_month = rate * SECONDS_PER_MONTH
-    turbines_n = rate  # 1 Hz each
-    per_shard = rate / SHARDS
-    batch = min(max(per_shard * AGGREGATOR_WINDOW_S, 1), 500)
-    invocations = per_month / batch + SCHEDULE_PER_MONTH
-    # Writes per batch: one per distinct (turbine, window) in it, one watermark, two per
-    # window closed. `cargo test -p window-aggregator --bench batch` measured 10.8 per
-    # 100-record batch of 5 turbines (this formula: 9.3) and 501 per 500-record batch of
-    # 1,000 turbines (this formula: 501).
-    # The readings' partition key is the item id, so every shard carries every turbine.
-    windows = turbines_n * SECONDS_PER_MONTH / WINDOW_S
-    writes = (per_month / batch) * (min(turbines_n, batch) + 1) + 2 * windows
-    wru = writes * WRU_PER_WINDOW_WRITE
+    shards = m["shards"]
+    # Invocations and write units scale with the measured run's per-reading figures.
+    invocations = per_month * m["batches"] / m["readings"] + SCHEDULE_PER_MONTH
+    wru = per_month * m["wru_per_reading"]
+    windows = rate * SECONDS_PER_MONTH / WINDOW_S
     alerts = windows * THRESHOLD_SHARE
     ours_lambda, ours_gbs = lambda_cost(
-        invocations, per_month * WA_CPU_S_PER_RECORD, (per_month / batch) * 2 * NETWORK_WAIT_S
+        invocations, per_month * WA_CPU_S_PER_RECORD, invocations * 4 * NETWORK_WAIT_S
     )
-    # The reference: a Flink application (1 KPU + 1 orchestration KPU, 50 GB running
-    # storage per KPU) whatever the load up to a KPU's capacity, and a Python Lambda per alert.
-    kpus = 1 + math.ceil(rate / 5000)  # a KPU handles thousands of small records/s
+    # The reference: a Flink application, 1 KPU (1 vCPU, 4 GB) of parallelism per started
+    # 2,500 records/s (JSON change records deserialised, RocksDB window state, checkpoints:
+    # an assumption, not a measurement; at the reference load one KPU idles) plus the
+    # orchestration KPU, with 50 GB running storage per KPU; a Python Lambda per alert.
+    kpus = 1 + math.ceil(rate / 2500)
     flink = (kpus * HOURS_PER_MONTH * PRICES["flink_kpu_hour"]
              + (kpus - 1) * 50 * PRICES["flink_storage_gb_month"])
     return {
         "records": per_month,
-        "window writes (WRU)": (wru, 0),
+        "shards / Flink KPUs": (shards, kpus),
+        "window state writes (WRU, measured per reading)": (wru, 0),
         "window state $": (wru * PRICES["ddb_wru"], 0),
         "Lambda GB-s": (ours_gbs, 0),
         "Lambda $ / Flink $": (ours_lambda, flink),
@@ -149,38 +156,53 @@ def turbines(rate):
     }
 
 
+def load_scale(path):
+    if not os.path.exists(path):
+        sys.exit(f"cost.py: {path} not found: run `cargo bench -p window-aggregator --bench scale` first")
+    with open(path) as f:
+        SCALE.update(json.load(f))
+
+
 def main():
     md = "--markdown" in sys.argv
-    loads = [("accidents", accidents, 100), ("turbines", turbines, 5)]
-    if not md:
-        print(f"{'':9} {'per month':50} {'ours 1x':>16} {'reference 1x':>16} {'ours 100x':>16} {'reference 100x':>16}")
+    scale = "target/bench/window-scale.json"
+    if "--scale" in sys.argv:
+        scale = sys.argv[sys.argv.index("--scale") + 1]
+    load_scale(scale)
+    loads = [("accidents", accidents, [100, 10_000]), ("turbines", turbines, [5, 500, 5000])]
+    head = ["ours 1x", "reference 1x", "ours 100x", "reference 100x", "ours 1000x", "reference 1000x"]
     if md:
-        print("| pipeline | component | ours 1x | reference 1x | ours 100x | reference 100x |")
-        print("|---|---|---|---|---|---|")
-    for name, model, rate in loads:
-        one, hundred = model(rate), model(rate * 100)
-        for key in one:
+        print("| pipeline | component | " + " | ".join(head) + " |")
+        print("|---|---|" + "---|" * len(head))
+    else:
+        print(f"{'':9} {'per month':50} " + " ".join(f"{h:>16}" for h in head))
+    for name, model, rates in loads:
+        data = [model(r) for r in rates]
+        for key in data[0]:
             if key == "records":
                 continue
-            o1, r1 = one[key]
-            o100, r100 = hundred[key]
             fmt = (lambda v: f"${v:,.2f}") if "$" in key else (lambda v: f"{v:,.0f}")
+            cells = []
+            for d in data:
+                cells += [fmt(d[key][0]), fmt(d[key][1])]
+            cells += [""] * (len(head) - len(cells))
             if md:
-                print(f"| {name} | {key} /month | {fmt(o1)} | {fmt(r1)} | {fmt(o100)} | {fmt(r100)} |")
+                print(f"| {name} | {key} /month | " + " | ".join(cells) + " |")
             else:
-                print(f"{name:9} {key:50} {fmt(o1):>16} {fmt(r1):>16} {fmt(o100):>16} {fmt(r100):>16}")
+                print(f"{name:9} {key:50} " + " ".join(f"{c:>16}" for c in cells))
         # The money lines summed, per month and per million records.
-        totals = []
-        for data in (one, hundred):
-            ours = sum(v[0] for k, v in data.items() if "$" in k)
-            ref = sum(v[1] for k, v in data.items() if "$" in k)
-            per_m = 1e6 / data["records"]
-            totals += [(ours, ours * per_m), (ref, ref * per_m)]
-        cells = [f"${m:,.2f} (${pm:.4f}/M)" for m, pm in totals]
+        cells = []
+        for d in data:
+            per_m = 1e6 / d["records"]
+            for side in (0, 1):
+                total = sum(v[side] for k, v in d.items() if "$" in k)
+                cells.append(f"${total:,.2f} (${total * per_m:.4f}/M)")
+        cells += [""] * (len(head) - len(cells))
         if md:
             print(f"| {name} | **total $/month ($ per million records)** | " + " | ".join(cells) + " |")
         else:
             print(f"{name:9} {'total $/month ($ per million records)':50} " + "  ".join(cells))
+
 
 if __name__ == "__main__":
     main()

@@ -35,7 +35,7 @@ use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
 use streamwatch_core::notify::{
     AlertState, AlertStateStore, ClaimOutcome, KeyStatus, MarkOutcome, NotificationKind,
-    NotificationRecord, NotificationStatus, Outcome, RecordOutcome,
+    NotificationRecord, NotificationStatus, RecordOutcome, StoredDecision,
 };
 use streamwatch_core::time::{Micros, format_micros};
 use streamwatch_core::{AlertKind, AlertRecord, PortError};
@@ -97,10 +97,10 @@ pub fn notification_item(record: &NotificationRecord, now: SystemTime, ttl: Dura
         ("ttl".to_owned(), ttl_attr(now, ttl)),
     ]);
     match &record.outcome {
-        Outcome::Notify(kind) => {
+        StoredDecision::Notify(kind) => {
             item.insert("outcome".into(), s(kind.as_str()));
         }
-        Outcome::Suppressed(reason) => {
+        StoredDecision::Suppressed(reason) => {
             item.insert("outcome".into(), s("suppressed"));
             item.insert("reason".into(), s(reason));
         }
@@ -228,8 +228,10 @@ pub fn notification_from_item(item: &Item) -> Result<NotificationRecord, PortErr
         other => return Err(r.err(format!("unknown alert_kind {other}"))),
     };
     let outcome = match r.s("outcome")? {
-        "suppressed" => Outcome::Suppressed(r.opt_s("reason")?.unwrap_or_default().to_owned()),
-        other => Outcome::Notify(
+        "suppressed" => {
+            StoredDecision::Suppressed(r.opt_s("reason")?.unwrap_or_default().to_owned())
+        }
+        other => StoredDecision::Notify(
             NotificationKind::parse(other)
                 .ok_or_else(|| r.err(format!("unknown outcome {other}")))?,
         ),

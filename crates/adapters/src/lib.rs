@@ -8,6 +8,7 @@ pub mod aws;
 pub mod cloudwatch;
 pub mod emf;
 pub mod esm;
+pub mod groups;
 pub mod logging;
 pub mod metrics_memory;
 pub mod shards;

@@ -28,8 +28,8 @@ use lambda_runtime::LambdaEvent;
 use serde::Serialize;
 use streamwatch_core::notify::{
     AlertStateStore, ClaimOutcome, MarkOutcome, MessageContext, NotificationKind,
-    NotificationRecord, NotificationStatus, Notifier, Outcome, RecordOutcome, decide, expire,
-    render,
+    NotificationRecord, NotificationStatus, Notifier, RecordOutcome, StoredDecision, decide,
+    expire, render,
 };
 use streamwatch_core::time::{Micros, format_micros};
 use streamwatch_core::{AlertKind, AlertRecord, PortError};
@@ -442,7 +442,7 @@ where
                 earlier.push((previous.id.clone(), kind));
             }
         }
-        if let Some(Outcome::Suppressed(reason)) = decided.map(|r| r.outcome) {
+        if let Some(StoredDecision::Suppressed(reason)) = decided.map(|r| r.outcome) {
             return Ok(Processed::Suppressed(reason));
         }
     }
@@ -583,10 +583,10 @@ where
                 }
                 match decide_once(deps, alert, repeat).await? {
                     Some(record) => match &record.outcome {
-                        Outcome::Suppressed(reason) => {
+                        StoredDecision::Suppressed(reason) => {
                             return Ok(Processed::Suppressed(reason.clone()));
                         }
-                        Outcome::Notify(_) => record,
+                        StoredDecision::Notify(_) => record,
                     },
                     // Someone else decided, or the state moved: read again.
                     None => continue,

@@ -5,6 +5,7 @@
 //! See [`handler`] for the exactly-once protocol and the failure semantics.
 
 pub mod config;
+pub mod group;
 pub mod handler;
 pub mod recovery;
 pub mod stream;

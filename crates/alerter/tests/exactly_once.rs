@@ -11,7 +11,7 @@ use alerter::{Deps, ManualClock, process};
 use common::*;
 use proptest::prelude::*;
 use streamwatch_core::AlertKind;
-use streamwatch_core::notify::{KeyStatus, NotificationKind, NotificationStatus, Outcome};
+use streamwatch_core::notify::{KeyStatus, NotificationKind, NotificationStatus, StoredDecision};
 
 fn kinds(deps: &TestDeps) -> Vec<NotificationKind> {
     deps.notifier.published().iter().map(|m| m.kind).collect()
@@ -292,8 +292,8 @@ async fn a_key_firing_for_sixty_windows_sends_one_firing_three_reminders_one_res
     let suppressed: Vec<_> = records
         .iter()
         .filter_map(|r| match &r.outcome {
-            Outcome::Suppressed(reason) => Some(reason),
-            Outcome::Notify(_) => None,
+            StoredDecision::Suppressed(reason) => Some(reason),
+            StoredDecision::Notify(_) => None,
         })
         .collect();
     assert_eq!(suppressed.len(), 56);

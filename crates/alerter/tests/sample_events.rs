@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 use alerter::process;
 use common::*;
 use streamwatch_adapters::alerts::alert_item;
-use streamwatch_core::notify::{KeyStatus, NotificationStatus, Outcome};
+use streamwatch_core::notify::{KeyStatus, NotificationStatus, StoredDecision};
 use streamwatch_core::time::format_micros;
 
 #[tokio::test]
@@ -124,7 +124,7 @@ async fn a_repeat_within_the_interval_is_suppressed_and_recorded_with_why() {
         .find(|r| r.alert_id == repeat.id)
         .unwrap();
     assert_eq!(record.status, NotificationStatus::Suppressed);
-    let Outcome::Suppressed(reason) = &record.outcome else {
+    let StoredDecision::Suppressed(reason) = &record.outcome else {
         panic!("{record:?}")
     };
     assert_eq!(

@@ -225,6 +225,32 @@ impl Aws {
         stack_output(self, stack, output).await
     }
 
+    /// The stack's parameter values: the dev stack's, a deployed stack's (DescribeStacks), or
+    /// none without `--stack` (the template's defaults then apply).
+    pub async fn stack_parameters(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, String>, Failure> {
+        if let Some(stack) = &self.local
+            && self.stack.as_deref().is_none_or(|s| s == LOCAL_STACK)
+        {
+            return Ok(stack.parameters.clone());
+        }
+        let Some(stack) = &self.stack else {
+            return Ok(Default::default());
+        };
+        let found = describe_stack(self, stack).await?;
+        Ok(found
+            .parameters()
+            .iter()
+            .filter_map(|p| {
+                Some((
+                    p.parameter_key()?.to_owned(),
+                    p.parameter_value()?.to_owned(),
+                ))
+            })
+            .collect())
+    }
+
     /// A template parameter of the dev stack (`WindowSeconds`, …), when the endpoint is its.
     pub fn local_parameter(&self, name: &str) -> Option<&str> {
         self.local
@@ -258,6 +284,31 @@ fn local_output(stack: &Stack, key: &str) -> Result<String, Failure> {
 
 /// One output of a deployed stack, by key.
 async fn stack_output(aws: &Aws, stack: &str, key: &str) -> Result<String, Failure> {
+    let found = describe_stack(aws, stack).await?;
+    let outputs = found.outputs();
+    outputs
+        .iter()
+        .find(|o| o.output_key() == Some(key))
+        .and_then(|o| o.output_value())
+        .map(str::to_owned)
+        .ok_or_else(|| {
+            let keys: Vec<&str> = outputs.iter().filter_map(|o| o.output_key()).collect();
+            Failure::runtime(format!(
+                "stack {stack} has no output {key} (outputs: {})",
+                if keys.is_empty() {
+                    "none".to_owned()
+                } else {
+                    keys.join(", ")
+                }
+            ))
+        })
+}
+
+/// A deployed stack's description.
+async fn describe_stack(
+    aws: &Aws,
+    stack: &str,
+) -> Result<aws_sdk_cloudformation::types::Stack, Failure> {
     let client = aws_sdk_cloudformation::Client::new(&aws.config);
     let described = client
         .describe_stacks()
@@ -277,26 +328,11 @@ async fn stack_output(aws: &Aws, stack: &str, key: &str) -> Result<String, Failu
             }
             failure
         })?;
-    let Some(found) = described.stacks().first() else {
-        return Err(Failure::runtime(format!("stack {stack} not found")));
-    };
-    let outputs = found.outputs();
-    outputs
-        .iter()
-        .find(|o| o.output_key() == Some(key))
-        .and_then(|o| o.output_value())
-        .map(str::to_owned)
-        .ok_or_else(|| {
-            let keys: Vec<&str> = outputs.iter().filter_map(|o| o.output_key()).collect();
-            Failure::runtime(format!(
-                "stack {stack} has no output {key} (outputs: {})",
-                if keys.is_empty() {
-                    "none".to_owned()
-                } else {
-                    keys.join(", ")
-                }
-            ))
-        })
+    described
+        .stacks()
+        .first()
+        .cloned()
+        .ok_or_else(|| Failure::runtime(format!("stack {stack} not found")))
 }
 
 #[cfg(test)]

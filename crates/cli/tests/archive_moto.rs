@@ -18,8 +18,8 @@ use serde_json::Value;
 
 mod common;
 
-use common::stack::{cloudwatch_sums, config, expected_metrics, function_binaries};
-use common::{streamwatch, text};
+use common::stack::{cloudwatch_sums, config, expected_metrics};
+use common::{function_binaries, streamwatch, text};
 use streamwatch_tests::{MotoServer, scan_all, workspace_root};
 
 const BUCKET: &str = "streamwatch-archivebucket";

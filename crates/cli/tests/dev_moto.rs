@@ -4,14 +4,18 @@
 //! independent count over the CSV gives, the alerts table the expected alerts, and SNS
 //! exactly the expected messages, once each.
 
-use std::collections::HashMap;
-use std::time::Duration;
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::time::{Duration, SystemTime};
 
+use aws_config::Region;
+use aws_sdk_cloudwatch::primitives::DateTime;
+use aws_sdk_cloudwatch::types::{Dimension, Statistic};
 use aws_sdk_dynamodb::types::AttributeValue;
 mod common;
 
-use common::stack::{FUNCTIONS, cloudwatch_sums, config, expected_metrics, function_binaries};
-use common::{streamwatch, text};
+use common::stack::{cloudwatch_sums, config, expected_metrics};
+use common::{FUNCTIONS, function_binaries, streamwatch, text};
 use streamwatch_tests::{MotoServer, workspace_root};
 
 use streamwatch_tests::scan_all;

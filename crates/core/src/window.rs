@@ -569,9 +569,10 @@ pub trait WindowStore: Send + Sync {
         close_at: Micros,
     ) -> impl Future<Output = Result<(), PortError>> + Send;
 
-    /// Writes a chunk if its start is open (the same chunk again overwrites it with the
-    /// same content); `Conflict` when the start is closed: the closing froze it, and what
-    /// was not written is late.
+    /// Writes a chunk (the same chunk again overwrites it with the same content), then
+    /// reads its start: `Conflict` when the start is (now) frozen, so the chunk may have
+    /// come after the closing read the chunks: its readings are to be counted late. (The
+    /// time model rules that out: a start closes only when every shard passed it.)
     fn put_chunk(
         &self,
         rule: &str,

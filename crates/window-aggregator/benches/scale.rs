@@ -1,8 +1,7 @@
 //! What the turbine pipeline's window state costs as the load grows: 5 turbines at 1 Hz on
 //! 4 shards (the reference load), 500 on 4 (×100) and 5,000 on 16 (×1,000), through the real
 //! handler with the embedded store, which keeps the DynamoDB items themselves and bills
-//! every write as DynamoDB does (1 KB write units per item, rounded up per write, twice
-//! for transactions). Lambda's event source mapping is simulated per shard as the template
+//! every write as DynamoDB does (1 KB write units per item, rounded up per write). Lambda's event source mapping is simulated per shard as the template
 //! configures it (batches of up to 500, a 10 s batching window, one invocation per shard at
 //! a time), with the schedule's pass every minute.
 //!

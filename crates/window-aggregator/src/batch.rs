@@ -284,7 +284,9 @@ async fn write_start<W: WindowStore, A, P, C>(
             }
         }
         if refused {
-            late.extend(on_time.iter().map(|(op, _)| op.clone()));
+            // Written, but perhaps after the closing read the chunks: counted late (without
+            // the check against stored chunks, which now hold them).
+            report.late += count_refused(deps, start, &on_time).await?;
         } else {
             // Counted once stored: a retry finds them in the chunk (a lost response to the
             // chunk's write can leave one uncounted, never counted twice).
@@ -393,6 +395,32 @@ async fn count_future<W: WindowStore, A, P, C>(
             && first
             && !op.change.entry().deleted
             && !stored.iter().any(|c| c.entry_of(key, id).is_some())
+        {
+            counted += 1;
+        }
+    }
+    Ok(counted)
+}
+
+/// Changes of a chunk written as its start froze: each counted late once.
+async fn count_refused<W: WindowStore, A, P, C>(
+    deps: &Deps<W, A, P, C>,
+    start: Micros,
+    on_time: &[(Op, bool)],
+) -> Result<usize, PortError> {
+    warn!(window_start = %streamwatch_core::time::format_micros(start),
+        "a window start froze as readings were written to it: they are counted late");
+    let mut counted = 0;
+    for (op, _) in on_time {
+        let mark = Mark::Late {
+            key: op.window.key.clone(),
+            id: reading_key(op.change.id()),
+            changed_micros: op.change.changed_micros(),
+        };
+        if deps
+            .store
+            .mark_once(&deps.config.rule.name, start, &mark)
+            .await?
         {
             counted += 1;
         }

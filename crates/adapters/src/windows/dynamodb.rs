@@ -4,10 +4,7 @@
 use std::time::Duration;
 
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::types::{
-    AttributeValue, ConditionCheck, KeysAndAttributes, Put, ReturnValue, TransactWriteItem,
-};
+use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, ReturnValue};
 use streamwatch_core::PortError;
 use streamwatch_core::progress::{Ledger, ShardLedger, ShardProgress};
 use streamwatch_core::time::Micros;
@@ -179,36 +176,31 @@ impl WindowStore for DynamoDbWindowStore {
         start: Micros,
         chunk: &Chunk,
     ) -> Result<Written, PortError> {
-        // Each part with a check that the start is still open, in one transaction: a
-        // closing freezes the start before it reads the chunks, so a chunk is either in
-        // the decision or refused (and its readings counted late), never silently after.
         for part in items::split_chunk(chunk.clone()) {
-            let check = ConditionCheck::builder()
-                .table_name(&self.table)
-                .set_key(Some(Self::key(start_pk(rule, start), START)))
-                .condition_expression("attribute_exists(pk) AND closed = :f")
-                .expression_attribute_values(":f", AttributeValue::Bool(false))
-                .build()
-                .map_err(|e| PortError::permanent("dynamodb.TransactWriteItems", e))?;
-            let put = Put::builder()
+            self.client
+                .put_item()
                 .table_name(&self.table)
                 .set_item(Some(items::chunk_item(rule, start, &part, self.ttl)))
-                .build()
-                .map_err(|e| PortError::permanent("dynamodb.TransactWriteItems", e))?;
-            let result = self
-                .client
-                .transact_write_items()
-                .transact_items(TransactWriteItem::builder().condition_check(check).build())
-                .transact_items(TransactWriteItem::builder().put(put).build())
                 .send()
-                .await;
-            match result {
-                Ok(_) => {}
-                Err(e) if refused_by_condition(&e) => return Ok(Written::Conflict),
-                Err(e) => return Err(classify("dynamodb.TransactWriteItems(chunk)", e)),
-            }
+                .await
+                .map_err(|e| classify("dynamodb.PutItem(chunk)", e))?;
         }
-        Ok(Written::Ok)
+        // A closing freezes the start before it reads the chunks: still open now means
+        // this chunk is in whatever decision comes. (A transaction with a check of the start
+        // would say so too, at twice the write units of every chunk.)
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(start_pk(rule, start), START)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| classify("dynamodb.GetItem(window start)", e))?;
+        Ok(match out.item {
+            Some(i) if !get_bool(&i, "closed") => Written::Ok,
+            _ => Written::Conflict,
+        })
     }
 
     async fn chunks(
@@ -338,20 +330,6 @@ impl WindowStore for DynamoDbWindowStore {
             .map_err(|e| classify("dynamodb.UpdateItem(settle window start)", e))?;
         Ok(())
     }
-}
-
-/// A transaction cancelled because a condition did not hold (not a conflict with another
-/// transaction, a throttle or a server error: those are retried).
-fn refused_by_condition<E>(
-    e: &aws_sdk_dynamodb::error::SdkError<TransactWriteItemsError, E>,
-) -> bool {
-    let Some(TransactWriteItemsError::TransactionCanceledException(c)) = e.as_service_error()
-    else {
-        return false;
-    };
-    c.cancellation_reasons()
-        .iter()
-        .any(|r| r.code() == Some("ConditionalCheckFailed"))
 }
 
 /// The sequence number as stored: zero-padded so DynamoDB's string order is numeric order.

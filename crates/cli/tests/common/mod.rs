@@ -5,15 +5,17 @@
 
 pub mod stack;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::SystemTime;
 
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
 };
 use aws_sdk_kinesis::types::ShardIteratorType;
 use streamwatch_core::kpl::{self, Payload};
+use streamwatch_tests::workspace_root;
 
 /// Runs the real CLI with `args` (credentials only for the child process; the caller's
 /// endpoint and profile variables are removed so only the arguments point it anywhere).
@@ -166,4 +168,70 @@ pub async fn create_readings_table(ddb: &aws_sdk_dynamodb::Client, name: &str) {
         .send()
         .await
         .unwrap();
+}
+
+/// The three function crates, as `dev run` finds their binaries.
+pub const FUNCTIONS: [&str; 3] = ["metrics-publisher", "window-aggregator", "alerter"];
+
+fn newest_source(dir: &Path) -> SystemTime {
+    let mut newest = SystemTime::UNIX_EPOCH;
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return newest;
+    };
+    for e in entries.flatten() {
+        let path = e.path();
+        let t = if path.is_dir() {
+            newest_source(&path)
+        } else {
+            e.metadata()
+                .and_then(|m| m.modified())
+                .unwrap_or(SystemTime::UNIX_EPOCH)
+        };
+        newest = newest.max(t);
+    }
+    newest
+}
+
+/// The function binaries beside the CLI under test (same profile). `cargo test
+/// --workspace` builds them; they are (re)built here only when missing or older than the
+/// sources, so this test alone also works after a change to a function.
+pub fn function_binaries() -> PathBuf {
+    let dir = Path::new(env!("CARGO_BIN_EXE_streamwatch"))
+        .parent()
+        .expect("the binary has a directory")
+        .to_path_buf();
+    let root = workspace_root();
+    let mut dirs = vec![
+        root.join("crates/core/src"),
+        root.join("crates/adapters/src"),
+    ];
+    dirs.extend(
+        FUNCTIONS
+            .iter()
+            .map(|f| root.join("crates").join(f).join("src")),
+    );
+    let sources = dirs
+        .iter()
+        .map(|d| newest_source(d))
+        .max()
+        .unwrap_or(SystemTime::UNIX_EPOCH);
+    let fresh = FUNCTIONS.iter().all(|f| {
+        std::fs::metadata(dir.join(f))
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t >= sources)
+    });
+    if !fresh {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut build = std::process::Command::new(cargo);
+        build.arg("build").current_dir(&root);
+        if dir.file_name().and_then(|n| n.to_str()) == Some("release") {
+            build.arg("--release");
+        }
+        for f in FUNCTIONS {
+            build.args(["-p", f]);
+        }
+        let status = build.status().expect("cargo runs");
+        assert!(status.success(), "building the function binaries failed");
+    }
+    dir
 }
