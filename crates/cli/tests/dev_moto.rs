@@ -4,13 +4,9 @@
 //! independent count over the CSV gives, the alerts table the expected alerts, and SNS
 //! exactly the expected messages, once each.
 
-use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
-use std::time::{Duration, SystemTime};
+use std::collections::HashMap;
+use std::time::Duration;
 
-use aws_config::Region;
-use aws_sdk_cloudwatch::primitives::DateTime;
-use aws_sdk_cloudwatch::types::{Dimension, Statistic};
 use aws_sdk_dynamodb::types::AttributeValue;
 mod common;
 
