@@ -595,6 +595,13 @@ fn dashboard_metrics(t: &Value) -> Vec<Metric> {
 /// `Fn::GetAtt [Queue, QueueName]` and `Ref` as the checks need them: the queue's logical
 /// id stands for its generated name.
 fn resolve_attribute(t: &Value, v: &Value) -> Option<String> {
+    // `Fn::If` at the parameters' defaults (`Fn::Equals` conditions).
+    if let Some(Value::Array(parts)) = v.get("Fn::If") {
+        let condition = &t["Conditions"][parts.first()?.as_str()?]["Fn::Equals"];
+        let holds = resolve(t, &HashMap::new(), &condition[0])?
+            == resolve(t, &HashMap::new(), &condition[1])?;
+        return resolve_attribute(t, parts.get(if holds { 1 } else { 2 })?);
+    }
     match v.get("Fn::GetAtt") {
         Some(Value::Array(parts)) => parts.first()?.as_str().map(str::to_owned),
         Some(Value::String(dotted)) => dotted.split('.').next().map(str::to_owned),
@@ -673,6 +680,13 @@ const AWS_METRICS: &[(&str, &[&str], &str, &str)] = &[
         ],
         "QueueName",
         "AWS::SQS::Queue",
+    ),
+    // The raw layer's delivery streams (docs/archive.md).
+    (
+        "AWS/Firehose",
+        &["DeliveryToS3.DataFreshness", "DeliveryToS3.Success"],
+        "DeliveryStreamName",
+        "AWS::KinesisFirehose::DeliveryStream",
     ),
 ];
 

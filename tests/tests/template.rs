@@ -95,6 +95,18 @@ fn statements(t: &Value) -> Vec<(String, Value)> {
     out
 }
 
+/// The statements of the functions' roles (the archive's roles are checked apart, below).
+fn function_statements(t: &Value) -> Vec<(String, Value)> {
+    let roles: std::collections::BTreeSet<String> = functions(t)
+        .into_iter()
+        .flat_map(|(_, f)| refs(&f["Properties"]["Role"]))
+        .collect();
+    statements(t)
+        .into_iter()
+        .filter(|(role, _)| roles.contains(role))
+        .collect()
+}
+
 fn as_list(v: &Value) -> Vec<Value> {
     match v {
         Value::Array(a) => a.clone(),
@@ -162,11 +174,35 @@ fn every_data_store_is_encrypted() {
                 p["KmsMasterKeyId"].is_object() || p["KmsMasterKeyId"].is_string(),
                 "{name}"
             ),
+            "AWS::S3::Bucket" => {
+                let sse = &p["BucketEncryption"]["ServerSideEncryptionConfiguration"][0];
+                let default = &sse["ServerSideEncryptionByDefault"];
+                assert_eq!(default["SSEAlgorithm"], "aws:kms", "{name}");
+                assert_eq!(
+                    refs(&default["KMSMasterKeyID"]),
+                    ["AlertsKey".to_owned()].into()
+                );
+            }
+            // Objects written with the stack's key; a direct-put stream's buffer as well (a
+            // stream source's buffer is the encrypted stream itself).
+            "AWS::KinesisFirehose::DeliveryStream" => {
+                let kms = &p["ExtendedS3DestinationConfiguration"]["EncryptionConfiguration"]["KMSEncryptionConfig"]
+                    ["AWSKMSKeyARN"];
+                assert_eq!(refs(kms), ["AlertsKey".to_owned()].into(), "{name}");
+                if p["DeliveryStreamType"] == "DirectPut" {
+                    let input = &p["DeliveryStreamEncryptionConfigurationInput"];
+                    assert_eq!(input["KeyType"], "CUSTOMER_MANAGED_CMK", "{name}");
+                }
+            }
             _ => continue,
         }
         stores += 1;
     }
-    assert_eq!(stores, 2 + 3 + 1 + 3, "streams, tables, topic, queues");
+    assert_eq!(
+        stores,
+        2 + 3 + 1 + 3 + 1 + 3,
+        "streams, tables, topic, queues, archive bucket, delivery streams"
+    );
 }
 
 #[test]
@@ -230,8 +266,24 @@ fn resolve_with(t: &Value, v: &Value, set: &std::collections::HashMap<&str, &str
             }
             s
         }
+        // A condition of `Fn::Equals` / `Fn::Not` over resolvable values.
+        Value::Object(o) if o.contains_key("Fn::If") => {
+            let parts = o["Fn::If"].as_array().unwrap();
+            let holds = condition(t, &t["Conditions"][parts[0].as_str().unwrap()], set);
+            resolve_with(t, &parts[if holds { 1 } else { 2 }], set)
+        }
         other => panic!("cannot resolve {other}"),
     }
+}
+
+fn condition(t: &Value, c: &Value, set: &std::collections::HashMap<&str, &str>) -> bool {
+    if let Some(pair) = c["Fn::Equals"].as_array() {
+        return resolve_with(t, &pair[0], set) == resolve_with(t, &pair[1], set);
+    }
+    if let Some(inner) = c["Fn::Not"].as_array() {
+        return !condition(t, &inner[0], set);
+    }
+    panic!("cannot evaluate condition {c}")
 }
 
 /// The template's environment for a function, resolved at the parameters' defaults.
@@ -386,7 +438,7 @@ fn no_role_reaches_another_functions_resources() {
         );
     }
     let mut checked = 0;
-    for (role, s) in statements(&t) {
+    for (role, s) in function_statements(&t) {
         let function = role_function(&t, &role);
         for r in refs(&s["Resource"]) {
             if let Some(owner) = owners.get(&r) {
@@ -442,7 +494,7 @@ fn shared_resources_are_reached_only_as_each_function_needs() {
     ];
     let key_actions = ["kms:GenerateDataKey", "kms:Decrypt"];
     let owners = owners(&t);
-    for (role, s) in statements(&t) {
+    for (role, s) in function_statements(&t) {
         let actions: Vec<String> = as_list(&s["Action"])
             .iter()
             .filter_map(|a| a.as_str().map(str::to_owned))
@@ -537,14 +589,22 @@ fn no_unchecked_kind_of_data_store_exists() {
         "AWS::DynamoDB::Table",
         "AWS::SNS::Topic",
         "AWS::SQS::Queue",
+        "AWS::S3::Bucket",
+        "AWS::KinesisFirehose::DeliveryStream",
     ];
     let no_data = [
+        // The archive's catalogue (names, columns, locations) and its plumbing.
+        "AWS::S3::BucketPolicy",
+        "AWS::Glue::Database",
+        "AWS::Glue::Table",
+        "AWS::Logs::SubscriptionFilter",
         "AWS::Serverless::Function",
         "AWS::IAM::Role",
         "AWS::KMS::Key",
         "AWS::SNS::TopicPolicy",
         "AWS::SNS::Subscription",
-        // Log groups are encrypted by CloudWatch Logs by default; log lines carry no payloads.
+        // Log groups are encrypted by CloudWatch Logs by default; log lines carry no payloads
+        // (but the metrics-publisher's reject lines when CreateArchive: docs/archive.md).
         "AWS::Logs::LogGroup",
         "AWS::CloudWatch::Alarm",
         "AWS::Events::Rule",
@@ -704,6 +764,15 @@ fn every_number_parameter_cloudformation_accepts_starts_the_functions() {
             .filter(|(_, f)| refs(&f["Properties"]["Environment"]).contains(name))
             .map(|(f, _)| f.clone())
             .collect();
+        if name.starts_with("Archive") {
+            // The archive's lifecycle days: read by S3 (at deploy), not by a function.
+            assert!(readers.is_empty(), "{name}: {readers:?}");
+            assert!(
+                refs(&t["Resources"]["ArchiveBucket"]).contains(name),
+                "{name}"
+            );
+            continue;
+        }
         assert!(!readers.is_empty(), "{name}: no function reads it");
         let mut accepted = 0;
         for value in &probes {
@@ -739,5 +808,375 @@ fn every_role_allows_what_lambda_does_with_it() {
         let service = streamwatch_tests::lambda_service_actions(role, &called);
         let missing: Vec<&String> = service.iter().filter(|a| !allowed.contains(*a)).collect();
         assert!(missing.is_empty(), "{role} lacks {missing:?}");
+    }
+}
+
+// ------------------------------------------------------------------ the raw layer (#20)
+
+fn archive_resources(t: &Value, ty: &str) -> Vec<(String, Value)> {
+    t_resources(t)
+        .into_iter()
+        .filter(|(_, r)| r["Type"] == ty)
+        .collect()
+}
+
+#[test]
+fn the_archive_bucket_is_private_tls_only_and_ages_out() {
+    let t = template();
+    let bucket = &t["Resources"]["ArchiveBucket"]["Properties"];
+    for flag in [
+        "BlockPublicAcls",
+        "BlockPublicPolicy",
+        "IgnorePublicAcls",
+        "RestrictPublicBuckets",
+    ] {
+        assert_eq!(
+            bucket["PublicAccessBlockConfiguration"][flag], true,
+            "{flag}"
+        );
+    }
+    assert_eq!(
+        bucket["OwnershipControls"]["Rules"][0]["ObjectOwnership"],
+        "BucketOwnerEnforced"
+    );
+    let rule = &bucket["LifecycleConfiguration"]["Rules"][0];
+    assert_eq!(rule["Transitions"][0]["StorageClass"], "STANDARD_IA");
+    assert_eq!(
+        refs(&rule["Transitions"][0]["TransitionInDays"]),
+        ["ArchiveInfrequentAccessDays".to_owned()].into()
+    );
+    assert_eq!(
+        refs(&rule["ExpirationInDays"]),
+        ["ArchiveExpirationDays".to_owned()].into()
+    );
+    // S3 moves objects to Standard-IA after 30 days at the earliest.
+    assert!(t["Parameters"]["ArchiveInfrequentAccessDays"]["MinValue"].as_f64() >= Some(30.0));
+
+    let policies = archive_resources(&t, "AWS::S3::BucketPolicy");
+    assert_eq!(policies.len(), 1);
+    let policy = &policies[0].1["Properties"];
+    assert_eq!(refs(&policy["Bucket"]), ["ArchiveBucket".to_owned()].into());
+    let statements = policy["PolicyDocument"]["Statement"].as_array().unwrap();
+    assert!(
+        statements.iter().all(|s| s["Effect"] == "Deny"),
+        "only denies: {statements:?}"
+    );
+    let tls = statements
+        .iter()
+        .find(|s| s["Condition"]["Bool"]["aws:SecureTransport"] == "false")
+        .expect("a statement denying plain HTTP");
+    assert_eq!(tls["Principal"], "*");
+    assert_eq!(tls["Action"], "s3:*");
+    // Both the bucket and every object in it.
+    let resources: Vec<String> = as_list(&tls["Resource"])
+        .iter()
+        .map(|r| r.to_string())
+        .collect();
+    assert_eq!(resources.len(), 2, "{resources:?}");
+    assert!(
+        resources.iter().any(|r| r.contains("ArchiveBucket.Arn}/*")),
+        "{resources:?}"
+    );
+}
+
+/// The first path segment of a Firehose prefix: `accidents/dt=…` → `accidents`.
+fn top_prefix(prefix: &Value) -> String {
+    prefix
+        .as_str()
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
+#[test]
+fn each_archive_role_reads_its_own_source_and_writes_its_own_prefixes() {
+    let t = template();
+    let streams = archive_resources(&t, "AWS::KinesisFirehose::DeliveryStream");
+    assert_eq!(streams.len(), 3);
+    let mut sources = std::collections::BTreeSet::new();
+    for (name, ds) in &streams {
+        let p = &ds["Properties"];
+        let dest = &p["ExtendedS3DestinationConfiguration"];
+        let role = refs(&dest["RoleARN"]).into_iter().next().unwrap();
+        let source = refs(&p["KinesisStreamSourceConfiguration"]["KinesisStreamARN"]);
+        if p["DeliveryStreamType"] == "KinesisStreamAsSource" {
+            assert_eq!(
+                refs(&p["KinesisStreamSourceConfiguration"]["RoleARN"]),
+                [role.clone()].into()
+            );
+            sources.extend(source.clone());
+        }
+        let top = top_prefix(&dest["Prefix"]);
+        assert!(
+            dest["ErrorOutputPrefix"]
+                .as_str()
+                .unwrap()
+                .starts_with(&format!("errors/{top}/")),
+            "{name}"
+        );
+        assert_eq!(dest["CompressionFormat"], "GZIP", "{name}");
+        let r = &t["Resources"][&role];
+        let trust = &r["Properties"]["AssumeRolePolicyDocument"]["Statement"][0];
+        assert_eq!(
+            trust["Principal"]["Service"], "firehose.amazonaws.com",
+            "{role}"
+        );
+        assert!(
+            trust["Condition"]["StringEquals"]["sts:ExternalId"].is_object(),
+            "{role}"
+        );
+        for (_, s) in statements(&t).into_iter().filter(|(ro, _)| *ro == role) {
+            let actions: Vec<String> = as_list(&s["Action"])
+                .iter()
+                .map(|a| a.as_str().unwrap().to_owned())
+                .collect();
+            let text = s["Resource"].to_string();
+            for a in &actions {
+                match a.split(':').next().unwrap() {
+                    "kinesis" => assert_eq!(refs(&s["Resource"]), source, "{role}: {a}"),
+                    "kms" => assert_eq!(refs(&s["Resource"]), ["AlertsKey".to_owned()].into()),
+                    "s3" if ["s3:PutObject", "s3:GetObject", "s3:AbortMultipartUpload"]
+                        .contains(&a.as_str()) =>
+                    {
+                        for r in as_list(&s["Resource"]) {
+                            let sub = r["Fn::Sub"].as_str().unwrap_or_default();
+                            assert!(
+                                sub == format!("${{ArchiveBucket.Arn}}/{top}/*")
+                                    || sub == format!("${{ArchiveBucket.Arn}}/errors/{top}/*"),
+                                "{role}: {a} on {sub}, outside {top}/"
+                            );
+                        }
+                    }
+                    "s3" => assert_eq!(
+                        s["Resource"],
+                        serde_json::json!({"Fn::GetAtt": ["ArchiveBucket", "Arn"]}),
+                        "{role}: {a} on {text}"
+                    ),
+                    other => panic!("{role}: {a} ({other}) is not needed by Firehose"),
+                }
+            }
+        }
+    }
+    assert_eq!(
+        sources,
+        ["AccidentsStream".to_owned(), "ReadingsStream".to_owned()].into(),
+        "one delivery stream per Kinesis stream"
+    );
+    // CloudWatch Logs may only put into the rejects stream.
+    let filters = archive_resources(&t, "AWS::Logs::SubscriptionFilter");
+    assert_eq!(filters.len(), 1);
+    let f = &filters[0].1["Properties"];
+    assert_eq!(
+        refs(&f["LogGroupName"]),
+        ["MetricsPublisherLogs".to_owned()].into()
+    );
+    let target = refs(&f["DestinationArn"]);
+    let role = refs(&f["RoleArn"]).into_iter().next().unwrap();
+    for (_, s) in statements(&t).into_iter().filter(|(ro, _)| *ro == role) {
+        assert_eq!(refs(&s["Resource"]), target, "{s}");
+        for a in as_list(&s["Action"]) {
+            assert!(
+                ["firehose:PutRecord", "firehose:PutRecordBatch"].contains(&a.as_str().unwrap()),
+                "{a}"
+            );
+        }
+    }
+}
+
+/// Every delivery prefix has a Glue table over it whose partition projection produces the
+/// same keys Firehose writes: `<top>/dt=yyyy-MM-dd/hr=HH/`.
+#[test]
+fn every_archive_prefix_has_a_projected_glue_table() {
+    let t = template();
+    let tables = archive_resources(&t, "AWS::Glue::Table");
+    let mut covered = std::collections::BTreeSet::new();
+    for (name, ds) in archive_resources(&t, "AWS::KinesisFirehose::DeliveryStream") {
+        let dest = &ds["Properties"]["ExtendedS3DestinationConfiguration"];
+        let prefix = dest["Prefix"].as_str().unwrap();
+        let top = top_prefix(&dest["Prefix"]);
+        let (dt, hr) = if ds["Properties"]["DeliveryStreamType"] == "DirectPut" {
+            ("!{timestamp:yyyy-MM-dd}", "!{timestamp:HH}")
+        } else {
+            assert_eq!(
+                dest["DynamicPartitioningConfiguration"]["Enabled"], true,
+                "{name}"
+            );
+            ("!{partitionKeyFromQuery:dt}", "!{partitionKeyFromQuery:hr}")
+        };
+        assert_eq!(prefix, format!("{top}/dt={dt}/hr={hr}/"), "{name}");
+        let (table, def) = tables
+            .iter()
+            .find(|(_, tb)| {
+                tb["Properties"]["TableInput"]["Parameters"]["storage.location.template"]["Fn::Sub"]
+                    .as_str()
+                    .is_some_and(|l| {
+                        l == format!("s3://${{ArchiveBucket}}/{top}/dt=${{!dt}}/hr=${{!hr}}/")
+                    })
+            })
+            .unwrap_or_else(|| panic!("no Glue table projects {top}/"));
+        let input = &def["Properties"]["TableInput"];
+        let params = &input["Parameters"];
+        assert_eq!(params["projection.enabled"], "true", "{table}");
+        assert_eq!(params["projection.dt.type"], "date", "{table}");
+        assert_eq!(params["projection.dt.format"], "yyyy-MM-dd", "{table}");
+        assert!(
+            params["projection.dt.range"]
+                .as_str()
+                .unwrap()
+                .ends_with(",NOW"),
+            "{table}"
+        );
+        assert_eq!(params["projection.hr.type"], "integer", "{table}");
+        assert_eq!(params["projection.hr.range"], "0,23", "{table}");
+        assert_eq!(params["projection.hr.digits"], "2", "{table}");
+        let keys: Vec<&str> = input["PartitionKeys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k["Name"].as_str().unwrap())
+            .collect();
+        assert_eq!(keys, ["dt", "hr"], "{table}");
+        assert_eq!(
+            input["StorageDescriptor"]["SerdeInfo"]["SerializationLibrary"],
+            "org.openx.data.jsonserde.JsonSerDe"
+        );
+        covered.insert(top);
+    }
+    assert_eq!(
+        covered,
+        ["accidents", "readings", "rejected"]
+            .map(str::to_owned)
+            .into()
+    );
+}
+
+/// The subscription filter selects exactly the lines the metrics-publisher writes for its
+/// rejects (`{ $.KEY = "VALUE" }` on a top-level key of the JSON line), and the extraction
+/// query of each stream source reads the field its records carry.
+#[test]
+fn the_rejects_filter_matches_the_reject_line() {
+    let t = template();
+    let f = &archive_resources(&t, "AWS::Logs::SubscriptionFilter")[0].1["Properties"];
+    let pattern = f["FilterPattern"].as_str().unwrap();
+    let inner = pattern
+        .strip_prefix("{ $.")
+        .and_then(|p| p.strip_suffix(" }"))
+        .expect("a { $.key = \"value\" } pattern");
+    let (key, value) = inner.split_once(" = ").unwrap();
+    let line = metrics_publisher::reject::line(&metrics_publisher::reject::Reject {
+        reason: "payload is not a JSON object".into(),
+        shard: "shardId-000000000000".into(),
+        sequence: "1".into(),
+        sub_sequence: Some(0),
+        partition_key: "k".into(),
+        arrival: "2026-11-30T12:00:00Z".into(),
+        data: b"not json",
+    });
+    let json: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(json[key], value.trim_matches('"'), "{line}");
+    assert!(!line.contains('\n'), "one line");
+    let query = |name: &str| {
+        t["Resources"][name]["Properties"]["ExtendedS3DestinationConfiguration"]
+            ["ProcessingConfiguration"]["Processors"][0]["Parameters"][0]["ParameterValue"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    // The accident JSON's event time (what the metrics use) and the change record's time.
+    assert!(query("AccidentsArchive").contains(".Txn_Timestamp[0:10]"));
+    assert_eq!(
+        t["Resources"]["MetricsPublisherFunction"]["Properties"]["Environment"]["Variables"]["METRIC_TIMESTAMP_FIELD"],
+        "Txn_Timestamp"
+    );
+    assert!(query("ReadingsArchive").contains(".dynamodb.ApproximateCreationDateTime / 1000000"));
+    assert_eq!(
+        t["Resources"]["ReadingsTable"]["Properties"]["KinesisStreamSpecification"]["ApproximateCreationDateTimePrecision"],
+        "MICROSECOND"
+    );
+}
+
+/// The producers' CSV check (`demo --csv`, `replay accidents`) asks for exactly the columns
+/// the metrics-publisher's filter, alert rule, alert key and dimensions read.
+#[test]
+fn the_csv_column_check_covers_what_the_rules_and_dimensions_read() {
+    let t = template();
+    let env = environment(&t, "MetricsPublisherFunction");
+    let mut read = std::collections::BTreeSet::new();
+    for rule in [&env["METRIC_FILTER"], &env["ALERT_RULE"]] {
+        read.insert(rule.split_whitespace().next().unwrap().to_owned());
+    }
+    read.insert(env["ALERT_KEY_FIELD"].clone());
+    for pair in env["METRIC_DIMENSIONS"].split(',') {
+        read.insert(pair.split_once('=').unwrap().1.to_owned());
+    }
+    let checked: std::collections::BTreeSet<String> = streamwatch_core::accident::REQUIRED_COLUMNS
+        .iter()
+        .map(|c| (*c).to_owned())
+        .collect();
+    assert_eq!(checked, read);
+}
+
+/// The demo lays out its raw layer without template.yaml: its copy of the delivery streams
+/// (name, prefix, error prefix, query) is the template's.
+#[test]
+fn the_demos_archive_layout_is_the_templates() {
+    let t = template();
+    let mut from_template: Vec<(String, String, String, Option<String>)> =
+        archive_resources(&t, "AWS::KinesisFirehose::DeliveryStream")
+            .into_iter()
+            .map(|(_, ds)| {
+                let p = &ds["Properties"];
+                let dest = &p["ExtendedS3DestinationConfiguration"];
+                let name = p["DeliveryStreamName"]["Fn::Sub"]
+                    .as_str()
+                    .unwrap()
+                    .replace("${AWS::StackName}", "streamwatch");
+                let query = dest["ProcessingConfiguration"]["Processors"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|pr| pr["Type"] == "MetadataExtraction")
+                    .map(|pr| {
+                        pr["Parameters"][0]["ParameterValue"]
+                            .as_str()
+                            .unwrap()
+                            .to_owned()
+                    });
+                (
+                    name,
+                    dest["Prefix"].as_str().unwrap().to_owned(),
+                    dest["ErrorOutputPrefix"].as_str().unwrap().to_owned(),
+                    query,
+                )
+            })
+            .collect();
+    from_template.sort();
+    let mut demo: Vec<(String, String, String, Option<String>)> =
+        streamwatch_local::archive::TEMPLATE_FEEDS
+            .iter()
+            .map(|(n, p, e, q)| ((*n).into(), (*p).into(), (*e).into(), q.map(str::to_owned)))
+            .collect();
+    demo.sort();
+    assert_eq!(demo, from_template);
+}
+
+/// Reject lines carry payloads: the metrics-publisher writes them only when the raw layer
+/// keeps them (CreateArchive), so with the archive off its logs carry no payloads.
+#[test]
+fn reject_lines_are_written_only_with_the_archive() {
+    let t = template();
+    for (create, expected) in [("true", true), ("false", false)] {
+        let set = [("CreateArchive", create)].into();
+        let v = &t["Resources"]["MetricsPublisherFunction"]["Properties"]["Environment"]["Variables"]
+            ["ARCHIVE_REJECTS"];
+        let env: std::collections::HashMap<String, String> = [
+            ("ALERTS_TABLE".to_owned(), "t".to_owned()),
+            ("ARCHIVE_REJECTS".to_owned(), resolve_with(&t, v, &set)),
+        ]
+        .into();
+        let config = metrics_publisher::config::Config::from_source(&env).unwrap();
+        assert_eq!(config.archive_rejects, expected, "CreateArchive={create}");
     }
 }

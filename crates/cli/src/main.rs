@@ -2,6 +2,7 @@
 //! a non-zero exit code, never a backtrace.
 
 mod alerts;
+mod archive_source;
 mod aws_args;
 mod backoff;
 mod decode;
@@ -149,6 +150,10 @@ struct DemoArgs {
     /// Where to write the HTML report.
     #[arg(long, default_value = "target/streamwatch-demo.html")]
     report: PathBuf,
+    /// Where to write the raw layer: both streams and the rejects in the S3 layout the
+    /// archive's Firehose delivery streams make (docs/archive.md).
+    #[arg(long, default_value = "target/demo-archive")]
+    archive_dir: PathBuf,
     /// Print the summary as JSON instead of the table.
     #[arg(long)]
     json: bool,
@@ -158,6 +163,14 @@ fn run_demo(args: DemoArgs) -> ExitCode {
     let csv = match &args.csv {
         None => None,
         Some(path) => match std::fs::read(path) {
+            // Checked before the banner, so a wrong file is one line.
+            Ok(b) if args.sources.contains(&Source::Accidents) => {
+                if let Err(e) = streamwatch_local::accidents::check_header(&b) {
+                    eprintln!("streamwatch: {}: {e}", path.display());
+                    return ExitCode::from(EXIT_USAGE);
+                }
+                Some(b)
+            }
             Ok(b) => Some(b),
             Err(e) => {
                 eprintln!("streamwatch: cannot read {}: {e}", path.display());
@@ -186,6 +199,7 @@ fn run_demo(args: DemoArgs) -> ExitCode {
         turbines_on: args.sources.contains(&Source::Turbines),
         accidents_on: args.sources.contains(&Source::Accidents),
         csv,
+        archive_dir: Some(args.archive_dir.clone()),
         ..Default::default()
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -252,6 +266,12 @@ fn run_demo(args: DemoArgs) -> ExitCode {
             streamwatch_local::demo::summary_table(&summary)
         );
         println!("Report: {}", args.report.display());
+        println!(
+            "Raw layer: {} records in {} GZIP objects under {}/ (docs/archive.md)",
+            summary.archived_records,
+            summary.archive_objects,
+            args.archive_dir.display()
+        );
     }
     ExitCode::SUCCESS
 }

@@ -33,15 +33,21 @@ use crate::{Failure, plural};
 pub const MAX_BATCH_RECORDS: usize = 500;
 pub const MAX_BATCH_BYTES: usize = 5 * 1024 * 1024;
 /// A partition key is 1 to 256 Unicode characters.
-const MAX_PARTITION_KEY_CHARS: usize = 256;
+pub(crate) const MAX_PARTITION_KEY_CHARS: usize = 256;
 /// Rows the reader may run ahead of the sender.
 const CHANNEL_ROWS: usize = 1024;
 
 #[derive(clap::Args, Debug)]
 pub struct AccidentsArgs {
     /// The CSV in the US-Accidents layout (`-` for standard input).
-    #[arg(long)]
-    pub csv: PathBuf,
+    #[arg(long, required_unless_present = "from_archive")]
+    pub csv: Option<PathBuf>,
+    /// Re-send archived records instead (a backfill): every object under an S3 prefix of
+    /// the raw layer, e.g. `s3://BUCKET/accidents/dt=2026-11-30/` (docs/archive.md).
+    /// Records keep their bytes (and `Txn_Timestamp`); lines of `rejected/` and `errors/`
+    /// objects are sent as the bytes they hold.
+    #[arg(long, value_name = "S3_URI", conflicts_with = "csv")]
+    pub from_archive: Option<String>,
     /// The Kinesis stream (default: the stack's `AccidentsStreamName` output).
     #[arg(long)]
     pub stream: Option<String>,
@@ -73,8 +79,8 @@ pub struct AccidentsArgs {
     pub aws: AwsArgs,
 }
 
-/// What the reader thread hands the sender.
-enum Row {
+/// What the reader (CSV or archive) hands the sender.
+pub(crate) enum Row {
     Good {
         row: u64,
         key: String,
@@ -124,29 +130,14 @@ impl Entry {
 /// Runs the replay: the final totals line goes to stdout, bad rows to stderr.
 pub async fn run(args: AccidentsArgs) -> Result<(), Failure> {
     validate(&args)?;
-    let (input, size) = open(&args.csv)?;
-    let mut reader = csv::ReaderBuilder::new()
-        .flexible(true)
-        .buffer_capacity(1 << 16)
-        .from_reader(input);
-    let headers: Vec<String> = reader
-        .headers()
-        .map_err(|e| Failure::runtime(format!("{}: no CSV header: {e}", args.csv.display())))?
-        .iter()
-        .map(str::to_owned)
-        .collect();
-    if headers.iter().all(String::is_empty) {
-        return Err(Failure::runtime(format!(
-            "{} is empty: no header row (US-Accidents columns expected)",
-            args.csv.display()
-        )));
-    }
-    let Some(key_column) = headers.iter().position(|h| *h == args.partition_key) else {
-        return Err(Failure::usage(format!(
-            "--partition-key {}: no such column in {}",
-            args.partition_key,
-            args.csv.display()
-        )));
+    let source = match (&args.csv, &args.from_archive) {
+        (Some(csv), _) => open_csv(csv, &args.partition_key)?,
+        (None, Some(uri)) => Source::Archive(crate::archive_source::S3Uri::parse(uri)?),
+        (None, None) => return Err(Failure::usage("give --csv or --from-archive")),
+    };
+    let label = match (&args.csv, &args.from_archive) {
+        (Some(csv), _) => csv.display().to_string(),
+        (None, uri) => uri.clone().unwrap_or_default(),
     };
     let aws = args.aws.load().await?;
     let stream = aws
@@ -156,10 +147,29 @@ pub async fn run(args: AccidentsArgs) -> Result<(), Failure> {
 
     let (tx, rx) = mpsc::channel(CHANNEL_ROWS);
     let (start_row, rate) = (args.start_row, args.rate);
-    let reader_thread = std::thread::Builder::new()
-        .name("csv-reader".into())
-        .spawn(move || read_rows(reader, headers, key_column, start_row, rate, tx))
-        .map_err(|e| Failure::runtime(format!("cannot start the CSV reader: {e}")))?;
+    let (reader_task, size) = match source {
+        Source::Csv {
+            reader,
+            headers,
+            key_column,
+            size,
+        } => (
+            tokio::task::spawn_blocking(move || {
+                read_rows(reader, headers, key_column, start_row, rate, tx)
+            }),
+            size,
+        ),
+        Source::Archive(uri) => {
+            let s3 = crate::archive_source::client(&aws.config);
+            let key = args.partition_key.clone();
+            (
+                tokio::spawn(crate::archive_source::read(
+                    s3, uri, key, start_row, rate, tx,
+                )),
+                None,
+            )
+        }
+    };
 
     let bar = progress_bar(size);
     let started = Instant::now();
@@ -181,19 +191,18 @@ pub async fn run(args: AccidentsArgs) -> Result<(), Failure> {
         .await;
     bar.finish_and_clear();
     // The reader ends when the channel closes; it only ever fails on I/O, reported below.
-    let (read_error, data_rows) = match reader_thread.join() {
+    let (read_error, data_rows) = match reader_task.await {
         Ok(Ok(rows)) => (None, Some(rows)),
         Ok(Err(e)) => (Some(e), None),
-        Err(_) => (Some("the CSV reader panicked".to_owned()), None),
+        Err(_) => (Some("the reader panicked".to_owned()), None),
     };
     if let Some(rows) = data_rows
         && args.start_row > 0
         && args.start_row >= rows
     {
         eprintln!(
-            "streamwatch: warning: --start-row {} is past the end of {} ({rows} data {}): nothing to send",
+            "streamwatch: warning: --start-row {} is past the end of {label} ({rows} data {}): nothing to send",
             args.start_row,
-            args.csv.display(),
             plural(rows, "row")
         );
     }
@@ -249,11 +258,9 @@ pub async fn run(args: AccidentsArgs) -> Result<(), Failure> {
         (Err(SendError::Failed(failure)), _) => Err(failure.hint(format!(
             "rows before {resume} are in the stream: resume with --start-row {resume}"
         ))),
-        (Ok(()), Some(e)) => Err(
-            Failure::runtime(format!("{}: {e}", args.csv.display())).hint(format!(
-                "rows before {resume} are in the stream: resume with --start-row {resume}"
-            )),
-        ),
+        (Ok(()), Some(e)) => Err(Failure::runtime(format!("{label}: {e}")).hint(format!(
+            "rows before {resume} are in the stream: resume with --start-row {resume}"
+        ))),
         (Ok(()), None) if t.bad_rows > 0 => Err(Failure::with_code(
             2,
             format!(
@@ -264,6 +271,52 @@ pub async fn run(args: AccidentsArgs) -> Result<(), Failure> {
         )),
         (Ok(()), None) => Ok(()),
     }
+}
+
+/// Where the rows come from.
+enum Source {
+    Csv {
+        reader: csv::Reader<Box<dyn Read + Send>>,
+        headers: Vec<String>,
+        key_column: usize,
+        size: Option<u64>,
+    },
+    Archive(crate::archive_source::S3Uri),
+}
+
+/// Opens the CSV and checks its header: the columns the rules read, the key column.
+fn open_csv(path: &PathBuf, partition_key: &str) -> Result<Source, Failure> {
+    let (input, size) = open(path)?;
+    let mut reader = csv::ReaderBuilder::new()
+        .flexible(true)
+        .buffer_capacity(1 << 16)
+        .from_reader(input);
+    let headers: Vec<String> = reader
+        .headers()
+        .map_err(|e| Failure::runtime(format!("{}: no CSV header: {e}", path.display())))?
+        .iter()
+        .map(str::to_owned)
+        .collect();
+    if headers.iter().all(String::is_empty) {
+        return Err(Failure::runtime(format!(
+            "{} is empty: no header row (US-Accidents columns expected)",
+            path.display()
+        )));
+    }
+    streamwatch_core::accident::check_columns(headers.iter().map(String::as_str))
+        .map_err(|e| Failure::usage(format!("{}: {e}", path.display())))?;
+    let Some(key_column) = headers.iter().position(|h| *h == partition_key) else {
+        return Err(Failure::usage(format!(
+            "--partition-key {partition_key}: no such column in {}",
+            path.display()
+        )));
+    };
+    Ok(Source::Csv {
+        reader,
+        headers,
+        key_column,
+        size,
+    })
 }
 
 fn validate(args: &AccidentsArgs) -> Result<(), Failure> {

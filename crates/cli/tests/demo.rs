@@ -74,3 +74,88 @@ fn bad_arguments_and_unreadable_csv_are_one_line() {
         assert!(stderr.starts_with("streamwatch: "));
     }
 }
+
+/// The demo keeps the raw layer as files in the archive's S3 layout: every accident row
+/// under `accidents/dt=…/hr=…/` of its own `Txn_Timestamp`, every change record the readings
+/// stream carried (injected duplicates included, as a stream source delivers them) under
+/// `readings/`, GZIP JSON lines.
+#[test]
+fn demo_writes_the_raw_layer_in_the_archive_layout() {
+    let dir = std::env::temp_dir().join(format!("streamwatch-demo-archive-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = demo(&[
+        "--minutes",
+        "5",
+        "--json",
+        "--archive-dir",
+        dir.to_str().unwrap(),
+        "--report",
+        dir.join("r.html").to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut counts = std::collections::BTreeMap::new();
+    let mut ids = std::collections::BTreeSet::new();
+    for top in ["accidents", "readings"] {
+        for day in std::fs::read_dir(dir.join(top)).unwrap() {
+            let day = day.unwrap();
+            let dt = day
+                .file_name()
+                .to_str()
+                .unwrap()
+                .strip_prefix("dt=")
+                .unwrap()
+                .to_owned();
+            for hour in std::fs::read_dir(day.path()).unwrap() {
+                let hour = hour.unwrap();
+                let hr = hour
+                    .file_name()
+                    .to_str()
+                    .unwrap()
+                    .strip_prefix("hr=")
+                    .unwrap()
+                    .to_owned();
+                for object in std::fs::read_dir(hour.path()).unwrap() {
+                    let bytes = std::fs::read(object.unwrap().path()).unwrap();
+                    for line in streamwatch_local::archive::read_lines(&bytes).unwrap() {
+                        let v: serde_json::Value = serde_json::from_slice(&line).unwrap();
+                        if top == "accidents" {
+                            let t = v["Txn_Timestamp"].as_str().unwrap();
+                            assert_eq!((&t[..10], &t[11..13]), (dt.as_str(), hr.as_str()), "{v}");
+                            ids.insert(v["ID"].as_str().unwrap().to_owned());
+                        } else {
+                            let micros = v["dynamodb"]["ApproximateCreationDateTime"]
+                                .as_i64()
+                                .unwrap();
+                            let t = chrono::DateTime::from_timestamp_micros(micros).unwrap();
+                            assert_eq!(
+                                t.format("%Y-%m-%d/%H").to_string(),
+                                format!("{dt}/{hr}"),
+                                "{v}"
+                            );
+                        }
+                        *counts.entry(top).or_insert(0u64) += 1;
+                    }
+                }
+            }
+        }
+    }
+    assert_eq!(
+        counts["accidents"],
+        summary["accident_rows"].as_u64().unwrap()
+    );
+    assert_eq!(
+        ids.len() as u64,
+        summary["accident_rows"].as_u64().unwrap(),
+        "each row once"
+    );
+    assert_eq!(
+        counts["readings"],
+        summary["change_records"].as_u64().unwrap()
+    );
+    assert_eq!(
+        counts.values().sum::<u64>(),
+        summary["archived_records"].as_u64().unwrap()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

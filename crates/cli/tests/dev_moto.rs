@@ -4,27 +4,15 @@
 //! independent count over the CSV gives, the alerts table the expected alerts, and SNS
 //! exactly the expected messages, once each.
 
-use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
-use std::time::{Duration, SystemTime};
+use std::collections::HashMap;
+use std::time::Duration;
 
-use aws_config::Region;
-use aws_sdk_cloudwatch::primitives::DateTime;
-use aws_sdk_cloudwatch::types::{Dimension, Statistic};
 use aws_sdk_dynamodb::types::AttributeValue;
 mod common;
 
+use common::stack::{cloudwatch_sums, config, expected_metrics};
 use common::{FUNCTIONS, function_binaries, streamwatch, text};
 use streamwatch_tests::{MotoServer, workspace_root};
-
-async fn config(endpoint: &str) -> aws_config::SdkConfig {
-    streamwatch_adapters::aws::defaults()
-        .endpoint_url(endpoint)
-        .region(Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_dynamodb::config::Credentials::for_tests())
-        .load()
-        .await
-}
 
 use streamwatch_tests::scan_all;
 
@@ -33,123 +21,6 @@ fn s(item: &HashMap<String, AttributeValue>, k: &str) -> String {
         .and_then(|v| v.as_s().ok())
         .cloned()
         .unwrap_or_default()
-}
-
-type Series = (String, String, String);
-
-/// CloudWatch takes ASCII dimension values only; metrics-publisher documents that it drops
-/// Latin diacritics (`San José` → `San Jose`) and turns any other non-ASCII into `?`.
-fn ascii(s: &str) -> String {
-    s.chars()
-        .map(|c| match c {
-            'á' | 'à' | 'â' | 'ä' | 'ã' => 'a',
-            'é' | 'è' | 'ê' | 'ë' => 'e',
-            'í' | 'ì' | 'î' | 'ï' => 'i',
-            'ó' | 'ò' | 'ô' | 'ö' | 'õ' => 'o',
-            'ú' | 'ù' | 'û' | 'ü' => 'u',
-            'ñ' => 'n',
-            'ç' => 'c',
-            c if c.is_ascii() => c,
-            _ => '?',
-        })
-        .collect()
-}
-
-/// Severity > 2 rows counted by (Severity, City, County): the metrics-publisher defaults.
-fn expected_metrics(csv_path: &Path) -> (BTreeMap<Series, f64>, Vec<String>) {
-    let mut reader = csv::Reader::from_path(csv_path).unwrap();
-    let headers = reader.headers().unwrap().clone();
-    let col = |name: &str| headers.iter().position(|h| h == name).unwrap();
-    let (id, severity, city, county) = (col("ID"), col("Severity"), col("City"), col("County"));
-    let mut series = BTreeMap::new();
-    let mut severe = Vec::new();
-    for row in reader.records() {
-        let row = row.unwrap();
-        let sev: u32 = row[severity].parse().unwrap();
-        if sev > 2 {
-            *series
-                .entry((
-                    row[severity].to_owned(),
-                    ascii(&row[city]),
-                    ascii(&row[county]),
-                ))
-                .or_insert(0.0) += 1.0;
-        }
-        if sev >= 4 {
-            severe.push(row[id].to_owned());
-        }
-    }
-    severe.sort();
-    (series, severe)
-}
-
-/// Every `streamwatch/accidents` series in CloudWatch with its Sum over the last hours.
-async fn cloudwatch_sums(cw: &aws_sdk_cloudwatch::Client) -> BTreeMap<Series, f64> {
-    let mut metrics = Vec::new();
-    let mut token = None;
-    loop {
-        let page = cw
-            .list_metrics()
-            .namespace("streamwatch/accidents")
-            .metric_name("accidents")
-            .set_next_token(token)
-            .send()
-            .await
-            .unwrap();
-        metrics.extend(page.metrics.unwrap_or_default());
-        token = page.next_token;
-        if token.is_none() {
-            break;
-        }
-    }
-    let now = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
-    let mut out = BTreeMap::new();
-    for m in metrics {
-        let dims: BTreeMap<String, String> = m
-            .dimensions()
-            .iter()
-            .map(|d| {
-                (
-                    d.name().unwrap_or_default().to_owned(),
-                    d.value().unwrap_or_default().to_owned(),
-                )
-            })
-            .collect();
-        let key = (
-            dims["severity_accident"].clone(),
-            dims["city_accident"].clone(),
-            dims["county_accident"].clone(),
-        );
-        if out.contains_key(&key) {
-            continue;
-        }
-        let stats = cw
-            .get_metric_statistics()
-            .namespace("streamwatch/accidents")
-            .metric_name("accidents")
-            .set_dimensions(Some(
-                dims.iter()
-                    .map(|(n, v)| Dimension::builder().name(n).value(v).build())
-                    .collect(),
-            ))
-            .start_time(DateTime::from_secs(now - 3 * 3600))
-            .end_time(DateTime::from_secs(now + 3600))
-            .period(3600)
-            .statistics(Statistic::Sum)
-            .send()
-            .await
-            .unwrap();
-        let sum = stats
-            .datapoints()
-            .iter()
-            .map(|p| p.sum().unwrap_or(0.0))
-            .sum::<f64>();
-        out.insert(key, sum);
-    }
-    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

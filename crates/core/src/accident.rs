@@ -38,6 +38,36 @@ const BOOLEANS: &[&str] = &[
 ];
 const TIMES: &[&str] = &["Start_Time", "End_Time", "Weather_Timestamp"];
 
+/// The columns the pipeline's rules read from an accident row, as template.yaml configures
+/// the metrics-publisher: the alert key (`ALERT_KEY_FIELD`), the filter and alert rule's
+/// field (`METRIC_FILTER`, `ALERT_RULE`) and the metric dimensions (`METRIC_DIMENSIONS`).
+/// `Txn_Timestamp` is added by the producer. tests/tests/template.rs checks the two agree.
+pub const REQUIRED_COLUMNS: [&str; 4] = ["ID", "Severity", "City", "County"];
+
+/// Refuses a header that lacks any of [`REQUIRED_COLUMNS`], naming them, so a file that is
+/// not an accident CSV (`/etc/passwd`) is not replayed as rows no rule can read.
+pub fn check_columns<'a>(headers: impl IntoIterator<Item = &'a str>) -> Result<(), String> {
+    let present: Vec<&str> = headers.into_iter().map(str::trim).collect();
+    let missing: Vec<&str> = REQUIRED_COLUMNS
+        .iter()
+        .copied()
+        .filter(|c| !present.contains(c))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(format!(
+        "not a US-Accidents CSV: no {} {} (the metric filter, alert rule and dimensions read {})",
+        missing.join(", "),
+        if missing.len() == 1 {
+            "column"
+        } else {
+            "columns"
+        },
+        REQUIRED_COLUMNS.join(", ")
+    ))
+}
+
 /// Why a row could not be converted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RowError {

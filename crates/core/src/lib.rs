@@ -4,6 +4,7 @@
 
 pub mod accident;
 pub mod alert;
+pub mod archive;
 pub mod ascii;
 pub mod backoff;
 pub mod change;

@@ -19,6 +19,15 @@ pub struct Rows {
     pub bad: Vec<BadRow>,
 }
 
+/// Refuses a CSV whose header lacks the columns the rules read (core `check_columns`).
+pub fn check_header(input: &[u8]) -> Result<(), String> {
+    let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(input);
+    let headers = reader
+        .headers()
+        .map_err(|e| format!("no CSV header: {e}"))?;
+    streamwatch_core::accident::check_columns(headers.iter())
+}
+
 /// Reads every row of `input`; `txn(i)` gives row `i`'s `Txn_Timestamp`.
 pub fn read_csv(input: impl Read, txn: impl Fn(usize) -> String) -> Result<Rows, csv::Error> {
     let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(input);

@@ -11,7 +11,7 @@ use serde::Serialize;
 use streamwatch_core::notify::{Message, NotificationKind};
 use streamwatch_core::time::format_micros;
 
-use crate::accidents::{BadRow, read_csv};
+use crate::accidents::{BadRow, check_header, read_csv};
 use crate::pipeline::Pipeline;
 use crate::readings::{Imperfections, ReadingsStream};
 use crate::report::{DemoReport, Marker, NotificationLine, TurbineSeries, render_html};
@@ -39,6 +39,8 @@ pub struct Options {
     pub csv: Option<Vec<u8>>,
     pub repeat_interval_secs: u64,
     pub threshold: f64,
+    /// Where to write the raw layer (Firehose's S3 layout as files); None: not kept.
+    pub archive_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for Options {
@@ -56,6 +58,7 @@ impl Default for Options {
             csv: None,
             repeat_interval_secs: 900,
             threshold: 60.0,
+            archive_dir: None,
         }
     }
 }
@@ -92,6 +95,9 @@ pub struct Summary {
     pub lambda_invocations: u64,
     pub lambda_retries: u64,
     pub sent: Vec<Sent>,
+    /// Records and objects written to the raw layer's directory.
+    pub archived_records: u64,
+    pub archive_objects: u64,
     pub wall_seconds: f64,
 }
 
@@ -124,6 +130,9 @@ pub async fn run(opts: &Options, out: &mut impl Write) -> Result<(Summary, DemoR
     }
     let started = Instant::now();
     let mut p = Pipeline::new(opts.repeat_interval_secs)?;
+    if opts.archive_dir.is_some() {
+        p.archive = Some(crate::archive::Collector::default());
+    }
     let mut summary = Summary {
         seed: opts.seed,
         simulated_minutes: opts.minutes,
@@ -134,6 +143,7 @@ pub async fn run(opts: &Options, out: &mut impl Write) -> Result<(Summary, DemoR
     // Accidents: the whole CSV replayed at the start, as the reference producer does.
     if opts.accidents_on {
         let csv = opts.csv.as_deref().unwrap_or(SAMPLE_CSV);
+        check_header(csv).map_err(|e| DemoError::Options(format!("--csv: {e}")))?;
         let rows = read_csv(csv, |i| {
             format_micros(START_MICROS + i as i64 * 10_000)
                 .trim_end_matches('Z')
@@ -301,6 +311,15 @@ pub async fn run(opts: &Options, out: &mut impl Write) -> Result<(Summary, DemoR
         + p.alerter_mapping.invocations;
     summary.lambda_retries =
         p.publisher_mapping.retries + p.aggregator_mapping.retries + p.alerter_mapping.retries;
+    if let (Some(dir), Some(archive)) = (&opts.archive_dir, &p.archive) {
+        let now = window_aggregator::Clock::now_micros(&p.clock);
+        let at = chrono::DateTime::from_timestamp_micros(now).unwrap_or_default();
+        let (records, objects) = archive
+            .write(dir, at)
+            .map_err(|e| DemoError::Options(format!("cannot write {}: {e}", dir.display())))?;
+        summary.archived_records = records;
+        summary.archive_objects = objects;
+    }
     summary.wall_seconds = started.elapsed().as_secs_f64();
 
     let (by_severity, by_county) = accident_bars(&p);

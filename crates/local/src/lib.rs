@@ -6,6 +6,7 @@
 
 pub mod accidents;
 pub mod alert_stream;
+pub mod archive;
 pub mod demo;
 pub mod pipeline;
 pub mod readings;

@@ -80,6 +80,8 @@ pub struct Pipeline {
     pub accident_kinesis_records: u64,
     /// PutMetricData-shaped requests the sink received (what the API sink would send).
     pub metric_requests: usize,
+    /// The raw layer: what went through the streams, when the demo keeps an archive.
+    pub archive: Option<crate::archive::Collector>,
     next_sequence: u64,
 }
 
@@ -148,6 +150,7 @@ impl Pipeline {
             accident_records: 0,
             accident_kinesis_records: 0,
             metric_requests: 0,
+            archive: None,
             next_sequence: 0,
         })
     }
@@ -192,8 +195,15 @@ impl Pipeline {
             }
         }
         self.accident_kinesis_records += records.iter().map(|r| r.len() as u64).sum::<u64>();
+        if let Some(archive) = &mut self.archive {
+            archive
+                .accidents
+                .extend(records.iter().flatten().map(stream_record));
+        }
         let before = self.sink.requests();
         let deps = &self.publisher;
+        let rejects = std::sync::Mutex::new(Vec::new());
+        let rejects = &rejects;
         let runs = records.iter().map(|shard| {
             drain_shard(
                 shard,
@@ -201,7 +211,10 @@ impl Pipeline {
                 PUBLISHER_MAPPING,
                 move |batch| async move {
                     let event = KinesisEvent { records: batch };
-                    let (response, _) = metrics_publisher::process(deps, &event, now).await;
+                    let (response, report) = metrics_publisher::process(deps, &event, now).await;
+                    if let Ok(mut r) = rejects.lock() {
+                        r.extend(report.rejects);
+                    }
                     Invocation::from(response)
                 },
             )
@@ -212,6 +225,13 @@ impl Pipeline {
         }
         self.metric_requests += self.sink.requests() - before;
         self.publisher_mapping.add_totals(&totals);
+        if let Some(archive) = &mut self.archive {
+            let at = chrono::DateTime::from_timestamp_micros(now).unwrap_or_default();
+            let lines = std::mem::take(&mut *rejects.lock().unwrap_or_else(|p| p.into_inner()));
+            archive
+                .rejects
+                .extend(lines.into_iter().map(|l| (l.into_bytes(), at)));
+        }
         totals
     }
 
@@ -223,6 +243,11 @@ impl Pipeline {
         now: i64,
     ) -> MappingTotals {
         self.clock.0.store(now, Ordering::SeqCst);
+        if let Some(archive) = &mut self.archive {
+            archive
+                .readings
+                .extend(shards.iter().flat_map(|(_, r)| r).map(stream_record));
+        }
         let deps = &self.aggregator;
         // The stream holds these records now: the schedule's probe finds each shard caught
         // up only once they are all processed.
@@ -349,6 +374,17 @@ impl MappingTotals {
         self.retries += other.retries;
         self.bisections += other.bisections;
         self.given_up += other.given_up;
+    }
+}
+
+/// A record as the raw layer receives it from the stream.
+fn stream_record(r: &KinesisEventRecord) -> crate::archive::StreamRecord {
+    crate::archive::StreamRecord {
+        data: r.kinesis.data.0.clone().unwrap_or_default(),
+        arrival: chrono::DateTime::from_timestamp_micros(
+            (r.kinesis.approximate_arrival_timestamp * 1e6) as i64,
+        )
+        .unwrap_or_default(),
     }
 }
 

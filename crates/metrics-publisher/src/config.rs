@@ -83,6 +83,10 @@ pub struct Config {
     pub put_metric_data_timeout: std::time::Duration,
     /// Alert writes of one batch in flight at once.
     pub alert_concurrency: usize,
+    /// Write a reject line (with the record's bytes) per skipped record to stdout for the
+    /// raw layer's `rejected/` (`ARCHIVE_REJECTS`, template: on with `CreateArchive`). Off,
+    /// the function's logs carry no payloads.
+    pub archive_rejects: bool,
 }
 
 pub const DEFAULT_DIMENSIONS: &str =
@@ -186,6 +190,7 @@ impl Config {
         if !(1..=128).contains(&alert_concurrency) {
             return Err(invalid("ALERT_CONCURRENCY", "must be 1 to 128"));
         }
+        let archive_rejects = parsed_or(src, "ARCHIVE_REJECTS", false)?;
         Ok(Self {
             sink,
             metric: MetricConfig {
@@ -203,6 +208,7 @@ impl Config {
             publish_concurrency,
             put_metric_data_timeout: std::time::Duration::from_secs(timeout_seconds),
             alert_concurrency,
+            archive_rejects,
         })
     }
 }

@@ -22,6 +22,7 @@ use streamwatch_core::{
 };
 
 use crate::config::{AlertConfig, Config, MetricConfig, MetricValue, TimestampSource};
+use crate::reject::{self, Reject};
 
 /// Alerts per outbox call: BatchGetItem's limit of 100 keys.
 const ALERTS_PER_CALL: usize = 100;
@@ -63,6 +64,8 @@ pub struct BatchReport {
     pub datums_rejected: usize,
     /// Sequence number Lambda is asked to retry from, if any.
     pub retry_from: Option<String>,
+    /// One line per malformed record for the archive's `rejected/` prefix (`reject.rs`).
+    pub rejects: Vec<String>,
 }
 
 /// A selected record's contribution to a series.
@@ -134,6 +137,18 @@ pub async fn process<S: MetricSink, A: AlertOutbox>(
                     reason = %malformed.error,
                     "skipping malformed Kinesis record"
                 );
+                report.rejects.push(reject::line(&Reject {
+                    reason: malformed.error.to_string(),
+                    shard: malformed.shard_id,
+                    sequence: malformed.sequence_number,
+                    sub_sequence: None,
+                    partition_key: parent.partition_key.to_owned(),
+                    arrival: parent.arrival.to_rfc3339(),
+                    data: match parent.data {
+                        Ok(bytes) => bytes,
+                        Err(text) => text.as_bytes(),
+                    },
+                }));
                 continue;
             }
         };
@@ -149,6 +164,15 @@ pub async fn process<S: MetricSink, A: AlertOutbox>(
                     reason,
                     "skipping malformed record"
                 );
+                report.rejects.push(reject::line(&Reject {
+                    reason,
+                    shard: user.shard_id.to_owned(),
+                    sequence: user.sequence_number.to_owned(),
+                    sub_sequence: user.sub_sequence_number,
+                    partition_key: user.partition_key.to_owned(),
+                    arrival: user.arrival.to_rfc3339(),
+                    data: user.data,
+                }));
             }
             if e.filtered_out {
                 report.filtered_out += 1;

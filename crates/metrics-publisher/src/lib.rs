@@ -24,7 +24,9 @@
 //! value field is not a number CloudWatch accepts; or the timestamp field is present but
 //! not a time, or outside CloudWatch's window (two weeks back, two hours ahead). A
 //! record that is malformed for metrics still gets its alert when the alert rule holds.
-//! A missing or null timestamp field means the record's arrival time.
+//! A missing or null timestamp field means the record's arrival time. Each skipped record
+//! also gets a reject line (`reject.rs`) with its bytes, which the raw layer keeps under
+//! `rejected/` (docs/archive.md).
 //!
 //! CloudWatch takes only ASCII dimension values, so non-ASCII ones are folded rather
 //! than dropped: `San José` is published as `San Jose` (Latin diacritics removed, any
@@ -59,6 +61,7 @@
 
 pub mod config;
 pub mod handler;
+pub mod reject;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -78,8 +81,23 @@ pub async fn handle<S: MetricSink, A: AlertOutbox>(
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_micros() as i64)
         .unwrap_or_default();
-    let (response, _) = process(deps, &event.payload, now).await;
+    let (response, report) = process(deps, &event.payload, now).await;
+    if deps.config.archive_rejects {
+        write_rejects(&report.rejects);
+    }
     Ok(response)
+}
+
+/// The reject lines to stdout, each with one `write_all` on the locked handle (a log line
+/// cannot cut into one), past the log-level filter: LogLevel=ERROR must not lose the raw
+/// layer's rejects. A failed write loses only that copy; the warning above it stays.
+fn write_rejects(lines: &[String]) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    for line in lines {
+        let _ = out.write_all(format!("{line}\n").as_bytes());
+    }
+    let _ = out.flush();
 }
 
 /// Serves invocations until the runtime stops.

@@ -172,6 +172,7 @@ async fn kpl_fixture_collapses_1125_selected_records_into_3_calls() {
             alerts_rejected: 0,
             datums_rejected: 0,
             retry_from: None,
+            rejects: Vec::new(),
         }
     );
     let got = published(&deps.sink);
@@ -312,6 +313,63 @@ async fn bad_input_is_skipped_and_counted_never_failing_the_batch() {
     let huge = alerts.iter().find(|a| a.key == "A-huge-4").unwrap();
     assert_eq!(huge.details["City"].chars().count(), 1_001);
     assert!(huge.summary.chars().count() < 1_400);
+}
+
+#[tokio::test]
+async fn every_skipped_record_leaves_a_reject_line_with_its_coordinates_and_bytes() {
+    // GIVEN the bad-input table (12 malformed records, counted above)
+    let deps = deps();
+    let event = event(BAD_INPUT);
+    // WHEN the handler runs
+    let (_, report) = process(&deps, &event, NOW).await;
+    // THEN each malformed record has one reject line for the archive's rejected/ prefix,
+    // naming its reason and its place, and holding the bytes the stream held
+    assert_eq!(report.rejects.len(), report.malformed);
+    assert_eq!(report.rejects.len(), 12);
+    let envelope: HashMap<String, (String, Vec<u8>)> = event
+        .records
+        .iter()
+        .map(|r| {
+            (
+                r.kinesis.sequence_number.clone(),
+                (
+                    r.kinesis.partition_key.clone(),
+                    match &r.kinesis.data.0 {
+                        Ok(bytes) => bytes.clone(),
+                        // Broken base64: the text as the envelope held it.
+                        Err(text) => text.as_bytes().to_vec(),
+                    },
+                ),
+            )
+        })
+        .collect();
+    let mut places = HashSet::new();
+    for line in &report.rejects {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(v["archive"], "rejected", "{line}");
+        assert!(!v["reason"].as_str().unwrap().is_empty(), "{line}");
+        assert!(
+            v["shard"].as_str().unwrap().starts_with("shardId-"),
+            "{line}"
+        );
+        let seq = v["sequence"].as_str().unwrap().to_owned();
+        let (key, raw) = &envelope[&seq];
+        assert_eq!(v["partition_key"], key.as_str(), "{line}");
+        let kept = base64::engine::general_purpose::STANDARD
+            .decode(v["data"].as_str().unwrap())
+            .unwrap();
+        // A plain record (or a broken parent) is kept as the stream held it; a record in an
+        // aggregate is its own bytes, which the aggregate contains.
+        if v.get("sub_sequence").is_some() {
+            assert!(raw.windows(kept.len()).any(|w| w == kept), "{line}");
+        } else {
+            assert_eq!(&kept, raw, "{line}");
+        }
+        assert!(
+            places.insert((seq, v["sub_sequence"].as_u64())),
+            "one line per record"
+        );
+    }
 }
 
 #[tokio::test]

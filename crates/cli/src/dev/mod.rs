@@ -4,6 +4,7 @@
 //! local Lambda runtime APIs, fed by event source mappings emulated from the template.
 //! The two meet in `target/dev/stack.json`.
 
+pub mod archive;
 pub mod filter;
 pub mod run;
 pub mod stream;
@@ -55,6 +56,9 @@ pub struct Stack {
     /// forwards their DynamoDB stream to the Kinesis stream in the same record layout.
     #[serde(default)]
     pub forwards: Vec<Forward>,
+    /// The template's Firehose delivery streams, which `dev run` emulates (`archive.rs`).
+    #[serde(default)]
+    pub archives: Vec<archive::Feed>,
     /// Dummy credentials (emulators accept any): what the producers sign with under
     /// `--stack local` when the environment names none.
     #[serde(default)]

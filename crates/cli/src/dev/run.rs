@@ -474,6 +474,17 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
         );
         tasks.spawn(schedule(shared.clone(), function, event, every));
     }
+    // The raw layer (archive.rs): its own task, stopped after the functions so its last
+    // pass delivers everything they wrote.
+    let archiver = super::archive::Archiver::new(&stack, &config, &args.state_dir);
+    let archive_stop = Arc::new(AtomicBool::new(false));
+    let archive_task = archiver.clone().map(|a| {
+        a.describe().iter().for_each(|line| println!("{line}"));
+        tokio::spawn(a.run(
+            archive_stop.clone(),
+            shared.poll.max(Duration::from_secs(1)),
+        ))
+    });
     let until_idle = args.until_idle.map(|asked| {
         let needed = windows_close_within(&schedules);
         let asked = Duration::from_secs_f64(asked);
@@ -516,6 +527,10 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
     for f in &functions {
         f.shutdown().await;
     }
+    archive_stop.store(true, Ordering::Relaxed);
+    if let Some(task) = archive_task {
+        let _ = task.await;
+    }
     println!("dev run: stopped ({why})");
     for f in &functions {
         let invocations = f.stats.invocations.load(Ordering::Relaxed);
@@ -540,6 +555,9 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
             "  forwarded {} table changes to Kinesis",
             shared.forwarded.load(Ordering::Relaxed)
         );
+    }
+    if let Some(a) = &archiver {
+        println!("  {}", a.summary());
     }
     println!("  function logs: {}", logs.display());
     Ok(())

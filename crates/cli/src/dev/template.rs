@@ -206,7 +206,7 @@ impl Context {
         }
     }
 
-    /// Resolves a value to a string: a literal, `Ref`, `Fn::GetAtt` or `Fn::Sub`.
+    /// Resolves a value to a string: a literal, `Ref`, `Fn::GetAtt`, `Fn::Sub` or `Fn::If`.
     pub fn string(&self, v: &Value) -> Result<String, String> {
         match v {
             Value::String(s) => Ok(s.clone()),
@@ -241,6 +241,19 @@ impl Context {
                         }
                         _ => Err(format!("bad Fn::Sub {args}")),
                     },
+                    "Fn::If" => {
+                        let [cond, then, otherwise] =
+                            args.as_array().map(Vec::as_slice).unwrap_or(&[])
+                        else {
+                            return Err(format!("bad Fn::If {args}"));
+                        };
+                        let name = cond.as_str().ok_or("Fn::If needs a condition name")?;
+                        match self.conditions.get(name) {
+                            Some(true) => self.string(then),
+                            Some(false) => self.string(otherwise),
+                            None => Err(format!("Fn::If: no condition {name}")),
+                        }
+                    }
                     other => Err(format!("unsupported intrinsic {other}")),
                 }
             }
@@ -380,6 +393,11 @@ mod tests {
         ctx.evaluate_conditions(&t).unwrap();
         assert_eq!(ctx.conditions.get("CreateDemo"), Some(&true));
         assert_eq!(ctx.conditions.get("HasEmail"), Some(&false));
+        assert_eq!(ctx.conditions.get("Archive"), Some(&true));
+        let v = parse("A: !If [Archive, \"yes\", \"no\"]\nB: !If [HasEmail, \"yes\", \"no\"]\nC: !If [Nope, a, b]\n").unwrap();
+        assert_eq!(ctx.string(&v["A"]).unwrap(), "yes");
+        assert_eq!(ctx.string(&v["B"]).unwrap(), "no");
+        assert!(ctx.string(&v["C"]).is_err());
         assert_eq!(resources_of(&t, "AWS::Serverless::Function").len(), 3);
         assert_eq!(ctx.parameters["MetricFilter"], "Severity > 2");
     }

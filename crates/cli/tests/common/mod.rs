@@ -3,6 +3,8 @@
 //! when an assertion fails, reading a stream back, and a listener that records who called.
 #![allow(dead_code)] // each test file uses its own part
 
+pub mod stack;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
