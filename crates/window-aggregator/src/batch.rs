@@ -286,7 +286,10 @@ async fn write_start<W: WindowStore, A, P, C>(
         if refused {
             // Written, but perhaps after the closing read the chunks: counted late (without
             // the check against stored chunks, which now hold them).
-            report.late += count_refused(deps, start, &on_time).await?;
+            warn!(window_start = %streamwatch_core::time::format_micros(start),
+                "a window start froze as readings were written to it: they are counted late");
+            let ops: Vec<Op> = on_time.iter().map(|(op, _)| op.clone()).collect();
+            report.late += count_late(deps, event, ledger, start, &ops, false).await?;
         } else {
             // Counted once stored: a retry finds them in the chunk (a lost response to the
             // chunk's write can leave one uncounted, never counted twice).
@@ -294,7 +297,7 @@ async fn write_start<W: WindowStore, A, P, C>(
         }
     }
     if !late.is_empty() {
-        report.late += count_late(deps, event, ledger, start, &late).await?;
+        report.late += count_late(deps, event, ledger, start, &late, true).await?;
     }
     Ok(())
 }
@@ -402,43 +405,23 @@ async fn count_future<W: WindowStore, A, P, C>(
     Ok(counted)
 }
 
-/// Changes of a chunk written as its start froze: each counted late once.
-async fn count_refused<W: WindowStore, A, P, C>(
-    deps: &Deps<W, A, P, C>,
-    start: Micros,
-    on_time: &[(Op, bool)],
-) -> Result<usize, PortError> {
-    warn!(window_start = %streamwatch_core::time::format_micros(start),
-        "a window start froze as readings were written to it: they are counted late");
-    let mut counted = 0;
-    for (op, _) in on_time {
-        let mark = Mark::Late {
-            key: op.window.key.clone(),
-            id: reading_key(op.change.id()),
-            changed_micros: op.change.changed_micros(),
-        };
-        if deps
-            .store
-            .mark_once(&deps.config.rule.name, start, &mark)
-            .await?
-        {
-            counted += 1;
-        }
-    }
-    Ok(counted)
-}
-
 /// Late changes, counted once per (key, reading, change) their window does not already hold
 /// or supersede (the same change delivered again after its shard moved on is a duplicate,
-/// not a lost reading).
+/// not a lost reading). Without `check_stored` (a chunk just written that holds them) only
+/// the marker decides.
 async fn count_late<W: WindowStore, A, P, C>(
     deps: &Deps<W, A, P, C>,
     event: &KinesisEvent,
     ledger: &Ledger,
     start: Micros,
     late: &[Op],
+    check_stored: bool,
 ) -> Result<usize, PortError> {
-    let stored = lineage_chunks(deps, event, ledger, start, late.iter()).await?;
+    let stored = if check_stored {
+        lineage_chunks(deps, event, ledger, start, late.iter()).await?
+    } else {
+        Vec::new()
+    };
     let mut counted = 0;
     for op in late {
         let (key, id) = (op.window.key.as_str(), reading_key(op.change.id()));

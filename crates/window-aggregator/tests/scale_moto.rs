@@ -32,12 +32,7 @@ async fn five_hundred_turbines_for_a_minute_exact_under_a_tenth_of_a_write_unit_
         seconds: 60,
     };
     let moto = MotoServer::start();
-    let config = streamwatch_adapters::aws::defaults()
-        .endpoint_url(moto.endpoint())
-        .region(aws_config::Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_dynamodb::config::Credentials::for_tests())
-        .load()
-        .await;
+    let config = streamwatch_tests::sdk_config(&moto).await;
     let ddb = aws_sdk_dynamodb::Client::new(&config);
     create_windows_table(&ddb, "w").await;
     let d = deps(
