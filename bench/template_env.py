@@ -42,8 +42,24 @@ def main():
                 return re.sub(r"\$\{([^}!]+)\}",
                               lambda m: resolve(extra[m.group(1)]) if m.group(1) in extra else ref(m.group(1)),
                               text)
+            if fn == "Fn::GetAtt":
+                logical, attr = arg if isinstance(arg, list) else arg.split(".", 1)
+                kind = template["Resources"].get(logical, {}).get("Type")
+                if kind == "AWS::Kinesis::Stream" and attr == "Arn":
+                    return f"arn:aws:kinesis:{pseudo['AWS::Region']}:{pseudo['AWS::AccountId']}:stream/{ref(logical)}"
+                sys.exit(f"template_env: unsupported Fn::GetAtt {logical}.{attr} in a function environment")
+            if fn == "Fn::If":
+                return resolve(arg[1] if condition(arg[0]) else arg[2])
             sys.exit(f"template_env: unsupported intrinsic {fn} in a function environment")
         return str(value).lower() if isinstance(value, bool) else str(value)
+
+    def condition(name):
+        """A template condition at the parameters' defaults (Fn::Equals of two values)."""
+        cond = template.get("Conditions", {}).get(name)
+        if not (isinstance(cond, dict) and list(cond) == ["Fn::Equals"]):
+            sys.exit(f"template_env: unsupported condition {name}")
+        a, b = cond["Fn::Equals"]
+        return resolve(a) == resolve(b)
 
     globals_ = template.get("Globals", {}).get("Function", {})
     out = []

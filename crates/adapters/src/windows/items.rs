@@ -191,17 +191,24 @@ const DELETED: u8 = 1;
 /// The value is a whole number, stored as a varint (wind speeds usually are).
 const WHOLE: u8 = 2;
 
-/// Version, keys (count, then length-prefixed UTF-8), then per change: its key's index, the
+/// Version, keys (count, then front-coded UTF-8), then per change: its key's index, the
 /// reading's identity (8 bytes), a tag (removed; whole-number value), the value (a zigzag
 /// varint when whole, else 8 bytes), the change time as a zigzag varint from the window
 /// start. Mostly 14–18 bytes a change; the old fixed layout took 27.
 pub fn encode_chunk(c: &Chunk, start: Micros) -> Vec<u8> {
     let mut out = Vec::with_capacity(encoded_len(&c.keys, c.entries.len()));
     out.push(CHUNK_FORMAT);
+    // Keys front-coded (bytes shared with the previous key, then the rest): `device1234`
+    // after `device1233` takes 3 bytes, not 11.
     put_varint(&mut out, c.keys.len() as u64);
+    let mut previous: &[u8] = &[];
     for k in &c.keys {
-        put_varint(&mut out, k.len() as u64);
-        out.extend_from_slice(k.as_bytes());
+        let k = k.as_bytes();
+        let shared = k.iter().zip(previous).take_while(|(a, b)| a == b).count();
+        put_varint(&mut out, shared as u64);
+        put_varint(&mut out, (k.len() - shared) as u64);
+        out.extend_from_slice(&k[shared..]);
+        previous = k;
     }
     for e in &c.entries {
         put_varint(&mut out, u64::from(e.key));
@@ -259,11 +266,17 @@ pub fn decode_chunk(sk: &str, start: Micros, mut bytes: &[u8]) -> Result<Chunk, 
         return Err(corrupt("chunk format"));
     }
     let nkeys = varint(&mut bytes)?;
+    let mut previous: Vec<u8> = Vec::new();
     for _ in 0..nkeys {
+        let shared = varint(&mut bytes)? as usize;
         let len = varint(&mut bytes)? as usize;
-        let k = take(&mut bytes, len)?;
+        if shared > previous.len() {
+            return Err(corrupt("chunk key name"));
+        }
+        previous.truncate(shared);
+        previous.extend_from_slice(take(&mut bytes, len)?);
         c.keys
-            .push(String::from_utf8(k.to_vec()).map_err(|_| corrupt("chunk key name"))?);
+            .push(String::from_utf8(previous.clone()).map_err(|_| corrupt("chunk key name"))?);
     }
     while !bytes.is_empty() {
         let key = varint(&mut bytes)?;
@@ -447,6 +460,15 @@ mod tests {
     }
 
     #[test]
+    fn keys_are_front_coded() {
+        let c = chunk(500, 1);
+        let names: usize = c.keys.iter().map(|k| k.len() + 1).sum();
+        let keys_bytes = encode_chunk(&c, 0).len() - 500 * 18;
+        assert!(keys_bytes * 2 < names, "{keys_bytes} bytes of keys for {names}");
+        assert_eq!(decode_chunk(&chunk_sk(&c), 0, &encode_chunk(&c, 0)).unwrap(), c);
+    }
+
+    #[test]
     fn big_chunks_split_under_the_item_limit_and_keep_every_entry() {
         let c = chunk(400, 50);
         let parts = split_chunk(c.clone());
@@ -477,5 +499,9 @@ mod tests {
             "another format"
         );
         assert!(decode_chunk("c#s#1#2#0", 0, &[CHUNK_FORMAT, 0xff, 0xff]).is_err());
+        assert!(
+            decode_chunk("c#s#1#2#0", 0, &[CHUNK_FORMAT, 1, 3, 1, b'a']).is_err(),
+            "a key sharing more than the previous one has"
+        );
     }
 }
