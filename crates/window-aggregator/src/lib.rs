@@ -115,10 +115,23 @@ pub struct Deps<W, A, P, C = SystemClock> {
 /// left when that is less (a short timeout, or a local emulator's).
 const CLOSE_RESERVE: Duration = Duration::from_secs(10);
 
+/// What the function is invoked with: a Kinesis batch (`Records`) or the EventBridge
+/// schedule (`source: aws.events`). Read straight from the request body into the records:
+/// a 6 MB batch is never also held as a JSON tree (that tree took ~50 MB of a 10,000-record
+/// batch's 82 MB peak).
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct Trigger {
+    #[serde(rename = "Records")]
+    pub records: Option<Vec<streamwatch_core::kinesis::KinesisEventRecord>>,
+    pub source: Option<String>,
+    #[serde(rename = "detail-type")]
+    pub detail_type: Option<String>,
+}
+
 /// The Lambda entry point for both triggers: a Kinesis batch, or the scheduled event.
 pub async fn handle<W, A, P, C>(
     deps: &Deps<W, A, P, C>,
-    event: LambdaEvent<Value>,
+    event: LambdaEvent<Trigger>,
 ) -> Result<Value, lambda_runtime::Error>
 where
     W: WindowStore + ShardLedger,
@@ -127,18 +140,16 @@ where
     C: Clock,
 {
     let deadline = deadline(event.context.deadline);
-    let payload = event.payload;
+    let trigger = event.payload;
     let now_ms = deps.clock.now_micros() / 1000;
-    if payload.get("Records").is_some() {
-        let event: KinesisEvent = serde_json::from_value(payload)?;
+    if let Some(records) = trigger.records {
+        let event = KinesisEvent { records };
         let (response, report) = process_batch_within(deps, &event, deadline).await;
         tracing::info!(?report, "batch done");
         println!("{}", report.emf(&deps.config.ops_namespace, now_ms));
         return Ok(serde_json::to_value(response)?);
     }
-    if payload.get("source").and_then(Value::as_str) == Some("aws.events")
-        || payload.get("detail-type").is_some()
-    {
+    if trigger.source.as_deref() == Some("aws.events") || trigger.detail_type.is_some() {
         let report = close_idle_within(deps, deadline).await?;
         tracing::info!(?report, "schedule done");
         println!("{}", report.emf(&deps.config.ops_namespace, now_ms));

@@ -486,7 +486,7 @@ proptest! {
 
 const SCHEDULE: &str = include_str!("../../../events/window-aggregator-schedule.json");
 
-fn lambda_event(payload: &str) -> lambda_runtime::LambdaEvent<Value> {
+fn lambda_event(payload: &str) -> lambda_runtime::LambdaEvent<window_aggregator::Trigger> {
     lambda_runtime::LambdaEvent::new(
         serde_json::from_str(payload).unwrap(),
         lambda_runtime::Context::default(),

@@ -464,8 +464,14 @@ mod tests {
         let c = chunk(500, 1);
         let names: usize = c.keys.iter().map(|k| k.len() + 1).sum();
         let keys_bytes = encode_chunk(&c, 0).len() - 500 * 18;
-        assert!(keys_bytes * 2 < names, "{keys_bytes} bytes of keys for {names}");
-        assert_eq!(decode_chunk(&chunk_sk(&c), 0, &encode_chunk(&c, 0)).unwrap(), c);
+        assert!(
+            keys_bytes * 2 < names,
+            "{keys_bytes} bytes of keys for {names}"
+        );
+        assert_eq!(
+            decode_chunk(&chunk_sk(&c), 0, &encode_chunk(&c, 0)).unwrap(),
+            c
+        );
     }
 
     #[test]
