@@ -210,7 +210,7 @@ async fn function_config(
     let tpl = crate::dev::template::load(&path)
         .map_err(|e| Failure::usage(format!("--template {}: {e}", path.display())))?;
     let overrides: Vec<(String, String)> = aws.stack_parameters().await?.into_iter().collect();
-    let ctx = crate::dev::template::Context {
+    let mut ctx = crate::dev::template::Context {
         region: aws
             .config
             .region()
@@ -220,6 +220,9 @@ async fn function_config(
             .map_err(|e| Failure::usage(format!("{}: {e}", path.display())))?,
         ..Default::default()
     };
+    // The environment may depend on the stack's conditions (ARCHIVE_REJECTS on `Archive`).
+    ctx.evaluate_conditions(&tpl)
+        .map_err(|e| Failure::usage(format!("{}: {e}", path.display())))?;
     let variables =
         tpl["Resources"]["MetricsPublisherFunction"]["Properties"]["Environment"]["Variables"]
             .as_object()
