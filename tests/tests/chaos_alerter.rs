@@ -21,8 +21,8 @@ use aws_lambda_events::event::dynamodb::{Event, EventRecord};
 use common::Rng;
 use common::alerts::{scenario, sent_alert_ids};
 use streamwatch_adapters::alert_state::DynamoDbAlertStateStore;
-use streamwatch_adapters::esm::{Invocation, MappingConfig, drain_shard};
 use streamwatch_adapters::sns::SnsNotifier;
+use streamwatch_emulator::esm::{Invocation, MappingConfig, drain_shard};
 use streamwatch_tests::MotoServer;
 use streamwatch_tests::faults::{
     Chaos, Fault, FaultProxy, SdkRetries, chaos_sdk_config, env_or, seed_from_env,

@@ -22,11 +22,11 @@ use aws_lambda_events::event::dynamodb::{Event, EventRecord};
 use common::Rng;
 use streamwatch_adapters::alert_state::DynamoDbAlertStateStore;
 use streamwatch_adapters::alerts::alert_from_item;
-use streamwatch_adapters::esm::{Invocation, MappingConfig, drain_shard};
 use streamwatch_adapters::sns::SnsNotifier;
 use streamwatch_adapters::{CloudWatchSink, DynamoDbAlertOutbox};
 use streamwatch_core::KinesisEvent;
 use streamwatch_core::kinesis::KinesisEventRecord;
+use streamwatch_emulator::esm::{Invocation, MappingConfig, drain_shard};
 use streamwatch_tests::MotoServer;
 use streamwatch_tests::faults::{env_or, seed_from_env};
 

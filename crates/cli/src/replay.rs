@@ -709,7 +709,7 @@ impl Sender {
                     );
                     if !call.is_retryable() {
                         // A closed port or a missing stream: the next attempt fares no better.
-                        return Err(SendError::Failed(call.failure()));
+                        return Err(SendError::Failed(Failure::from(call)));
                     }
                     if call.kind == CallKind::Throttled {
                         self.totals.calls_throttled += 1;

@@ -2,7 +2,7 @@
 //! invocation in a sandbox process behind its own local Lambda Runtime API, fed the way
 //! Lambda feeds them: one poller per shard per event source mapping (batch size, batching
 //! window, filter criteria, `batchItemFailures`, bisection, retry limit and the on-failure
-//! queue, via `streamwatch_adapters::esm`), the schedule events, and — where the emulator
+//! queue, via `streamwatch_emulator::esm`), the schedule events, and — where the emulator
 //! lacks Kinesis Data Streams for DynamoDB — a forward of the table's DynamoDB stream to
 //! its Kinesis stream. Prints one line per invocation.
 //!
@@ -18,14 +18,16 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use streamwatch_adapters::esm::{self, Invocation, MappingConfig};
-use streamwatch_local::runtime_api::{InvocationResult, InvokeError, RuntimeApi, function_command};
+use streamwatch_emulator::esm::{self, Invocation, MappingConfig};
+use streamwatch_emulator::runtime_api::{
+    InvocationResult, InvokeError, RuntimeApi, function_command,
+};
 
-use super::filter::Filters;
-use super::stream::{Polled, Source, kinesis_change_record};
 use super::template::{self, ACCOUNT, Context};
 use super::{Forward, Stack, sdk_error};
 use crate::Failure;
+use streamwatch_emulator::filter::Filters;
+use streamwatch_emulator::stream::{Polled, Source, kinesis_change_record};
 
 /// Lambda's synchronous invocation payload limit.
 const MAX_PAYLOAD_BYTES: usize = 6 * 1024 * 1024;

@@ -9,7 +9,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde_json::{Map, Value, json};
 
-use super::sdk_error;
+use crate::sdk_error;
 
 /// One record read from a shard, as the function will see it.
 #[derive(Debug, Clone)]
