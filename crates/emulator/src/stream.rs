@@ -40,7 +40,7 @@ pub struct Change {
 
 /// Where a shard's records come from.
 #[derive(Clone)]
-pub enum Source {
+pub enum StreamReader {
     Kinesis {
         client: aws_sdk_kinesis::Client,
         stream_name: String,
@@ -52,7 +52,7 @@ pub enum Source {
     },
 }
 
-impl Source {
+impl StreamReader {
     pub fn arn(&self) -> &str {
         match self {
             Self::Kinesis { stream_arn, .. } | Self::DynamoDb { stream_arn, .. } => stream_arn,

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use streamwatch_emulator::stream::{Source, kinesis_change_record};
+use streamwatch_emulator::stream::{StreamReader, kinesis_change_record};
 
 use super::{Holding, Shared, resume};
 use crate::Failure;
@@ -19,7 +19,7 @@ pub(super) async fn start(
     config: &aws_config::SdkConfig,
 ) -> Result<(), Failure> {
     for f in forwards {
-        let source = Source::DynamoDb {
+        let source = StreamReader::DynamoDb {
             client: aws_sdk_dynamodbstreams::Client::new(config),
             stream_arn: f.table_stream_arn.clone(),
         };
@@ -47,7 +47,7 @@ pub(super) async fn start(
 async fn forward_shard(
     shared: Arc<Shared>,
     f: Forward,
-    source: Source,
+    source: StreamReader,
     kinesis: aws_sdk_kinesis::Client,
     shard: String,
 ) {

@@ -30,7 +30,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use streamwatch_emulator::stream::Source;
+use streamwatch_emulator::stream::StreamReader;
 
 use super::Stack;
 use super::template::{self, ACCOUNT, Context};
@@ -151,7 +151,7 @@ struct Stopping;
 /// read to its end); retried until it opens or the run stops.
 async fn resume(
     shared: &Shared,
-    source: &Source,
+    source: &StreamReader,
     shard: &str,
     key: &str,
 ) -> Result<Option<String>, Stopping> {

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use streamwatch_emulator::esm::{self, Invocation, MappingConfig};
 use streamwatch_emulator::filter::Filters;
-use streamwatch_emulator::stream::{Polled, Source};
+use streamwatch_emulator::stream::{Polled, StreamReader};
 
 use super::sandbox::Function;
 use super::{Holding, Shared, now_text, resume};
@@ -27,7 +27,7 @@ const MAX_PAYLOAD_BYTES: usize = 6 * 1024 * 1024;
 pub(super) struct Mapping {
     pub function: Arc<Function>,
     event: String,
-    pub source: Source,
+    pub source: StreamReader,
     pub config: MappingConfig,
     pub window: Duration,
     pub filters: Filters,
@@ -61,13 +61,13 @@ pub(super) fn mapping(
             .find(|r| r.attributes.get("Arn") == Some(&arn))
             .map(|r| r.reference.clone())
             .ok_or_else(|| Failure::usage(format!("{what}: {arn} is no local stream")))?;
-        Source::Kinesis {
+        StreamReader::Kinesis {
             client: aws_sdk_kinesis::Client::new(config),
             stream_name: name,
             stream_arn: arn,
         }
     } else {
-        Source::DynamoDb {
+        StreamReader::DynamoDb {
             client: aws_sdk_dynamodbstreams::Client::new(config),
             stream_arn: arn,
         }
