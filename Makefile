@@ -41,14 +41,22 @@ lint:
 	$(VENV)/bin/python tools/sam_translate.py template.yaml target/template.cfn.json
 	cfn-lint target/template.cfn.json
 
+# cargo-nextest runs every test in its own process, several at once across test binaries
+# (.config/nextest.toml); `cargo test` runs the binaries one after another. Same tests.
 unit:
 	@echo "== make unit started $$(date -u +%T)"
-	cargo test --workspace --locked
+	@if cargo nextest --version >/dev/null 2>&1; then \
+	  echo "cargo nextest run --workspace --locked"; cargo nextest run --workspace --locked; \
+	else \
+	  echo "cargo-nextest not installed: cargo test (slower)"; cargo test --workspace --locked; \
+	fi
+	@echo "== make unit ended $$(date -u +%T)"
 
 # Each function under `cargo lambda watch`, invoked with its sample events against moto.
 lambda-check:
 	@echo "== make lambda-check started $$(date -u +%T)"
 	tools/lambda_watch_check.sh
+	@echo "== make lambda-check ended $$(date -u +%T)"
 
 # The functions as `sam deploy` ships them: `sam validate --lint`, then `sam build` (the
 # rust-cargolambda build method, each function's CodeUri in the workspace), then each
@@ -71,6 +79,7 @@ sam-build: venv sam-version
 	SAM_CLI_TELEMETRY=0 sam validate --lint
 	SAM_CLI_TELEMETRY=0 sam build --build-dir $(SAM_BUILD_DIR) --parameter-overrides Architecture=$(ARCH)
 	$(VENV)/bin/python tools/check_lambda_artifacts.py $(SAM_BUILD_DIR) $(ARCH) 4
+	@echo "== make sam-build ended $$(date -u +%T)"
 
 # The demo's HTML report rendered in headless Chromium (installed from Debian if missing).
 report-check:
