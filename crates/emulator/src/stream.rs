@@ -24,6 +24,14 @@ pub struct Polled {
     pub change: Option<Change>,
 }
 
+impl Polled {
+    /// A Kinesis record's data bytes (None for a DynamoDB stream record).
+    pub fn kinesis_data(&self) -> Option<Vec<u8>> {
+        let data = self.record["kinesis"]["data"].as_str()?;
+        B64.decode(data).ok()
+    }
+}
+
 /// A DynamoDB stream record's content, kept for the Kinesis Data Streams for DynamoDB form.
 #[derive(Debug, Clone)]
 pub struct Change {

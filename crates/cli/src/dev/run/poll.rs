@@ -401,14 +401,14 @@ async fn invoke(m: Arc<Mapping>, shard: String, records: Vec<Polled>) -> Invocat
 /// ` (500 user records)` when KPL aggregates are among the records (one Kinesis record can
 /// carry hundreds of rows), else nothing.
 fn user_records(records: &[Polled], kinesis_records: usize) -> String {
-    use base64::Engine as _;
     let mut users = 0usize;
     let mut aggregated = false;
     for r in records {
-        let data = r.record["kinesis"]["data"]
-            .as_str()
-            .and_then(|d| base64::engine::general_purpose::STANDARD.decode(d).ok());
-        match data.as_deref().map(streamwatch_core::kpl::deaggregate) {
+        match r
+            .kinesis_data()
+            .as_deref()
+            .map(streamwatch_core::kpl::deaggregate)
+        {
             Some(Ok(streamwatch_core::kpl::Payload::Aggregated(subs))) => {
                 aggregated = true;
                 users += subs.len();
