@@ -15,9 +15,14 @@ export MOTO_SERVER := $(CURDIR)/$(VENV)/bin/moto_server
 demo:
 	cargo run --quiet --profile cli -p streamwatch -- demo
 
-test: venv lint unit lambda-check sam-build report-check
-# CI's machines cannot build arm64 (see sam-build); `make test ARCH=arm64` where they can.
-test: ARCH = x86_64
+# After lint, the tests, the cargo-lambda check and the zips run side by side: the tests
+# mostly wait (on moto, on real-time windows) while the other two compile. Each step's
+# output is printed whole when it ends (--output-sync). CI's machines cannot build arm64
+# (see sam-build): `make test` builds x86_64; `make sam-build ARCH=arm64` where they can.
+test: venv lint
+	@echo "== unit, lambda-check and sam-build run side by side; each prints its output when it ends"
+	@$(MAKE) --no-print-directory -j3 --output-sync=target unit lambda-check sam-build ARCH=x86_64
+	@$(MAKE) --no-print-directory report-check
 
 # `streamwatch` on PATH (~/.cargo/bin), so the README's commands run as written.
 install:
