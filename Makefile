@@ -12,8 +12,11 @@ export MOTO_SERVER := $(CURDIR)/$(VENV)/bin/moto_server
 
 .PHONY: demo test install lint unit lambda-check sam-version sam-build report-check bench venv
 
+# The dev profile: a fresh clone's first `make demo` compiles ~3x less than with
+# optimisations (365 s of CPU against 1,140 s for [profile.cli]), the demo then runs in
+# 2.5 s instead of 1.0 s, and `make test` reuses much of the build (docs/performance.md).
 demo:
-	cargo run --quiet --profile cli -p streamwatch -- demo
+	cargo run --quiet -p streamwatch -- demo
 
 # After lint, the tests, the cargo-lambda check and the zips run side by side: the tests
 # mostly wait (on moto, on real-time windows) while the other two compile. Each step's
