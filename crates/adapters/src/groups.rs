@@ -11,7 +11,9 @@ use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
-use streamwatch_core::notify::group::{GroupBatch, GroupKey, GroupState, GroupStore, Joined};
+use streamwatch_core::notify::group::{
+    GroupBatch, GroupKey, GroupState, GroupStore, Joined, worst_first,
+};
 use streamwatch_core::time::Micros;
 use streamwatch_core::{AlertRecord, PortError};
 
@@ -143,6 +145,15 @@ impl GroupStore for EmbeddedGroupStore {
         Ok(true)
     }
 
+    async fn batch(&self, notification_id: &str) -> Result<Option<GroupBatch>, PortError> {
+        Ok(self
+            .lock()
+            .batches
+            .iter()
+            .find(|b| b.notification_id() == notification_id)
+            .cloned())
+    }
+
     async fn due(&self, now: Micros, limit: usize) -> Result<Vec<GroupKey>, PortError> {
         Ok(self
             .lock()
@@ -165,11 +176,19 @@ impl GroupStore for EmbeddedGroupStore {
 ///   sparse index [`crate::alert_state::PENDING_INDEX`], which the schedule queries.
 /// * `#gmember#<alert id>` (`record_type = "group_member"`): `group_id`, `alert` (JSON),
 ///   `sealed_in`? (the batch number) once sealed.
-/// * `#gbatch#<group id>#<n>` (`record_type = "group_batch"`): `alert_ids`, `sealed_at`.
+/// * `#gbatch#<group id>#<n>` (`record_type = "group_batch"`): `group_key` (JSON),
+///   `alert_ids`, `sealed_at`.
+/// * the batch's notification record (`crate::alert_state`'s layout, id `<group id>#<n>`),
+///   pending, written by the seal: the alerter's claim → publish → mark-sent path and
+///   recovery treat it like any notification.
+///
+/// Members, batches and the batch's notification expire with the alerts (`ttl`, 30 days by
+/// default); the group item is refreshed by every write.
 #[derive(Debug, Clone)]
 pub struct DynamoDbGroupStore {
     client: aws_sdk_dynamodb::Client,
     table: String,
+    ttl: std::time::Duration,
 }
 
 const DUE_BUCKET: &str = "group-due";
@@ -208,7 +227,16 @@ impl DynamoDbGroupStore {
         Self {
             client,
             table: table.into(),
+            ttl: crate::alerts::DEFAULT_ALERT_TTL,
         }
+    }
+
+    /// The expiry of items written now (epoch seconds, DynamoDB's TTL attribute).
+    fn expiry(&self) -> AttributeValue {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        n((now + self.ttl).as_secs())
     }
 
     async fn get(&self, key: String) -> Result<Option<HashMap<String, AttributeValue>>, PortError> {
@@ -251,6 +279,7 @@ impl DynamoDbGroupStore {
             "batches = :b",
             "group_key = :k",
             "record_type = :t",
+            "#ttl = :ttl",
         ];
         let mut remove = vec![];
         let mut values = HashMap::from([
@@ -261,6 +290,7 @@ impl DynamoDbGroupStore {
                 s(serde_json::to_string(group).unwrap_or_default()),
             ),
             (":t".to_owned(), s("group")),
+            (":ttl".to_owned(), self.expiry()),
         ]);
         match next.due_micros {
             Some(due) => {
@@ -293,6 +323,7 @@ impl DynamoDbGroupStore {
             .set_expression_attribute_values(Some(values))
             // Named, in case a word is reserved (DynamoDB reserves hundreds).
             .expression_attribute_names("#version", "version")
+            .expression_attribute_names("#ttl", "ttl")
             .build()
             .map_err(|e| PortError::permanent("dynamodb.UpdateItem(build)", e))
     }
@@ -323,8 +354,13 @@ impl DynamoDbGroupStore {
             )
             .item("record_type", s("group_batch"))
             .item("group_id", s(batch.group.id()))
+            .item(
+                "group_key",
+                s(serde_json::to_string(&batch.group).unwrap_or_default()),
+            )
             .item("alert_ids", AttributeValue::L(ids))
             .item("sealed_at", n(now))
+            .item("ttl", self.expiry())
             .condition_expression("attribute_not_exists(alert_id)")
             .build()
             .map_err(|e| PortError::permanent("dynamodb.PutItem(build)", e))?;
@@ -344,6 +380,7 @@ impl GroupStore for DynamoDbGroupStore {
             .item("record_type", s("group_member"))
             .item("group_id", s(group.id()))
             .item("alert", s(json))
+            .item("ttl", self.expiry())
             .condition_expression("attribute_not_exists(alert_id)")
             .send()
             .await;
@@ -457,9 +494,20 @@ impl GroupStore for DynamoDbGroupStore {
             .build()
             .map_err(|e| PortError::permanent("dynamodb.UpdateItem(build)", e))?;
         let now = next.last_flush_micros.unwrap_or_default();
+        let notification = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(crate::alert_state::notification_item(
+                &batch.notification(now),
+                std::time::SystemTime::now(),
+                self.ttl,
+            )))
+            .condition_expression("attribute_not_exists(alert_id)")
+            .build()
+            .map_err(|e| PortError::permanent("dynamodb.PutItem(build)", e))?;
         let mut items = vec![
             TransactWriteItem::builder().update(update).build(),
             self.batch_record(batch, now)?,
+            TransactWriteItem::builder().put(notification).build(),
         ];
         for a in &batch.alerts {
             items.push(self.member_sealed(&a.id, batch.number)?);
@@ -475,6 +523,43 @@ impl GroupStore for DynamoDbGroupStore {
             Err(e) if is_conditional(&e) => Ok(false),
             Err(e) => Err(classify("dynamodb.TransactWriteItems(group seal)", e)),
         }
+    }
+
+    async fn batch(&self, notification_id: &str) -> Result<Option<GroupBatch>, PortError> {
+        let Some(item) = self.get(format!("#gbatch#{notification_id}")).await? else {
+            return Ok(None);
+        };
+        let group: Option<GroupKey> = item
+            .get("group_key")
+            .and_then(|k| k.as_s().ok())
+            .and_then(|k| serde_json::from_str(k).ok());
+        let number = notification_id
+            .rsplit_once('#')
+            .and_then(|(_, n)| n.parse().ok());
+        let (Some(group), Some(number)) = (group, number) else {
+            return Err(PortError::permanent(
+                "group batch (decode)",
+                format!("batch {notification_id}: no group_key or number"),
+            ));
+        };
+        let ids: Vec<String> = item
+            .get("alert_ids")
+            .and_then(|l| l.as_l().ok())
+            .map(|l| l.iter().filter_map(|v| v.as_s().ok().cloned()).collect())
+            .unwrap_or_default();
+        let mut alerts = Vec::with_capacity(ids.len());
+        for id in ids {
+            // A member expires with the batch; one gone early is left out of the re-send.
+            if let Some(member) = self.get(member_item_key(&id)).await? {
+                alerts.extend(crate::alerts::alert_from_item(&member));
+            }
+        }
+        worst_first(&mut alerts);
+        Ok(Some(GroupBatch {
+            group,
+            number,
+            alerts,
+        }))
     }
 
     async fn due(&self, now: Micros, limit: usize) -> Result<Vec<GroupKey>, PortError> {

@@ -34,7 +34,9 @@ use streamwatch_core::time::{Micros, format_micros};
 use streamwatch_core::{AlertKind, AlertRecord, PortError};
 use tracing::{debug, error, info, instrument, warn};
 
+use crate::group::{Grouping, NoGroups, join};
 use crate::stream::{StreamItem, classify};
+use streamwatch_core::notify::group::GroupStore;
 
 pub use streamwatch_core::backoff::Backoff;
 use streamwatch_core::clock::micros;
@@ -69,11 +71,13 @@ impl Default for Settings {
 }
 
 /// The handler's dependencies, built once per cold start.
-pub struct Deps<S, N, C = SystemClock> {
+pub struct Deps<S, N, C = SystemClock, G = NoGroups> {
     pub store: S,
     pub notifier: N,
     pub clock: C,
     pub settings: Settings,
+    /// The rules that group their alerts, and where groups live ([`Grouping::off`]: none).
+    pub grouping: Grouping<G>,
 }
 
 /// What one invocation did; logged, and emitted as metrics.
@@ -88,6 +92,8 @@ pub struct BatchReport {
     pub resolved: usize,
     pub events: usize,
     pub suppressed: usize,
+    /// Per-event alerts of a grouped rule that joined their group (sent by the schedule).
+    pub grouped: usize,
     /// Alerts decided or sent before (redeliveries, duplicates, another invocation).
     pub duplicates: usize,
     /// Sent, but another invocation had taken the expired claim: possibly sent twice.
@@ -125,6 +131,7 @@ impl BatchReport {
             ("NotificationsSent", self.sent()),
             ("Reminders", self.reminders),
             ("Suppressed", self.suppressed),
+            ("Grouped", self.grouped),
             ("Duplicates", self.duplicates),
             ("LeaseLost", self.lease_lost),
             ("Failed", self.failed),
@@ -165,6 +172,8 @@ pub(crate) enum Processed {
         lease_lost: bool,
     },
     Suppressed(String),
+    /// Joined its group; the schedule's pass sends the group.
+    Grouped,
     Duplicate,
 }
 
@@ -174,14 +183,15 @@ const MAX_ROUNDS: u32 = 20;
 
 /// A DynamoDB stream batch, as the entry point [`crate::handle`] hands it over.
 #[instrument(skip_all, fields(request_id = %event.context.request_id, records = event.payload.records.len()))]
-pub async fn handle_batch<S, N, C>(
-    deps: &Deps<S, N, C>,
+pub async fn handle_batch<S, N, C, G>(
+    deps: &Deps<S, N, C, G>,
     event: LambdaEvent<Event>,
 ) -> Result<DynamoDbEventResponse, lambda_runtime::Error>
 where
     S: AlertStateStore,
     N: Notifier,
     C: Clock,
+    G: GroupStore,
 {
     let (response, report) = process(deps, &event.payload, &event.context.request_id).await;
     info!(
@@ -208,8 +218,8 @@ where
 
 /// Processes one batch in stream order. `invocation` must be unique per invocation (the
 /// Lambda request id): it owns the claims this invocation takes.
-pub async fn process<S, N, C>(
-    deps: &Deps<S, N, C>,
+pub async fn process<S, N, C, G>(
+    deps: &Deps<S, N, C, G>,
     event: &Event,
     invocation: &str,
 ) -> (DynamoDbEventResponse, BatchReport)
@@ -217,6 +227,7 @@ where
     S: AlertStateStore,
     N: Notifier,
     C: Clock,
+    G: GroupStore,
 {
     let mut response = DynamoDbEventResponse::default();
     let mut report = BatchReport::default();
@@ -291,6 +302,14 @@ where
                     "notification suppressed"
                 );
             }
+            Ok(Processed::Grouped) => {
+                report.grouped += 1;
+                debug!(
+                    alert_id = alert.id,
+                    rule = alert.rule,
+                    "alert joined its group"
+                );
+            }
             Ok(Processed::Duplicate) => {
                 report.duplicates += 1;
                 debug!(alert_id = alert.id, sequence, "alert handled before");
@@ -327,7 +346,7 @@ where
 }
 
 /// Calls `op` until it succeeds, fails permanently, or the policy's attempts are used up.
-async fn retry<T, F, Fut>(policy: &Backoff, mut op: F) -> Result<T, PortError>
+pub(crate) async fn retry<T, F, Fut>(policy: &Backoff, mut op: F) -> Result<T, PortError>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, PortError>>,
@@ -350,8 +369,8 @@ where
 /// stream has not delivered yet are read from the outbox, decided and sent first (their
 /// ids and kinds pushed to `earlier`), so the key's notifications are the ones in-order
 /// delivery sends, whatever order the stream's shards deliver in.
-async fn process_alert<S, N, C>(
-    deps: &Deps<S, N, C>,
+async fn process_alert<S, N, C, G>(
+    deps: &Deps<S, N, C, G>,
     alert: &AlertRecord,
     seq: Option<u64>,
     owner: &str,
@@ -361,7 +380,20 @@ where
     S: AlertStateStore,
     N: Notifier,
     C: Clock,
+    G: GroupStore,
 {
+    if let Some(policy) = deps.grouping.policy(alert) {
+        // Joining is idempotent: a duplicate or a retry finds its member and adds nothing.
+        let new = retry(&deps.settings.retry, || {
+            join(&deps.grouping.store, policy, alert, deps.clock.now_micros())
+        })
+        .await?;
+        return Ok(if new {
+            Processed::Grouped
+        } else {
+            Processed::Duplicate
+        });
+    }
     if let (Some(seq), AlertKind::Firing | AlertKind::Resolved) = (seq, alert.kind) {
         let (before, decided) = catch_up(deps, alert, seq).await?;
         for previous in before {
@@ -387,8 +419,8 @@ const MISSING_READS: u32 = 3;
 /// not decided yet (ending with `alert` itself). Returns the earlier ones this call
 /// decided to notify about, in order, still to be sent, and `alert`'s decision if this
 /// call made it.
-async fn catch_up<S, N, C>(
-    deps: &Deps<S, N, C>,
+async fn catch_up<S, N, C, G>(
+    deps: &Deps<S, N, C, G>,
     alert: &AlertRecord,
     seq: u64,
 ) -> Result<(Vec<AlertRecord>, Option<NotificationRecord>), AlertError>
@@ -396,6 +428,7 @@ where
     S: AlertStateStore,
     N: Notifier,
     C: Clock,
+    G: GroupStore,
 {
     let policy = &deps.settings.retry;
     let repeat = micros(deps.settings.repeat_interval);
@@ -482,8 +515,8 @@ where
 }
 
 /// Decides (unless decided already) and sends one alert: claim, publish, mark sent.
-pub(crate) async fn deliver<S, N, C>(
-    deps: &Deps<S, N, C>,
+pub(crate) async fn deliver<S, N, C, G>(
+    deps: &Deps<S, N, C, G>,
     alert: &AlertRecord,
     owner: &str,
 ) -> Result<Processed, AlertError>
@@ -491,11 +524,11 @@ where
     S: AlertStateStore,
     N: Notifier,
     C: Clock,
+    G: GroupStore,
 {
     let settings = &deps.settings;
     let policy = &settings.retry;
     let repeat = micros(settings.repeat_interval);
-    let lease = micros(settings.claim_lease);
     let mut waited = Duration::ZERO;
     let mut poll = Duration::from_millis(50);
     let mut rounds = 0;
@@ -555,45 +588,72 @@ where
         if rounds > MAX_ROUNDS {
             return Err(AlertError::Contention { rounds });
         }
-        let claimed = retry(policy, || {
-            deps.store
-                .claim(&alert.id, owner, now, now.saturating_add(lease))
-        })
-        .await?;
-        if claimed == ClaimOutcome::NotClaimable {
-            continue;
-        }
         let message = render(alert, &ctx);
-        let message_id = match publish(deps, &message, &alert.id, owner).await {
-            Ok(Some(id)) => id,
-            // Our claim expired between attempts and someone else took it over.
-            Ok(None) => continue,
-            Err(err) => {
-                // SNS refused or did not answer: let the next delivery claim at once.
-                if let Err(release) = deps.store.release(&alert.id, owner).await {
-                    warn!(alert_id = alert.id, error = %release, "could not release the claim; it expires with its lease");
-                }
-                return Err(AlertError::Publish(err));
+        match send_claimed(deps, &alert.id, &message, owner).await? {
+            Some(lease_lost) => {
+                return Ok(Processed::Sent {
+                    kind: ctx.kind,
+                    lease_lost,
+                });
             }
-        };
-        // If this fails, the message is out but not marked: the lease expires and the
-        // next delivery sends it again (the at-least-once case).
-        let marked = retry(policy, || {
-            deps.store
-                .mark_sent(&alert.id, owner, &message_id, deps.clock.now_micros())
-        })
-        .await?;
-        return Ok(Processed::Sent {
-            kind: ctx.kind,
-            lease_lost: marked == MarkOutcome::LeaseLost,
-        });
+            // Not claimable (someone else moved it), or our claim was taken over: read again.
+            None => continue,
+        }
     }
+}
+
+/// Claims notification `id`, publishes `message`, marks it sent: `Some(lease_lost)` when
+/// published, `None` when the notification could not be claimed or the claim was lost
+/// (read it again). A failed publish releases the claim, so the next attempt need not
+/// wait for the lease.
+pub(crate) async fn send_claimed<S, N, C, G>(
+    deps: &Deps<S, N, C, G>,
+    id: &str,
+    message: &streamwatch_core::notify::Message,
+    owner: &str,
+) -> Result<Option<bool>, AlertError>
+where
+    S: AlertStateStore,
+    N: Notifier,
+    C: Clock,
+    G: GroupStore,
+{
+    let policy = &deps.settings.retry;
+    let lease = micros(deps.settings.claim_lease);
+    let now = deps.clock.now_micros();
+    let claimed = retry(policy, || {
+        deps.store.claim(id, owner, now, now.saturating_add(lease))
+    })
+    .await?;
+    if claimed == ClaimOutcome::NotClaimable {
+        return Ok(None);
+    }
+    let message_id = match publish(deps, message, id, owner).await {
+        Ok(Some(message_id)) => message_id,
+        // Our claim expired between attempts and someone else took it over.
+        Ok(None) => return Ok(None),
+        Err(err) => {
+            // SNS refused or did not answer: let the next delivery claim at once.
+            if let Err(release) = deps.store.release(id, owner).await {
+                warn!(alert_id = id, error = %release, "could not release the claim; it expires with its lease");
+            }
+            return Err(AlertError::Publish(err));
+        }
+    };
+    // If this fails, the message is out but not marked: the lease expires and the
+    // next delivery sends it again (the at-least-once case).
+    let marked = retry(policy, || {
+        deps.store
+            .mark_sent(id, owner, &message_id, deps.clock.now_micros())
+    })
+    .await?;
+    Ok(Some(marked == MarkOutcome::LeaseLost))
 }
 
 /// Decides about an alert and records the decision with the state it leads to. `None`
 /// when another invocation got there first or the state moved meanwhile.
-async fn decide_once<S, N, C>(
-    deps: &Deps<S, N, C>,
+async fn decide_once<S, N, C, G>(
+    deps: &Deps<S, N, C, G>,
     alert: &AlertRecord,
     repeat: Micros,
 ) -> Result<Option<NotificationRecord>, PortError>
@@ -601,6 +661,7 @@ where
     S: AlertStateStore,
     N: Notifier,
     C: Clock,
+    G: GroupStore,
 {
     let policy = &deps.settings.retry;
     let state = match alert.kind {
@@ -626,8 +687,8 @@ where
 
 /// Publishes with retries. Before each retry the claim is renewed, so a publish never
 /// starts on a lease that might run out mid-call; `None` if the claim was lost.
-async fn publish<S, N, C>(
-    deps: &Deps<S, N, C>,
+async fn publish<S, N, C, G>(
+    deps: &Deps<S, N, C, G>,
     message: &streamwatch_core::notify::Message,
     alert_id: &str,
     owner: &str,
@@ -636,6 +697,7 @@ where
     S: AlertStateStore,
     N: Notifier,
     C: Clock,
+    G: GroupStore,
 {
     let policy = &deps.settings.retry;
     let lease = micros(deps.settings.claim_lease);

@@ -11,6 +11,7 @@ pub mod recovery;
 pub mod stream;
 
 pub use config::Config;
+pub use group::{Grouping, NoGroups};
 pub use handler::{
     Backoff, BatchReport, Clock, Deps, ManualClock, Settings, SystemClock, handle_batch, process,
 };

@@ -67,6 +67,7 @@ async fn world() -> World {
         .await
         .unwrap();
     let deps = Deps {
+        grouping: alerter::Grouping::off(),
         store: DynamoDbAlertStateStore::new(ddb.clone(), "alerts"),
         notifier: SnsNotifier::new(sns, topic),
         clock: SystemClock,

@@ -116,6 +116,7 @@ impl Pipeline {
             outbox: outbox.clone(),
         };
         let alerter = alerter::Deps {
+            grouping: alerter::Grouping::off(),
             store: EmbeddedAlertStateStore::with_outbox(outbox.clone()),
             notifier: EmbeddedNotifier::new(),
             clock: SystemClock,
