@@ -118,6 +118,7 @@ async fn kpl_and_plain_batches_sharing_accidents_send_one_email_per_severe_accid
         .unwrap();
     let alerter = AlerterDeps {
         grouping: alerter::Grouping::off(),
+        silences: alerter::Silences::off(),
         store: DynamoDbAlertStateStore::new(ddb.clone(), "alerts"),
         notifier: SnsNotifier::new(sns, topic),
         clock: SystemClock,

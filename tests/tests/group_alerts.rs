@@ -170,6 +170,7 @@ async fn the_sample_csv_sends_one_email_per_county_and_interval_listing_each_acc
             DynamoDbGroupStore::new(ddb.clone(), "alerts"),
             settings.group_policies(),
         ),
+        silences: alerter::Silences::off(),
     };
 
     let rows = read_csv(SAMPLE_CSV, |i| format_micros(T0 + i as i64 * SEC)).unwrap();

@@ -301,6 +301,7 @@ fn alerter_logs_coordinates_not_payloads() {
             .expect("event");
     let deps = alerter::Deps {
         grouping: alerter::Grouping::off(),
+        silences: alerter::Silences::off(),
         store: EmbeddedAlertStateStore::new(),
         notifier: EmbeddedNotifier::new(),
         clock: alerter::ManualClock::new(1_800_000_000_000_000),

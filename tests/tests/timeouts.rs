@@ -309,6 +309,7 @@ async fn notifications_sent_and_duplicated_at_most_once_per_stopped_invocation()
         .expect("arn");
     let deps = alerter::Deps {
         grouping: alerter::Grouping::off(),
+        silences: alerter::Silences::off(),
         store: DynamoDbAlertStateStore::new(ddb.clone(), "alerts"),
         notifier: SnsNotifier::new(sns, topic),
         clock: ManualClock::new(1_800_000_000_000_000),

@@ -11,6 +11,7 @@
 //!   the join sees no due time and sets one: no member is left waiting without a due time.
 
 use std::collections::BTreeMap;
+use streamwatch_core::notify::silence::SilenceStore;
 
 use serde::Serialize;
 use streamwatch_core::notify::group::{
@@ -192,8 +193,8 @@ impl GroupStore for NoGroups {
 /// Sends one sealed batch through the claim → publish → mark-sent path of its notification
 /// record (written by the seal; recorded here if the store could not, as the embedded one).
 /// A batch sent before, or claimed by a live sender, is left alone: once per batch.
-pub(crate) async fn send_batch<S, N, C, G>(
-    deps: &Deps<S, N, C, G>,
+pub(crate) async fn send_batch<S, N, C, G, Z>(
+    deps: &Deps<S, N, C, G, Z>,
     batch: &GroupBatch,
     owner: &str,
 ) -> Result<Processed, AlertError>
@@ -202,6 +203,7 @@ where
     N: Notifier,
     C: Clock,
     G: GroupStore,
+    Z: SilenceStore,
 {
     let id = batch.notification_id();
     let policy = &deps.settings.retry;
@@ -249,12 +251,13 @@ pub struct FlushReport {
 /// The schedule's grouping pass: seals every due group's waiting alerts into its next batch
 /// and sends each batch. A batch that cannot be sent now stays pending in the unsent index,
 /// where the recovery pass finds it.
-pub async fn flush_and_send<S, N, C, G>(deps: &Deps<S, N, C, G>, owner: &str) -> FlushReport
+pub async fn flush_and_send<S, N, C, G, Z>(deps: &Deps<S, N, C, G, Z>, owner: &str) -> FlushReport
 where
     S: AlertStateStore,
     N: Notifier,
     C: Clock,
     G: GroupStore,
+    Z: SilenceStore,
 {
     let mut report = FlushReport::default();
     let now = deps.clock.now_micros();

@@ -20,6 +20,7 @@
 //! alert). Malformed alert records are skipped, counted and logged.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use streamwatch_core::notify::silence::SilenceStore;
 
 use aws_lambda_events::event::dynamodb::Event;
 use aws_lambda_events::event::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
@@ -35,8 +36,10 @@ use streamwatch_core::{AlertKind, AlertRecord, PortError};
 use tracing::{debug, error, info, instrument, warn};
 
 use crate::group::{Grouping, NoGroups, join};
+use crate::silence::{NoSilences, Silences};
 use crate::stream::{StreamItem, classify};
 use streamwatch_core::notify::group::GroupStore;
+use streamwatch_core::notify::silence::{is_silenced, silence_record};
 
 pub use streamwatch_core::backoff::Backoff;
 use streamwatch_core::clock::micros;
@@ -71,13 +74,15 @@ impl Default for Settings {
 }
 
 /// The handler's dependencies, built once per cold start.
-pub struct Deps<S, N, C = SystemClock, G = NoGroups> {
+pub struct Deps<S, N, C = SystemClock, G = NoGroups, Z = NoSilences> {
     pub store: S,
     pub notifier: N,
     pub clock: C,
     pub settings: Settings,
     /// The rules that group their alerts, and where groups live ([`Grouping::off`]: none).
     pub grouping: Grouping<G>,
+    /// Silences ([`Silences::off`]: none), read once per invocation.
+    pub silences: Silences<Z>,
 }
 
 /// What one invocation did; logged, and emitted as metrics.
@@ -94,6 +99,8 @@ pub struct BatchReport {
     pub suppressed: usize,
     /// Per-event alerts of a grouped rule that joined their group (sent by the schedule).
     pub grouped: usize,
+    /// Decided to notify, but an active silence matched: recorded, not sent.
+    pub silenced: usize,
     /// Alerts decided or sent before (redeliveries, duplicates, another invocation).
     pub duplicates: usize,
     /// Sent, but another invocation had taken the expired claim: possibly sent twice.
@@ -132,6 +139,7 @@ impl BatchReport {
             ("Reminders", self.reminders),
             ("Suppressed", self.suppressed),
             ("Grouped", self.grouped),
+            ("Silenced", self.silenced),
             ("Duplicates", self.duplicates),
             ("LeaseLost", self.lease_lost),
             ("Failed", self.failed),
@@ -174,6 +182,8 @@ pub(crate) enum Processed {
     Suppressed(String),
     /// Joined its group; the schedule's pass sends the group.
     Grouped,
+    /// Recorded as silenced (the reason names the silence).
+    Silenced(String),
     Duplicate,
 }
 
@@ -183,8 +193,8 @@ const MAX_ROUNDS: u32 = 20;
 
 /// A DynamoDB stream batch, as the entry point [`crate::handle`] hands it over.
 #[instrument(skip_all, fields(request_id = %event.context.request_id, records = event.payload.records.len()))]
-pub async fn handle_batch<S, N, C, G>(
-    deps: &Deps<S, N, C, G>,
+pub async fn handle_batch<S, N, C, G, Z>(
+    deps: &Deps<S, N, C, G, Z>,
     event: LambdaEvent<Event>,
 ) -> Result<DynamoDbEventResponse, lambda_runtime::Error>
 where
@@ -192,6 +202,7 @@ where
     N: Notifier,
     C: Clock,
     G: GroupStore,
+    Z: SilenceStore,
 {
     let (response, report) = process(deps, &event.payload, &event.context.request_id).await;
     info!(
@@ -218,8 +229,8 @@ where
 
 /// Processes one batch in stream order. `invocation` must be unique per invocation (the
 /// Lambda request id): it owns the claims this invocation takes.
-pub async fn process<S, N, C, G>(
-    deps: &Deps<S, N, C, G>,
+pub async fn process<S, N, C, G, Z>(
+    deps: &Deps<S, N, C, G, Z>,
     event: &Event,
     invocation: &str,
 ) -> (DynamoDbEventResponse, BatchReport)
@@ -228,9 +239,11 @@ where
     N: Notifier,
     C: Clock,
     G: GroupStore,
+    Z: SilenceStore,
 {
     let mut response = DynamoDbEventResponse::default();
     let mut report = BatchReport::default();
+    deps.silences.refresh(deps.clock.now_micros()).await;
     for (i, record) in event.records.iter().enumerate() {
         report.records += 1;
         let sequence = record.change.sequence_number.as_deref();
@@ -302,6 +315,16 @@ where
                     "notification suppressed"
                 );
             }
+            Ok(Processed::Silenced(reason)) => {
+                report.silenced += 1;
+                info!(
+                    alert_id = alert.id,
+                    rule = alert.rule,
+                    key = alert.key,
+                    reason,
+                    "notification silenced"
+                );
+            }
             Ok(Processed::Grouped) => {
                 report.grouped += 1;
                 debug!(
@@ -369,8 +392,8 @@ where
 /// stream has not delivered yet are read from the outbox, decided and sent first (their
 /// ids and kinds pushed to `earlier`), so the key's notifications are the ones in-order
 /// delivery sends, whatever order the stream's shards deliver in.
-async fn process_alert<S, N, C, G>(
-    deps: &Deps<S, N, C, G>,
+async fn process_alert<S, N, C, G, Z>(
+    deps: &Deps<S, N, C, G, Z>,
     alert: &AlertRecord,
     seq: Option<u64>,
     owner: &str,
@@ -381,8 +404,10 @@ where
     N: Notifier,
     C: Clock,
     G: GroupStore,
+    Z: SilenceStore,
 {
-    if let Some(policy) = deps.grouping.policy(alert) {
+    let silenced = || deps.silences.silencing(alert, deps.clock.now_micros());
+    if let Some(policy) = deps.grouping.policy(alert).filter(|_| silenced().is_none()) {
         // Joining is idempotent: a duplicate or a retry finds its member and adds nothing.
         let new = retry(&deps.settings.retry, || {
             join(&deps.grouping.store, policy, alert, deps.clock.now_micros())
@@ -401,8 +426,13 @@ where
                 earlier.push((previous.id.clone(), kind));
             }
         }
-        if let Some(StoredDecision::Suppressed(reason)) = decided.map(|r| r.outcome) {
-            return Ok(Processed::Suppressed(reason));
+        if let Some(record) = decided {
+            if is_silenced(&record) {
+                return Ok(Processed::Silenced(reason_of(&record)));
+            }
+            if let StoredDecision::Suppressed(reason) = record.outcome {
+                return Ok(Processed::Suppressed(reason));
+            }
         }
     }
     deliver(deps, alert, owner).await
@@ -419,8 +449,8 @@ const MISSING_READS: u32 = 3;
 /// not decided yet (ending with `alert` itself). Returns the earlier ones this call
 /// decided to notify about, in order, still to be sent, and `alert`'s decision if this
 /// call made it.
-async fn catch_up<S, N, C, G>(
-    deps: &Deps<S, N, C, G>,
+async fn catch_up<S, N, C, G, Z>(
+    deps: &Deps<S, N, C, G, Z>,
     alert: &AlertRecord,
     seq: u64,
 ) -> Result<(Vec<AlertRecord>, Option<NotificationRecord>), AlertError>
@@ -429,6 +459,7 @@ where
     N: Notifier,
     C: Clock,
     G: GroupStore,
+    Z: SilenceStore,
 {
     let policy = &deps.settings.retry;
     let repeat = micros(deps.settings.repeat_interval);
@@ -485,7 +516,7 @@ where
         if let Some(next_state) = transition.next.as_mut() {
             next_state.decided_seq = Some(next);
         }
-        let record = NotificationRecord::decided(&current, &transition, deps.clock.now_micros());
+        let record = decided_record(deps, &current, &transition);
         let expected = state.as_ref().map(|s| s.version);
         let outcome = retry(policy, || {
             deps.store
@@ -515,8 +546,8 @@ where
 }
 
 /// Decides (unless decided already) and sends one alert: claim, publish, mark sent.
-pub(crate) async fn deliver<S, N, C, G>(
-    deps: &Deps<S, N, C, G>,
+pub(crate) async fn deliver<S, N, C, G, Z>(
+    deps: &Deps<S, N, C, G, Z>,
     alert: &AlertRecord,
     owner: &str,
 ) -> Result<Processed, AlertError>
@@ -525,6 +556,7 @@ where
     N: Notifier,
     C: Clock,
     G: GroupStore,
+    Z: SilenceStore,
 {
     let settings = &deps.settings;
     let policy = &settings.retry;
@@ -543,6 +575,9 @@ where
                 }
                 match decide_once(deps, alert, repeat).await? {
                     Some(record) => match &record.outcome {
+                        _ if is_silenced(&record) => {
+                            return Ok(Processed::Silenced(reason_of(&record)));
+                        }
                         StoredDecision::Suppressed(reason) => {
                             return Ok(Processed::Suppressed(reason.clone()));
                         }
@@ -606,8 +641,8 @@ where
 /// published, `None` when the notification could not be claimed or the claim was lost
 /// (read it again). A failed publish releases the claim, so the next attempt need not
 /// wait for the lease.
-pub(crate) async fn send_claimed<S, N, C, G>(
-    deps: &Deps<S, N, C, G>,
+pub(crate) async fn send_claimed<S, N, C, G, Z>(
+    deps: &Deps<S, N, C, G, Z>,
     id: &str,
     message: &streamwatch_core::notify::Message,
     owner: &str,
@@ -617,6 +652,7 @@ where
     N: Notifier,
     C: Clock,
     G: GroupStore,
+    Z: SilenceStore,
 {
     let policy = &deps.settings.retry;
     let lease = micros(deps.settings.claim_lease);
@@ -650,10 +686,36 @@ where
     Ok(Some(marked == MarkOutcome::LeaseLost))
 }
 
+/// The record of a fresh decision, silenced when an active silence matches the alert (the
+/// state transition stays: the episode moves on as if the notification had gone out).
+fn decided_record<S, N, C, G, Z>(
+    deps: &Deps<S, N, C, G, Z>,
+    alert: &AlertRecord,
+    transition: &streamwatch_core::notify::Transition,
+) -> NotificationRecord
+where
+    C: Clock,
+    Z: SilenceStore,
+{
+    let now = deps.clock.now_micros();
+    let mut record = NotificationRecord::decided(alert, transition, now);
+    if let Some(silence) = deps.silences.silencing(alert, now) {
+        silence_record(&mut record, &silence);
+    }
+    record
+}
+
+fn reason_of(record: &NotificationRecord) -> String {
+    match &record.outcome {
+        StoredDecision::Suppressed(reason) => reason.clone(),
+        StoredDecision::Notify(kind) => kind.as_str().to_owned(),
+    }
+}
+
 /// Decides about an alert and records the decision with the state it leads to. `None`
 /// when another invocation got there first or the state moved meanwhile.
-async fn decide_once<S, N, C, G>(
-    deps: &Deps<S, N, C, G>,
+async fn decide_once<S, N, C, G, Z>(
+    deps: &Deps<S, N, C, G, Z>,
     alert: &AlertRecord,
     repeat: Micros,
 ) -> Result<Option<NotificationRecord>, PortError>
@@ -662,6 +724,7 @@ where
     N: Notifier,
     C: Clock,
     G: GroupStore,
+    Z: SilenceStore,
 {
     let policy = &deps.settings.retry;
     let state = match alert.kind {
@@ -672,7 +735,7 @@ where
     };
     let seen = expire(state.clone(), alert, micros(deps.settings.state_lifetime));
     let transition = decide(seen.as_ref(), alert, repeat);
-    let record = NotificationRecord::decided(alert, &transition, deps.clock.now_micros());
+    let record = decided_record(deps, alert, &transition);
     let expected = state.as_ref().map(|s| s.version);
     let outcome = retry(policy, || {
         deps.store
@@ -687,8 +750,8 @@ where
 
 /// Publishes with retries. Before each retry the claim is renewed, so a publish never
 /// starts on a lease that might run out mid-call; `None` if the claim was lost.
-async fn publish<S, N, C, G>(
-    deps: &Deps<S, N, C, G>,
+async fn publish<S, N, C, G, Z>(
+    deps: &Deps<S, N, C, G, Z>,
     message: &streamwatch_core::notify::Message,
     alert_id: &str,
     owner: &str,
@@ -698,6 +761,7 @@ where
     N: Notifier,
     C: Clock,
     G: GroupStore,
+    Z: SilenceStore,
 {
     let policy = &deps.settings.retry;
     let lease = micros(deps.settings.claim_lease);

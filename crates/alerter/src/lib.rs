@@ -8,6 +8,7 @@ pub mod config;
 pub mod group;
 pub mod handler;
 pub mod recovery;
+pub mod silence;
 pub mod stream;
 
 pub use config::Config;
@@ -16,3 +17,4 @@ pub use handler::{
     Backoff, BatchReport, Clock, Deps, ManualClock, Settings, SystemClock, handle_batch, process,
 };
 pub use recovery::{RecoveryReport, Selection, handle, redrive, resume};
+pub use silence::{NoSilences, Silences};

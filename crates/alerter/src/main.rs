@@ -6,11 +6,13 @@
 
 use alerter::config::PUBLISH_TIMEOUT;
 use alerter::group::Grouping;
+use alerter::silence::Silences;
 use alerter::{Config, Deps, SystemClock, handle};
 use aws_config::timeout::TimeoutConfig;
 use lambda_runtime::{Error, service_fn};
 use streamwatch_adapters::alert_state::DynamoDbAlertStateStore;
 use streamwatch_adapters::groups::DynamoDbGroupStore;
+use streamwatch_adapters::silences::DynamoDbSilenceStore;
 use streamwatch_adapters::sns::SnsNotifier;
 
 #[tokio::main]
@@ -35,9 +37,10 @@ async fn main() -> Result<(), Error> {
         clock: SystemClock,
         settings: config.settings(),
         grouping: Grouping::new(
-            DynamoDbGroupStore::new(dynamodb, &config.alerts_table),
+            DynamoDbGroupStore::new(dynamodb.clone(), &config.alerts_table),
             config.group_policies(),
         ),
+        silences: Silences::new(DynamoDbSilenceStore::new(dynamodb, &config.alerts_table)),
     };
     // The alerts table's stream and the recovery schedule share the function.
     lambda_runtime::run(service_fn(|event| handle(&deps, event))).await

@@ -16,6 +16,7 @@
 //! stream path, so a notification sent meanwhile is never sent again.
 
 use serde::Serialize;
+use streamwatch_core::notify::silence::SilenceStore;
 use streamwatch_core::notify::{AlertStateStore, NotificationRecord, NotificationStatus, Notifier};
 use streamwatch_core::time::Micros;
 use tracing::{info, warn};
@@ -68,12 +69,13 @@ impl RecoveryReport {
 pub const PASS_LIMIT: usize = 200;
 
 /// Sends the unsent notifications decided more than one claim lease before now.
-pub async fn resume<S, N, C, G>(deps: &Deps<S, N, C, G>, owner: &str) -> RecoveryReport
+pub async fn resume<S, N, C, G, Z>(deps: &Deps<S, N, C, G, Z>, owner: &str) -> RecoveryReport
 where
     S: AlertStateStore,
     N: Notifier,
     C: Clock,
     G: GroupStore,
+    Z: SilenceStore,
 {
     let mut report = RecoveryReport::default();
     let lease = Micros::try_from(deps.settings.claim_lease.as_micros()).unwrap_or(Micros::MAX);
@@ -103,8 +105,8 @@ pub enum Selection {
 
 /// Makes the selected `failed`/`pending` notifications pending again (attempts reset) and
 /// sends them.
-pub async fn redrive<S, N, C, G>(
-    deps: &Deps<S, N, C, G>,
+pub async fn redrive<S, N, C, G, Z>(
+    deps: &Deps<S, N, C, G, Z>,
     selection: &Selection,
     owner: &str,
 ) -> Result<RecoveryReport, streamwatch_core::PortError>
@@ -113,6 +115,7 @@ where
     N: Notifier,
     C: Clock,
     G: GroupStore,
+    Z: SilenceStore,
 {
     let now = deps.clock.now_micros();
     let records: Vec<NotificationRecord> = match selection {
@@ -140,8 +143,8 @@ where
     Ok(report)
 }
 
-async fn send<S, N, C, G>(
-    deps: &Deps<S, N, C, G>,
+async fn send<S, N, C, G, Z>(
+    deps: &Deps<S, N, C, G, Z>,
     record: &NotificationRecord,
     owner: &str,
     report: &mut RecoveryReport,
@@ -150,6 +153,7 @@ async fn send<S, N, C, G>(
     N: Notifier,
     C: Clock,
     G: GroupStore,
+    Z: SilenceStore,
 {
     report.examined += 1;
     let id = record.alert_id.as_str();
@@ -222,8 +226,8 @@ async fn send<S, N, C, G>(
 }
 
 /// Resends a sealed group batch whose notification is still unsent.
-async fn send_group<S, N, C, G>(
-    deps: &Deps<S, N, C, G>,
+async fn send_group<S, N, C, G, Z>(
+    deps: &Deps<S, N, C, G, Z>,
     id: &str,
     owner: &str,
     report: &mut RecoveryReport,
@@ -232,6 +236,7 @@ async fn send_group<S, N, C, G>(
     N: Notifier,
     C: Clock,
     G: GroupStore,
+    Z: SilenceStore,
 {
     let batch = match deps.grouping.store.batch(id).await {
         Ok(Some(batch)) => batch,
@@ -264,8 +269,8 @@ async fn send_group<S, N, C, G>(
 
 /// The Lambda entry point for both triggers: a DynamoDB stream batch (`Records`) goes to
 /// [`crate::handle_batch`]; anything else is the schedule, which runs a [`resume`] pass.
-pub async fn handle<S, N, C, G>(
-    deps: &Deps<S, N, C, G>,
+pub async fn handle<S, N, C, G, Z>(
+    deps: &Deps<S, N, C, G, Z>,
     event: lambda_runtime::LambdaEvent<serde_json::Value>,
 ) -> Result<serde_json::Value, lambda_runtime::Error>
 where
@@ -273,6 +278,7 @@ where
     N: Notifier,
     C: Clock,
     G: GroupStore,
+    Z: SilenceStore,
 {
     let (payload, context) = event.into_parts();
     if payload.get("Records").is_some() {

@@ -68,6 +68,7 @@ async fn world() -> World {
         .unwrap();
     let deps = Deps {
         grouping: alerter::Grouping::off(),
+        silences: alerter::Silences::off(),
         store: DynamoDbAlertStateStore::new(ddb.clone(), "alerts"),
         notifier: SnsNotifier::new(sns, topic),
         clock: SystemClock,

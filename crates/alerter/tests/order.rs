@@ -183,6 +183,7 @@ fn any_interleaving_sends_what_in_order_delivery_sends_embedded() {
                     .collect();
                 let deps = TestDeps {
                     grouping: alerter::Grouping::off(),
+                    silences: alerter::Silences::off(),
                     store: FaultyStore {
                         inner: EmbeddedAlertStateStore::with_outbox(outbox.clone()),
                         ..FaultyStore::default()
@@ -230,6 +231,7 @@ async fn newest_first_delivery_sends_every_episode_in_order() {
     }
     let deps = TestDeps {
         grouping: alerter::Grouping::off(),
+        silences: alerter::Silences::off(),
         store: FaultyStore {
             inner: EmbeddedAlertStateStore::with_outbox(outbox.clone()),
             ..FaultyStore::default()
@@ -272,6 +274,7 @@ async fn moto_world() -> MotoWorld {
     let topic = streamwatch_tests::create_topic(&sns, "alerts").await;
     let deps = Deps {
         grouping: alerter::Grouping::off(),
+        silences: alerter::Silences::off(),
         store: DynamoDbAlertStateStore::new(ddb.clone(), "alerts"),
         notifier: SnsNotifier::new(sns, topic),
         clock: SystemClock,

@@ -117,6 +117,7 @@ impl Pipeline {
         };
         let alerter = alerter::Deps {
             grouping: alerter::Grouping::off(),
+            silences: alerter::Silences::off(),
             store: EmbeddedAlertStateStore::with_outbox(outbox.clone()),
             notifier: EmbeddedNotifier::new(),
             clock: SystemClock,

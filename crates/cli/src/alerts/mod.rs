@@ -141,6 +141,7 @@ async fn redrive_command(args: RedriveArgs) -> Result<(), Failure> {
             DynamoDbGroupStore::new(dynamodb.clone(), &table),
             Default::default(),
         ),
+        silences: alerter::Silences::off(),
         store: DynamoDbAlertStateStore::new(dynamodb, table),
         notifier: SnsNotifier::new(aws_sdk_sns::Client::new(config), topic),
         clock: SystemClock,

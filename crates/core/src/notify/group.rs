@@ -42,19 +42,22 @@ impl GroupPolicy {
         let values = self
             .by
             .iter()
-            .map(|name| {
-                let value = match name.as_str() {
-                    "key" => alert.key.clone(),
-                    "severity" => alert.severity.clone(),
-                    _ => alert.details.get(name).cloned().unwrap_or_default(),
-                };
-                (name.clone(), value)
-            })
+            .map(|name| (name.clone(), attribute(alert, name)))
             .collect();
         GroupKey {
             rule: alert.rule.clone(),
             values,
         }
+    }
+}
+
+/// An alert's attribute as grouping and silences see it: `key`, `severity`, else the alert
+/// detail of that name; a missing one is the empty value.
+pub fn attribute(alert: &AlertRecord, name: &str) -> String {
+    match name {
+        "key" => alert.key.clone(),
+        "severity" => alert.severity.clone(),
+        _ => alert.details.get(name).cloned().unwrap_or_default(),
     }
 }
 
