@@ -19,8 +19,8 @@ use streamwatch_adapters::alert_state::DynamoDbAlertStateStore;
 use streamwatch_adapters::groups::DynamoDbGroupStore;
 use streamwatch_adapters::sns::SnsNotifier;
 use streamwatch_adapters::{DynamoDbAlertOutbox, EmbeddedMetricSink};
-use streamwatch_core::KinesisEvent;
 use streamwatch_core::time::format_micros;
+use streamwatch_core::{AlertRecord, KinesisEvent};
 use streamwatch_local::accidents::read_csv;
 use streamwatch_local::demo::SAMPLE_CSV;
 use streamwatch_tests::MotoServer;
@@ -90,6 +90,36 @@ fn group_emails(moto: &MotoServer) -> Vec<((String, String), Vec<String>)> {
 
 type Alerter = AlerterDeps<DynamoDbAlertStateStore, SnsNotifier, ManualClock, DynamoDbGroupStore>;
 
+/// The alerter with the template's environment at its defaults (grouping by County, State).
+fn alerter(ddb: &aws_sdk_dynamodb::Client, sns: aws_sdk_sns::Client, topic: String) -> Alerter {
+    let settings = AlerterConfig::from_source(&[
+        ("TOPIC_ARN", topic.as_str()),
+        ("ALERTS_TABLE", "alerts"),
+        ("GROUP_BY", "accident-severity=County,State"),
+        ("GROUP_WAIT_SECONDS", "30"),
+        ("GROUP_INTERVAL_SECONDS", "300"),
+    ])
+    .unwrap();
+    AlerterDeps {
+        store: DynamoDbAlertStateStore::new(ddb.clone(), "alerts"),
+        notifier: SnsNotifier::new(sns, topic),
+        clock: ManualClock::new(T0),
+        settings: alerter::Settings {
+            retry: Backoff {
+                attempts: 3,
+                base_delay: std::time::Duration::from_millis(1),
+                max_delay: std::time::Duration::from_millis(5),
+            },
+            ..settings.settings()
+        },
+        grouping: Grouping::new(
+            DynamoDbGroupStore::new(ddb.clone(), "alerts"),
+            settings.group_policies(),
+        ),
+        silences: alerter::Silences::off(),
+    }
+}
+
 /// The alerter's schedule trigger (an EventBridge scheduled event), through its entry point.
 async fn schedule(alerter: &Alerter, pass: usize) -> Value {
     let event = json!({"source": "aws.events", "detail-type": "Scheduled Event", "detail": {}});
@@ -145,33 +175,7 @@ async fn the_sample_csv_sends_one_email_per_county_and_interval_listing_each_acc
         sink: EmbeddedMetricSink::new(),
         outbox: DynamoDbAlertOutbox::new(ddb.clone(), "alerts"),
     };
-    // The template's alerter environment at its defaults.
-    let settings = AlerterConfig::from_source(&[
-        ("TOPIC_ARN", topic.as_str()),
-        ("ALERTS_TABLE", "alerts"),
-        ("GROUP_BY", "accident-severity=County,State"),
-        ("GROUP_WAIT_SECONDS", "30"),
-        ("GROUP_INTERVAL_SECONDS", "300"),
-    ])
-    .unwrap();
-    let alerter: Alerter = AlerterDeps {
-        store: DynamoDbAlertStateStore::new(ddb.clone(), "alerts"),
-        notifier: SnsNotifier::new(sns, topic),
-        clock: ManualClock::new(T0),
-        settings: alerter::Settings {
-            retry: Backoff {
-                attempts: 3,
-                base_delay: std::time::Duration::from_millis(1),
-                max_delay: std::time::Duration::from_millis(5),
-            },
-            ..settings.settings()
-        },
-        grouping: Grouping::new(
-            DynamoDbGroupStore::new(ddb.clone(), "alerts"),
-            settings.group_policies(),
-        ),
-        silences: alerter::Silences::off(),
-    };
+    let alerter = alerter(&ddb, sns, topic);
 
     let rows = read_csv(SAMPLE_CSV, |i| format_micros(T0 + i as i64 * SEC)).unwrap();
     assert!(rows.bad.is_empty(), "{:?}", rows.bad);
@@ -252,4 +256,61 @@ async fn the_sample_csv_sends_one_email_per_county_and_interval_listing_each_acc
     let report = schedule(&alerter, pass + 1).await;
     assert_eq!(report["groups"]["sealed"], 0);
     assert_eq!(report["examined"], 0, "no unsent notification: {report}");
+}
+
+/// A sealed group whose publish SNS refuses (the topic is gone) stays pending; once SNS is
+/// back, the recovery pass — after the claim lease, reading the batch back from the table —
+/// sends it once, listing the group's alerts; later passes send nothing.
+#[tokio::test]
+async fn a_group_notification_sns_refused_is_resent_once_by_recovery() {
+    let moto = MotoServer::start();
+    let config = streamwatch_tests::sdk_config(&moto).await;
+    let ddb = aws_sdk_dynamodb::Client::new(&config);
+    streamwatch_tests::create_alerts_table(&ddb, "alerts").await;
+    let sns = aws_sdk_sns::Client::new(&config);
+    let topic = streamwatch_tests::create_topic(&sns, "alerts").await;
+    let alerter = alerter(&ddb, sns.clone(), topic.clone());
+    let alerts: Vec<AlertRecord> = (0..3)
+        .map(|i| {
+            let mut a = common::alerts::accident_alert(i, 0);
+            a.details = [("County", "Harris"), ("State", "TX")]
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .into();
+            a
+        })
+        .collect();
+    let records: Vec<Value> = alerts
+        .iter()
+        .enumerate()
+        .map(|(i, a)| serde_json::to_value(common::alerts::insert_record(a, i as u64)).unwrap())
+        .collect();
+    let event: Event = serde_json::from_value(json!({ "Records": records })).unwrap();
+    let (_, report) = alerter::process(&alerter, &event, "inv").await;
+    assert_eq!(report.grouped, 3);
+
+    sns.delete_topic().topic_arn(&topic).send().await.unwrap();
+    alerter.clock.set(T0 + WAIT);
+    let report = schedule(&alerter, 1).await;
+    assert_eq!(
+        report["groups"],
+        json!({"sealed": 1, "sent": 0, "unsent": 1})
+    );
+
+    sns.create_topic().name("alerts").send().await.unwrap();
+    // Within the claim lease (30 s) of the seal: recovery leaves it to a live sender.
+    alerter.clock.set(T0 + WAIT + 10 * SEC);
+    assert_eq!(schedule(&alerter, 2).await["sent"], 0);
+    alerter.clock.set(T0 + WAIT + 40 * SEC);
+    let report = schedule(&alerter, 3).await;
+    assert_eq!(report["sent"], 1, "{report}");
+    assert_eq!(schedule(&alerter, 4).await["sent"], 0);
+    let emails = group_emails(&moto);
+    let keys: BTreeSet<String> = alerts.iter().map(|a| a.key.clone()).collect();
+    assert_eq!(emails.len(), 1);
+    assert_eq!(
+        emails[0].1.iter().cloned().collect::<BTreeSet<_>>(),
+        keys,
+        "the resent batch lists the group's alerts"
+    );
+    assert_eq!(emails[0].0, ("Harris".to_owned(), "TX".to_owned()));
 }
