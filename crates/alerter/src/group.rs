@@ -24,7 +24,8 @@ use streamwatch_core::time::Micros;
 use streamwatch_core::{AlertKind, AlertRecord, PortError};
 use tracing::{info, warn};
 
-use crate::handler::{AlertError, Clock, Deps, Processed, retry, send_claimed};
+use crate::handler::{AlertError, Clock, Deps, Processed};
+use crate::send::{retry, send_claimed};
 
 /// Conditional writes lost to concurrent writers before giving up (each loss means another
 /// writer made progress on the same group).

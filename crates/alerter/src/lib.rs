@@ -8,6 +8,7 @@ pub mod config;
 pub mod group;
 pub mod handler;
 pub mod recovery;
+mod send;
 pub mod silence;
 pub mod stream;
 
