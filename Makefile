@@ -15,9 +15,14 @@ export MOTO_SERVER := $(CURDIR)/$(VENV)/bin/moto_server
 demo:
 	cargo run --quiet --profile cli -p streamwatch -- demo
 
-test: venv lint unit lambda-check sam-build report-check
-# CI's machines cannot build arm64 (see sam-build); `make test ARCH=arm64` where they can.
-test: ARCH = x86_64
+# After lint, the tests, the cargo-lambda check and the zips run side by side: the tests
+# mostly wait (on moto, on real-time windows) while the other two compile. Each step's
+# output is printed whole when it ends (--output-sync). CI's machines cannot build arm64
+# (see sam-build): `make test` builds x86_64; `make sam-build ARCH=arm64` where they can.
+test: venv lint
+	@echo "== unit, lambda-check and sam-build run side by side; each prints its output when it ends"
+	@$(MAKE) --no-print-directory -j3 --output-sync=target unit lambda-check sam-build ARCH=x86_64
+	@$(MAKE) --no-print-directory report-check
 
 # `streamwatch` on PATH (~/.cargo/bin), so the README's commands run as written.
 install:
@@ -41,14 +46,22 @@ lint:
 	$(VENV)/bin/python tools/sam_translate.py template.yaml target/template.cfn.json
 	cfn-lint target/template.cfn.json
 
+# cargo-nextest runs every test in its own process, several at once across test binaries
+# (.config/nextest.toml); `cargo test` runs the binaries one after another. Same tests.
 unit:
 	@echo "== make unit started $$(date -u +%T)"
-	cargo test --workspace --locked
+	@if cargo nextest --version >/dev/null 2>&1; then \
+	  echo "cargo nextest run --workspace --locked"; cargo nextest run --workspace --locked; \
+	else \
+	  echo "cargo-nextest not installed: cargo test (slower)"; cargo test --workspace --locked; \
+	fi
+	@echo "== make unit ended $$(date -u +%T)"
 
 # Each function under `cargo lambda watch`, invoked with its sample events against moto.
 lambda-check:
 	@echo "== make lambda-check started $$(date -u +%T)"
 	tools/lambda_watch_check.sh
+	@echo "== make lambda-check ended $$(date -u +%T)"
 
 # The functions as `sam deploy` ships them: `sam validate --lint`, then `sam build` (the
 # rust-cargolambda build method, each function's CodeUri in the workspace), then each
@@ -71,6 +84,7 @@ sam-build: venv sam-version
 	SAM_CLI_TELEMETRY=0 sam validate --lint
 	SAM_CLI_TELEMETRY=0 sam build --build-dir $(SAM_BUILD_DIR) --parameter-overrides Architecture=$(ARCH)
 	$(VENV)/bin/python tools/check_lambda_artifacts.py $(SAM_BUILD_DIR) $(ARCH) 4
+	@echo "== make sam-build ended $$(date -u +%T)"
 
 # The demo's HTML report rendered in headless Chromium (installed from Debian if missing).
 report-check:

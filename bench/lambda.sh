@@ -49,7 +49,7 @@ export AWS_ENDPOINT_URL=$endpoint AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KE
 "$TOOLS_PYTHON" tools/moto_resources.py "$endpoint" >"$work/names.json" 2>"$work/resources.err" \
   || { cat "$work/resources.err" >&2; exit 1; }
 "$TOOLS_PYTHON" bench/template_env.py "$work/names.json" >"$OUT/env.json"
-# One windows table per window-aggregator series (suffix -s1, -s2; lambda_bench picks them
+# One windows table per window-aggregator series (suffix -s1, -s2, -s3; lambda_bench picks them
 # up): windows close by the slowest shard's watermark across the table, so on a shared table
 # the 100-record batch would also close the windows the 10,000-record batch left open.
 "$TOOLS_PYTHON" - "$endpoint" "$work/names.json" <<'PY'
@@ -58,7 +58,7 @@ import boto3
 ddb = boto3.client("dynamodb", endpoint_url=sys.argv[1], region_name=os.environ["AWS_REGION"])
 name = json.load(open(sys.argv[2]))["WindowsTable"]
 t = ddb.describe_table(TableName=name)["Table"]
-for suffix in ("-s1", "-s2"):
+for suffix in ("-s1", "-s2", "-s3"):
     ddb.create_table(TableName=name + suffix, BillingMode="PAY_PER_REQUEST",
                      AttributeDefinitions=t["AttributeDefinitions"], KeySchema=t["KeySchema"],
                      GlobalSecondaryIndexes=[{k: g[k] for k in ("IndexName", "KeySchema", "Projection")}
