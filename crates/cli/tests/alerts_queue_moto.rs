@@ -191,6 +191,10 @@ async fn batches_given_up_on_alert_writes_are_redriven_from_the_queue_once() {
         state_arg,
         "--parameter",
         "WindowSeconds=3",
+        // One email per accident, as these checks count them (the template groups severe
+        // accidents by county since #19; tests/tests/group_alerts.rs covers that).
+        "--parameter",
+        "AccidentGroupBy=",
     ])
     .await;
     assert_eq!(up.status.code(), Some(0), "{}", text(&up));

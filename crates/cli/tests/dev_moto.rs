@@ -50,6 +50,10 @@ async fn dev_up_replay_simulate_and_run_until_idle() {
         "WindowSeconds=3",
         "--parameter",
         "AllowedLatenessSeconds=15",
+        // One email per accident, as these checks count them (the template groups severe
+        // accidents by county since #19; tests/tests/group_alerts.rs covers that).
+        "--parameter",
+        "AccidentGroupBy=",
     ])
     .await;
     assert_eq!(up.status.code(), Some(0), "{}", text(&up));
