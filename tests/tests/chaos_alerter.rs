@@ -16,13 +16,13 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use alerter::{Backoff, Deps, ManualClock, Settings, process};
+use alerter::{Deps, ManualClock, process};
 use aws_lambda_events::event::dynamodb::{Event, EventRecord};
 use common::Rng;
-use common::alerts::{scenario, sent_alert_ids};
+use common::alerts::{alerter_settings, scenario, sent_alert_ids};
 use streamwatch_adapters::alert_state::DynamoDbAlertStateStore;
-use streamwatch_adapters::esm::{Invocation, MappingConfig, drain_shard};
 use streamwatch_adapters::sns::SnsNotifier;
+use streamwatch_emulator::esm::{Invocation, MappingConfig, drain_shard};
 use streamwatch_tests::MotoServer;
 use streamwatch_tests::faults::{
     Chaos, Fault, FaultProxy, SdkRetries, chaos_sdk_config, env_or, seed_from_env,
@@ -65,18 +65,7 @@ async fn chaos_run(retries: SdkRetries, default_records: usize) {
         store: DynamoDbAlertStateStore::new(aws_sdk_dynamodb::Client::new(&sdk), "alerts"),
         notifier: SnsNotifier::new(aws_sdk_sns::Client::new(&sdk), topic),
         clock: ManualClock::new(1_800_000_000_000_000),
-        settings: Settings {
-            repeat_interval: Duration::from_secs(900),
-            claim_lease: Duration::from_secs(30),
-            claim_wait: Duration::ZERO,
-            retry: Backoff {
-                attempts: 3,
-                base_delay: Duration::from_millis(2),
-                max_delay: Duration::from_millis(20),
-            },
-            max_attempts: 20,
-            state_lifetime: std::time::Duration::from_secs(48 * 3600),
-        },
+        settings: alerter_settings(),
     };
 
     // WHEN both shards are drained. Lambda's retry of a batch comes after the claim lease of

@@ -20,9 +20,9 @@ use metrics_publisher::{Config, Deps, process};
 use streamwatch_adapters::DynamoDbAlertOutbox;
 use streamwatch_adapters::alerts::alert_from_item;
 use streamwatch_adapters::cloudwatch::{Backoff, CloudWatchSink};
-use streamwatch_adapters::esm::{Invocation, MappingConfig, drain_shard};
 use streamwatch_core::KinesisEvent;
 use streamwatch_core::kinesis::KinesisEventRecord;
+use streamwatch_emulator::esm::{Invocation, MappingConfig, drain_shard};
 use streamwatch_tests::MotoServer;
 use streamwatch_tests::faults::{
     Chaos, FaultProxy, SdkRetries, chaos_sdk_config, env_or, seed_from_env,

@@ -14,9 +14,9 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use common::{Rng, Turbines};
-use streamwatch_adapters::esm::{Invocation, MappingConfig, drain_shard};
 use streamwatch_core::KinesisEvent;
 use streamwatch_core::kinesis::KinesisEventRecord;
+use streamwatch_emulator::esm::{Invocation, MappingConfig, drain_shard};
 use streamwatch_tests::MotoServer;
 use streamwatch_tests::faults::{
     Chaos, FaultProxy, SdkRetries, chaos_sdk_config, env_or, seed_from_env,

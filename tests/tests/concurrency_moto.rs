@@ -18,9 +18,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use common::Rng;
-use streamwatch_adapters::esm::{Invocation, MappingConfig, drain_shard};
 use streamwatch_core::KinesisEvent;
 use streamwatch_core::kinesis::KinesisEventRecord;
+use streamwatch_emulator::esm::{Invocation, MappingConfig, drain_shard};
 use streamwatch_tests::MotoServer;
 use streamwatch_tests::faults::{env_or, seed_from_env};
 

@@ -17,16 +17,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use alerter::{Backoff, ManualClock, Settings};
+use alerter::ManualClock;
 use aws_lambda_events::event::dynamodb::{Event, EventRecord};
 use common::Rng;
+use common::alerts::alerter_settings;
 use streamwatch_adapters::alert_state::DynamoDbAlertStateStore;
 use streamwatch_adapters::alerts::alert_from_item;
-use streamwatch_adapters::esm::{Invocation, MappingConfig, drain_shard};
 use streamwatch_adapters::sns::SnsNotifier;
 use streamwatch_adapters::{CloudWatchSink, DynamoDbAlertOutbox};
 use streamwatch_core::KinesisEvent;
 use streamwatch_core::kinesis::KinesisEventRecord;
+use streamwatch_emulator::esm::{Invocation, MappingConfig, drain_shard};
 use streamwatch_tests::MotoServer;
 use streamwatch_tests::faults::{env_or, seed_from_env};
 
@@ -313,18 +314,7 @@ async fn notifications_sent_and_duplicated_at_most_once_per_stopped_invocation()
         store: DynamoDbAlertStateStore::new(ddb.clone(), "alerts"),
         notifier: SnsNotifier::new(sns, topic),
         clock: ManualClock::new(1_800_000_000_000_000),
-        settings: Settings {
-            repeat_interval: Duration::from_secs(900),
-            claim_lease: Duration::from_secs(30),
-            claim_wait: Duration::ZERO,
-            retry: Backoff {
-                attempts: 3,
-                base_delay: Duration::from_millis(2),
-                max_delay: Duration::from_millis(20),
-            },
-            max_attempts: 20,
-            state_lifetime: std::time::Duration::from_secs(48 * 3600),
-        },
+        settings: alerter_settings(),
     };
     // An invocation of 10 alerts passes ~120 await points (about six calls per alert):
     // stop anywhere in the batch.

@@ -1,6 +1,6 @@
 //! `lambda_bench`: cold starts, warm invocations and memory of the three release Lambda
 //! binaries — and of the reference Python consumer under `awslambdaric` — each behind its
-//! own local Lambda Runtime API (`streamwatch_local::runtime_api`), with the environment
+//! own local Lambda Runtime API (`streamwatch_emulator::runtime_api`), with the environment
 //! `template.yaml` gives it and every AWS call answered by moto. `bench/lambda.sh` starts
 //! moto, creates the resources and runs this; see docs/performance.md.
 //!
@@ -26,7 +26,7 @@ use chrono::{DurationRound as _, Utc};
 use clap::Parser;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use streamwatch_local::runtime_api::{InvocationResult, RuntimeApi, function_command};
+use streamwatch_emulator::runtime_api::{InvocationResult, RuntimeApi, function_command};
 use tokio::process::Child;
 
 /// Longest a process may take from spawn to its first `GET next`.

@@ -119,7 +119,7 @@ fn run_async(
 
 /// Which sources the demo runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum Source {
+enum DemoSource {
     Turbines,
     Accidents,
 }
@@ -147,8 +147,8 @@ struct DemoArgs {
     #[arg(long, default_value_t = 4)]
     shards: usize,
     /// Which sources to run.
-    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Source::Turbines, Source::Accidents])]
-    sources: Vec<Source>,
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [DemoSource::Turbines, DemoSource::Accidents])]
+    sources: Vec<DemoSource>,
     /// Accident CSV in the US-Accidents layout (default: the shipped 500-row sample).
     #[arg(long)]
     csv: Option<PathBuf>,
@@ -169,7 +169,7 @@ fn run_demo(args: DemoArgs) -> ExitCode {
         None => None,
         Some(path) => match std::fs::read(path) {
             // Checked before the banner, so a wrong file is one line.
-            Ok(b) if args.sources.contains(&Source::Accidents) => {
+            Ok(b) if args.sources.contains(&DemoSource::Accidents) => {
                 if let Err(e) = streamwatch_local::accidents::check_header(&b) {
                     eprintln!("streamwatch: {}: {e}", path.display());
                     return ExitCode::from(EXIT_USAGE);
@@ -201,8 +201,8 @@ fn run_demo(args: DemoArgs) -> ExitCode {
         seed: args.seed,
         speed: args.speed,
         shards: args.shards,
-        turbines_on: args.sources.contains(&Source::Turbines),
-        accidents_on: args.sources.contains(&Source::Accidents),
+        turbines_on: args.sources.contains(&DemoSource::Turbines),
+        accidents_on: args.sources.contains(&DemoSource::Accidents),
         csv,
         archive_dir: Some(args.archive_dir.clone()),
         ..Default::default()

@@ -132,7 +132,7 @@ pub async fn run(args: AccidentsArgs) -> Result<(), Failure> {
     validate(&args)?;
     let source = match (&args.csv, &args.from_archive) {
         (Some(csv), _) => open_csv(csv, &args.partition_key)?,
-        (None, Some(uri)) => Source::Archive(crate::archive_source::S3Uri::parse(uri)?),
+        (None, Some(uri)) => RowSource::Archive(crate::archive_source::S3Uri::parse(uri)?),
         (None, None) => return Err(Failure::usage("give --csv or --from-archive")),
     };
     let label = match (&args.csv, &args.from_archive) {
@@ -148,7 +148,7 @@ pub async fn run(args: AccidentsArgs) -> Result<(), Failure> {
     let (tx, rx) = mpsc::channel(CHANNEL_ROWS);
     let (start_row, rate) = (args.start_row, args.rate);
     let (reader_task, size) = match source {
-        Source::Csv {
+        RowSource::Csv {
             reader,
             headers,
             key_column,
@@ -159,7 +159,7 @@ pub async fn run(args: AccidentsArgs) -> Result<(), Failure> {
             }),
             size,
         ),
-        Source::Archive(uri) => {
+        RowSource::Archive(uri) => {
             let s3 = crate::archive_source::client(&aws.config);
             let key = args.partition_key.clone();
             (
@@ -274,7 +274,7 @@ pub async fn run(args: AccidentsArgs) -> Result<(), Failure> {
 }
 
 /// Where the rows come from.
-enum Source {
+enum RowSource {
     Csv {
         reader: csv::Reader<Box<dyn Read + Send>>,
         headers: Vec<String>,
@@ -285,7 +285,7 @@ enum Source {
 }
 
 /// Opens the CSV and checks its header: the columns the rules read, the key column.
-fn open_csv(path: &PathBuf, partition_key: &str) -> Result<Source, Failure> {
+fn open_csv(path: &PathBuf, partition_key: &str) -> Result<RowSource, Failure> {
     let (input, size) = open(path)?;
     let mut reader = csv::ReaderBuilder::new()
         .flexible(true)
@@ -311,7 +311,7 @@ fn open_csv(path: &PathBuf, partition_key: &str) -> Result<Source, Failure> {
             path.display()
         )));
     };
-    Ok(Source::Csv {
+    Ok(RowSource::Csv {
         reader,
         headers,
         key_column,
@@ -709,7 +709,7 @@ impl Sender {
                     );
                     if !call.is_retryable() {
                         // A closed port or a missing stream: the next attempt fares no better.
-                        return Err(SendError::Failed(call.failure()));
+                        return Err(SendError::Failed(Failure::from(call)));
                     }
                     if call.kind == CallKind::Throttled {
                         self.totals.calls_throttled += 1;

@@ -341,7 +341,7 @@ pub async fn write_batch(
                     SdkCall::read(&format!("BatchWriteItem on {table}"), &e, &target.endpoint);
                 if !call.is_retryable() {
                     // A closed port or a missing table: the next attempt fares no better.
-                    return Err(call.failure());
+                    return Err(Failure::from(call));
                 }
                 if call.kind == CallKind::Throttled {
                     totals.throttled_retried += 1;

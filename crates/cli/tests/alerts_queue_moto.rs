@@ -13,6 +13,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::stack::{dev_run, dev_up};
 use common::{FUNCTIONS, function_binaries, streamwatch, text};
 use serde_json::Value;
 use streamwatch_tests::faults::{Fault, FaultPlan, FaultProxy};
@@ -64,27 +65,9 @@ fn bin_dir(dir: &Path, through: Option<&str>) -> std::path::PathBuf {
     dir.to_path_buf()
 }
 
-async fn dev_run(state: &str, bins: &Path) -> String {
-    let run = tokio::time::timeout(
-        Duration::from_secs(300),
-        streamwatch(&[
-            "dev",
-            "run",
-            "--state-dir",
-            state,
-            "--bin-dir",
-            bins.to_str().unwrap(),
-            "--until-idle",
-            "3",
-            "--schedule-every",
-            "2",
-            "--poll-ms",
-            "250",
-        ]),
-    )
-    .await
-    .expect("dev run stops when idle");
-    assert_eq!(run.status.code(), Some(0), "{}", text(&run));
+/// `dev run` as this test runs it; its stdout.
+async fn run_until_idle(state: &Path, bins: &Path) -> String {
+    let run = dev_run(state, bins, "3", Duration::from_secs(300)).await;
     String::from_utf8_lossy(&run.stdout).into_owned()
 }
 
@@ -179,25 +162,9 @@ async fn batches_given_up_on_alert_writes_are_redriven_from_the_queue_once() {
     let root = workspace_root();
     let state = std::env::temp_dir().join(format!("streamwatch-redrive-q-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&state);
-    let state_arg = state.to_str().unwrap();
-    let up = streamwatch(&[
-        "dev",
-        "up",
-        "--endpoint-url",
-        &endpoint,
-        "--template",
-        root.join("template.yaml").to_str().unwrap(),
-        "--state-dir",
-        state_arg,
-        "--parameter",
-        "WindowSeconds=3",
-        // One email per accident, as these checks count them (the template groups severe
-        // accidents by county since #19; tests/tests/group_alerts.rs covers that).
-        "--parameter",
-        "AccidentGroupBy=",
-    ])
-    .await;
-    assert_eq!(up.status.code(), Some(0), "{}", text(&up));
+    // One email per accident, as these checks count them (the template groups severe
+    // accidents by county since #19; tests/tests/group_alerts.rs covers that).
+    dev_up(&endpoint, &state, &["WindowSeconds=3", "AccidentGroupBy="]).await;
     // AND the sample CSV replayed KPL-aggregated, then its last 100 rows again as plain
     // records (a producer re-sending under new sequence numbers)
     let csv = root.join(CSV);
@@ -224,8 +191,8 @@ async fn batches_given_up_on_alert_writes_are_redriven_from_the_queue_once() {
     );
 
     // WHEN dev run runs with the failing metrics-publisher
-    let failing = dev_run(
-        state_arg,
+    let failing = run_until_idle(
+        &state,
         &bin_dir(&state.join("bin-failing"), Some(&proxy.endpoint())),
     )
     .await;
@@ -345,7 +312,7 @@ async fn batches_given_up_on_alert_writes_are_redriven_from_the_queue_once() {
     assert_eq!(peek(&sqs, &url).await, vec![gone]);
 
     // WHEN dev run runs again with the real binaries (the alerter reads the new alerts)
-    dev_run(state_arg, &bin_dir(&state.join("bin-real"), None)).await;
+    run_until_idle(&state, &bin_dir(&state.join("bin-real"), None)).await;
     // THEN exactly one message per severe accident was sent
     let sent = sent_ids(&moto, &expected);
     assert_eq!(sent.keys().cloned().collect::<BTreeSet<_>>(), expected);

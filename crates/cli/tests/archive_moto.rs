@@ -18,7 +18,7 @@ use serde_json::Value;
 
 mod common;
 
-use common::stack::{cloudwatch_sums, config, expected_metrics};
+use common::stack::{cloudwatch_sums, config, dev_run, dev_up, expected_metrics};
 use common::{function_binaries, streamwatch, text};
 use streamwatch_tests::{MotoServer, scan_all, workspace_root};
 
@@ -81,47 +81,9 @@ fn s3_client(sdk: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
     )
 }
 
-async fn dev_up(endpoint: &str, state: &Path) {
-    let template = workspace_root().join("template.yaml");
-    let up = streamwatch(&[
-        "dev",
-        "up",
-        "--endpoint-url",
-        endpoint,
-        "--template",
-        template.to_str().unwrap(),
-        "--state-dir",
-        state.to_str().unwrap(),
-        "--parameter",
-        "WindowSeconds=3",
-        "--parameter",
-        "AllowedLatenessSeconds=15",
-    ])
-    .await;
-    assert_eq!(up.status.code(), Some(0), "{}", text(&up));
-}
-
-async fn dev_run(state: &Path, bin_dir: &Path) -> String {
-    let run = tokio::time::timeout(
-        Duration::from_secs(240),
-        streamwatch(&[
-            "dev",
-            "run",
-            "--state-dir",
-            state.to_str().unwrap(),
-            "--bin-dir",
-            bin_dir.to_str().unwrap(),
-            "--until-idle",
-            "1",
-            "--schedule-every",
-            "2",
-            "--poll-ms",
-            "250",
-        ]),
-    )
-    .await
-    .expect("dev run stops when idle");
-    assert_eq!(run.status.code(), Some(0), "{}", text(&run));
+/// `dev run` as both tests here run it; its stdout.
+async fn run_until_idle(state: &Path, bin_dir: &Path) -> String {
+    let run = dev_run(state, bin_dir, "1", Duration::from_secs(240)).await;
     String::from_utf8_lossy(&run.stdout).into_owned()
 }
 
@@ -139,7 +101,12 @@ async fn both_streams_and_the_rejects_land_in_s3_once_and_a_backfill_reproduces_
     let started = Utc::now();
 
     // GIVEN the stack `dev up` made, with the archive (CreateArchive defaults to true)
-    dev_up(&endpoint, &state).await;
+    dev_up(
+        &endpoint,
+        &state,
+        &["WindowSeconds=3", "AllowedLatenessSeconds=15"],
+    )
+    .await;
     let stack: Value =
         serde_json::from_slice(&std::fs::read(state.join("stack.json")).unwrap()).unwrap();
     assert_eq!(stack["resources"]["ArchiveBucket"]["ref"], BUCKET);
@@ -201,7 +168,7 @@ async fn both_streams_and_the_rejects_land_in_s3_once_and_a_backfill_reproduces_
     assert_eq!(simulate.status.code(), Some(0), "{}", text(&simulate));
 
     // WHEN dev run runs the functions and the emulated delivery streams until idle
-    let out = dev_run(&state, &bin_dir).await;
+    let out = run_until_idle(&state, &bin_dir).await;
     assert!(
         out.contains("dev run: archiving Kinesis stream streamwatch-AccidentsStream"),
         "{out}"
@@ -350,7 +317,12 @@ async fn both_streams_and_the_rejects_land_in_s3_once_and_a_backfill_reproduces_
     // WHEN the stack is lost but the archive kept (the bucket is retained), and the
     // accidents are backfilled from it into a fresh stack
     moto.reset();
-    dev_up(&endpoint, &state).await;
+    dev_up(
+        &endpoint,
+        &state,
+        &["WindowSeconds=3", "AllowedLatenessSeconds=15"],
+    )
+    .await;
     for (key, lines) in objects.iter().filter(|(k, _)| k.starts_with("accidents/")) {
         let body = streamwatch_local::archive::gzip_lines(lines);
         s3.put_object()
@@ -379,7 +351,7 @@ async fn both_streams_and_the_rejects_land_in_s3_once_and_a_backfill_reproduces_
         "{}",
         text(&backfill)
     );
-    dev_run(&state, &bin_dir).await;
+    run_until_idle(&state, &bin_dir).await;
 
     // THEN CloudWatch holds the same metrics as the original run
     assert_eq!(cloudwatch_sums(&cw).await, expected);

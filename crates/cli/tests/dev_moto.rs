@@ -10,7 +10,7 @@ use std::time::Duration;
 use aws_sdk_dynamodb::types::AttributeValue;
 mod common;
 
-use common::stack::{cloudwatch_sums, config, expected_metrics};
+use common::stack::{cloudwatch_sums, config, dev_run, dev_up, expected_metrics};
 use common::{FUNCTIONS, function_binaries, streamwatch, text};
 use streamwatch_tests::{MotoServer, workspace_root};
 
@@ -32,31 +32,22 @@ async fn dev_up_replay_simulate_and_run_until_idle() {
     let state = std::env::temp_dir().join(format!("streamwatch-dev-moto-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&state);
     let state_arg = state.to_str().unwrap();
-    let template = root.join("template.yaml");
     let csv = root.join("tests/fixtures/us-accidents-sample.csv");
 
     // GIVEN the stack made by `dev up` from template.yaml, with 3 s windows closed 15 s late
     // (so the last ones close on the schedule well after the last reading is delivered)
-    let up = streamwatch(&[
-        "dev",
-        "up",
-        "--endpoint-url",
+    dev_up(
         &endpoint,
-        "--template",
-        template.to_str().unwrap(),
-        "--state-dir",
-        state_arg,
-        "--parameter",
-        "WindowSeconds=3",
-        "--parameter",
-        "AllowedLatenessSeconds=15",
+        &state,
         // One email per accident, as these checks count them (the template groups severe
         // accidents by county since #19; tests/tests/group_alerts.rs covers that).
-        "--parameter",
-        "AccidentGroupBy=",
-    ])
+        &[
+            "WindowSeconds=3",
+            "AllowedLatenessSeconds=15",
+            "AccidentGroupBy=",
+        ],
+    )
     .await;
-    assert_eq!(up.status.code(), Some(0), "{}", text(&up));
     let stack: serde_json::Value =
         serde_json::from_slice(&std::fs::read(state.join("stack.json")).unwrap()).unwrap();
     for (logical, reference) in [
@@ -116,26 +107,7 @@ async fn dev_up_replay_simulate_and_run_until_idle() {
     // (3 s windows, 15 s lateness, the schedule's 10 s grace, every 2 s), so it waits for
     // them, as a newcomer's `dev run --until-idle 30` must. (The CLI before this waited the
     // 1 s and stopped before any window closed: SNS got only the 37 accident messages.)
-    let run = tokio::time::timeout(
-        Duration::from_secs(240),
-        streamwatch(&[
-            "dev",
-            "run",
-            "--state-dir",
-            state_arg,
-            "--bin-dir",
-            bin_dir.to_str().unwrap(),
-            "--until-idle",
-            "1",
-            "--schedule-every",
-            "2",
-            "--poll-ms",
-            "250",
-        ]),
-    )
-    .await
-    .expect("dev run stops when idle");
-    assert_eq!(run.status.code(), Some(0), "{}", text(&run));
+    let run = dev_run(&state, &bin_dir, "1", Duration::from_secs(240)).await;
     let stdout = String::from_utf8_lossy(&run.stdout);
     assert!(stdout.contains("dev run: stopped (idle)"), "{}", text(&run));
     assert!(
@@ -318,22 +290,8 @@ async fn a_function_that_always_fails_sends_its_batches_to_the_on_failure_queue(
     let broken = bins.join("metrics-publisher");
     std::fs::write(&broken, "#!/bin/sh\nexit 3\n").unwrap();
     std::fs::set_permissions(&broken, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let state_arg = state.to_str().unwrap();
-    let up = streamwatch(&[
-        "dev",
-        "up",
-        "--endpoint-url",
-        &endpoint,
-        "--template",
-        root.join("template.yaml").to_str().unwrap(),
-        "--state-dir",
-        state_arg,
-        // Short windows and schedule: `--until-idle` waits for windows to close (25 s here).
-        "--parameter",
-        "WindowSeconds=3",
-    ])
-    .await;
-    assert_eq!(up.status.code(), Some(0), "{}", text(&up));
+    // Short windows and schedule: `--until-idle` waits for windows to close (25 s here).
+    dev_up(&endpoint, &state, &["WindowSeconds=3"]).await;
     // AND ten plain accident records on the stream
     let replay = streamwatch(&[
         "replay",
@@ -361,26 +319,7 @@ async fn a_function_that_always_fails_sends_its_batches_to_the_on_failure_queue(
     assert!(!on_stream.is_empty());
 
     // WHEN dev run runs until idle
-    let run = tokio::time::timeout(
-        Duration::from_secs(120),
-        streamwatch(&[
-            "dev",
-            "run",
-            "--state-dir",
-            state_arg,
-            "--bin-dir",
-            bins.to_str().unwrap(),
-            "--until-idle",
-            "3",
-            "--schedule-every",
-            "2",
-            "--poll-ms",
-            "250",
-        ]),
-    )
-    .await
-    .expect("dev run stops when idle");
-    assert_eq!(run.status.code(), Some(0), "{}", text(&run));
+    let run = dev_run(&state, &bins, "3", Duration::from_secs(120)).await;
     let stdout = String::from_utf8_lossy(&run.stdout);
     assert!(
         stdout.contains("given up (RetryAttemptsExhausted) -> "),

@@ -311,4 +311,23 @@ mod tests {
         assert_eq!(r.field(&p("NewImage.nope")), None);
         assert_eq!(r.field(&p("eventName.x")), None);
     }
+
+    #[test]
+    fn deep_json_nesting_never_overflows_the_stack() {
+        // Skipping a member is iterative in serde_json; parsing one is depth-limited (128).
+        let deep = format!(
+            "{{\"a\":{}{},\"b\":1}}",
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        );
+        let obj = JsonObject::parse(deep.as_bytes()).unwrap();
+        assert_eq!(obj.field(&FieldPath::parse("a").unwrap()), None);
+        assert_eq!(obj.field(&FieldPath::parse("a[0]").unwrap()), None);
+        assert_eq!(
+            obj.field(&FieldPath::parse("b").unwrap()).unwrap().as_f64(),
+            Some(1.0)
+        );
+        let deep_obj = format!("{}{}", "{\"a\":".repeat(100_000), "}".repeat(100_000));
+        assert!(serde_json::from_str::<serde_json::Value>(&deep_obj).is_err());
+    }
 }

@@ -1,8 +1,6 @@
 //! The whole streamwatch pipeline on one machine, for `streamwatch demo`: the scenario
 //! sources, an embedded readings table with Kinesis Data Streams for DynamoDB, the real
-//! handlers fed through the embedded event source mapping, and the report; and a local
-//! Lambda Runtime API server for running the real function binaries (`streamwatch dev`,
-//! the benchmarks).
+//! handlers fed through the event source mapping of `streamwatch-emulator`, and the report.
 
 pub mod accidents;
 pub mod alert_stream;
@@ -12,6 +10,5 @@ pub mod pipeline;
 pub mod readings;
 pub mod report;
 pub mod rng;
-pub mod runtime_api;
 pub mod scenario;
 pub mod soak;

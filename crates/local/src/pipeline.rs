@@ -11,7 +11,6 @@ use std::sync::atomic::{AtomicI64, Ordering};
 
 use alerter::{Settings, SystemClock};
 use streamwatch_adapters::alert_state::EmbeddedAlertStateStore;
-use streamwatch_adapters::esm::{Invocation, MappingConfig, MappingStats, drain_shard};
 use streamwatch_adapters::shards::EmbeddedShardProbe;
 use streamwatch_adapters::sns::EmbeddedNotifier;
 use streamwatch_adapters::windows::EmbeddedWindowStore;
@@ -20,6 +19,7 @@ use streamwatch_core::KinesisEvent;
 use streamwatch_core::kinesis::{KinesisEventRecord, KinesisRecord};
 use streamwatch_core::kpl::{Aggregator, KINESIS_MAX_RECORD_BYTES};
 use streamwatch_core::notify::Message;
+use streamwatch_emulator::esm::{Invocation, MappingConfig, MappingStats, drain_shard};
 
 use crate::alert_stream::{self, AlertStream};
 

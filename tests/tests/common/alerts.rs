@@ -19,6 +19,20 @@ use super::Rng;
 const T0: i64 = super::T0;
 const MIN: i64 = super::MIN;
 
+/// The alerter's settings in these tests: its defaults, but no wait for a claim another
+/// invocation holds (the test's retry comes at once) and a millisecond retry backoff.
+pub fn alerter_settings() -> alerter::Settings {
+    alerter::Settings {
+        claim_wait: Duration::ZERO,
+        retry: alerter::Backoff {
+            attempts: 3,
+            base_delay: Duration::from_millis(2),
+            max_delay: Duration::from_millis(20),
+        },
+        ..alerter::Settings::default()
+    }
+}
+
 pub fn window_alert(key: &str, window: i64, kind: AlertKind) -> AlertRecord {
     let start = T0 + window * MIN;
     let avg = if kind == AlertKind::Resolved {

@@ -20,6 +20,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use streamwatch_core::archive::{PartitionQuery, object_name};
+use streamwatch_emulator::stream::StreamReader;
 use streamwatch_local::archive::{Layout, Objects, StreamRecord, gzip_lines};
 
 use super::template::{self, Context, Resource};
@@ -335,16 +336,14 @@ impl Archiver {
     }
 
     async fn pass_stream(&self, feed: &Feed, layout: &Layout, stream: &str) -> Result<(), String> {
-        let shards = self
-            .kinesis
-            .list_shards()
-            .stream_name(stream)
-            .send()
-            .await
-            .map_err(|e| sdk_error("Kinesis ListShards", &e))?;
-        for shard in shards.shards() {
-            let key = format!("{}|{}", feed.name, shard.shard_id());
-            let (records, last) = self.read_shard(stream, shard.shard_id(), &key).await?;
+        let reader = StreamReader::Kinesis {
+            client: self.kinesis.clone(),
+            stream_name: stream.to_owned(),
+            stream_arn: String::new(),
+        };
+        for shard in reader.shards().await? {
+            let key = format!("{}|{}", feed.name, shard);
+            let (records, last) = self.read_shard(&reader, &shard, &key).await?;
             if records.is_empty() {
                 continue;
             }
@@ -362,54 +361,32 @@ impl Archiver {
     /// Every record of a shard after its checkpoint, and the last one's sequence number.
     async fn read_shard(
         &self,
-        stream: &str,
+        reader: &StreamReader,
         shard: &str,
         key: &str,
     ) -> Result<(Vec<StreamRecord>, Option<String>), String> {
-        use aws_sdk_kinesis::types::ShardIteratorType as T;
         let after = self.checkpoint(key);
-        let req = self
-            .kinesis
-            .get_shard_iterator()
-            .stream_name(stream)
-            .shard_id(shard);
-        let req = match &after {
-            Some(seq) => req
-                .shard_iterator_type(T::AfterSequenceNumber)
-                .starting_sequence_number(seq),
-            None => req.shard_iterator_type(T::TrimHorizon),
-        };
-        let mut iterator = req
-            .send()
-            .await
-            .map_err(|e| sdk_error("Kinesis GetShardIterator", &e))?
-            .shard_iterator()
-            .map(str::to_owned);
+        let mut iterator = reader.iterator(shard, after.as_deref()).await?;
         let (mut records, mut last) = (Vec::new(), None);
         while let Some(it) = iterator {
-            let out = self
-                .kinesis
-                .get_records()
-                .shard_iterator(it)
-                .limit(10_000)
-                .send()
-                .await
-                .map_err(|e| sdk_error("Kinesis GetRecords", &e))?;
-            if out.records().is_empty() {
+            let (polled, next) = reader.read(shard, &it, 10_000, "", "").await?;
+            if polled.is_empty() {
                 break;
             }
-            for r in out.records() {
-                let arrival = r
-                    .approximate_arrival_timestamp()
-                    .and_then(|t| DateTime::<Utc>::from_timestamp(t.secs(), t.subsec_nanos()))
+            for r in polled {
+                let arrival = Some(r.arrival)
+                    .filter(|secs| *secs > 0.0)
+                    .and_then(|secs| {
+                        DateTime::<Utc>::from_timestamp_micros((secs * 1e6).round() as i64)
+                    })
                     .unwrap_or_else(Utc::now);
                 records.push(StreamRecord {
-                    data: r.data().as_ref().to_vec(),
+                    data: r.kinesis_data().unwrap_or_default(),
                     arrival,
                 });
-                last = Some(r.sequence_number().to_owned());
+                last = Some(r.seq);
             }
-            iterator = out.next_shard_iterator().map(str::to_owned);
+            iterator = next;
         }
         Ok((records, last))
     }

@@ -5,9 +5,7 @@
 //! The two meet in `target/dev/stack.json`.
 
 pub mod archive;
-pub mod filter;
 pub mod run;
-pub mod stream;
 pub mod template;
 pub mod up;
 
@@ -130,17 +128,7 @@ pub async fn sdk_config(endpoint: &str, region: &str, max_attempts: u32) -> SdkC
         .await
 }
 
-/// An SDK error as one line: the operation, the error code when there is one, the message.
-pub fn sdk_error<E, R>(
-    operation: &str,
-    err: &aws_smithy_runtime_api::client::result::SdkError<E, R>,
-) -> String
-where
-    E: std::error::Error + ProvideErrorMetadata + 'static,
-    R: std::fmt::Debug + 'static,
-{
-    crate::failure::SdkCall::read(operation, err, "the emulator").line
-}
+pub use streamwatch_emulator::sdk_error;
 
 /// The error code of a service error (`ResourceInUseException`, …).
 pub fn error_code<E, R>(

@@ -1,13 +1,69 @@
-//! What the `dev` end-to-end tests share: the SDK config for the emulator, and the metrics
-//! an independent count over the CSV expects against what CloudWatch holds.
+//! What the `dev` end-to-end tests share: `dev up` and `dev run` as the tests run them, the
+//! SDK config for the emulator, and the metrics an independent count over the CSV expects
+//! against what CloudWatch holds.
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use aws_config::Region;
 use aws_sdk_cloudwatch::primitives::DateTime;
 use aws_sdk_cloudwatch::types::{Dimension, Statistic};
+
+use super::{streamwatch, text};
+
+/// `dev up` on `endpoint` from the workspace's template.yaml with `parameters`
+/// (`NAME=VALUE`), its state in `state`; the test fails unless it exits 0.
+pub async fn dev_up(endpoint: &str, state: &Path, parameters: &[&str]) {
+    let template = streamwatch_tests::workspace_root().join("template.yaml");
+    let mut args = vec![
+        "dev",
+        "up",
+        "--endpoint-url",
+        endpoint,
+        "--template",
+        template.to_str().unwrap(),
+        "--state-dir",
+        state.to_str().unwrap(),
+    ];
+    for p in parameters {
+        args.extend(["--parameter", p]);
+    }
+    let up = streamwatch(&args).await;
+    assert_eq!(up.status.code(), Some(0), "{}", text(&up));
+}
+
+/// `dev run` with the binaries in `bin_dir` until idle for `until_idle` seconds (never
+/// before the last window can close), schedules every 2 s and shards polled every 250 ms;
+/// the test fails unless it exits 0 within `limit`. Its output, for the assertions.
+pub async fn dev_run(
+    state: &Path,
+    bin_dir: &Path,
+    until_idle: &str,
+    limit: Duration,
+) -> std::process::Output {
+    let run = tokio::time::timeout(
+        limit,
+        streamwatch(&[
+            "dev",
+            "run",
+            "--state-dir",
+            state.to_str().unwrap(),
+            "--bin-dir",
+            bin_dir.to_str().unwrap(),
+            "--until-idle",
+            until_idle,
+            "--schedule-every",
+            "2",
+            "--poll-ms",
+            "250",
+        ]),
+    )
+    .await
+    .expect("dev run stops when idle");
+    assert_eq!(run.status.code(), Some(0), "{}", text(&run));
+    run
+}
 
 pub async fn config(endpoint: &str) -> aws_config::SdkConfig {
     streamwatch_adapters::aws::defaults()

@@ -9,7 +9,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde_json::{Map, Value, json};
 
-use super::sdk_error;
+use crate::sdk_error;
 
 /// One record read from a shard, as the function will see it.
 #[derive(Debug, Clone)]
@@ -22,6 +22,14 @@ pub struct Polled {
     pub record: Value,
     /// For a DynamoDB stream record: the parts the readings forward needs.
     pub change: Option<Change>,
+}
+
+impl Polled {
+    /// A Kinesis record's data bytes (None for a DynamoDB stream record).
+    pub fn kinesis_data(&self) -> Option<Vec<u8>> {
+        let data = self.record["kinesis"]["data"].as_str()?;
+        B64.decode(data).ok()
+    }
 }
 
 /// A DynamoDB stream record's content, kept for the Kinesis Data Streams for DynamoDB form.
@@ -40,7 +48,7 @@ pub struct Change {
 
 /// Where a shard's records come from.
 #[derive(Clone)]
-pub enum Source {
+pub enum StreamReader {
     Kinesis {
         client: aws_sdk_kinesis::Client,
         stream_name: String,
@@ -52,7 +60,7 @@ pub enum Source {
     },
 }
 
-impl Source {
+impl StreamReader {
     pub fn arn(&self) -> &str {
         match self {
             Self::Kinesis { stream_arn, .. } | Self::DynamoDb { stream_arn, .. } => stream_arn,

@@ -41,7 +41,7 @@ pub enum InvocationResult {
 /// One finished invocation, with the instants that split its wall time: waiting for the
 /// function to ask for it (`queued..picked_up`) and running it (`picked_up..finished`).
 #[derive(Debug, Clone)]
-pub struct Invocation {
+pub struct Completed {
     pub result: InvocationResult,
     pub request_id: String,
     pub queued: Instant,
@@ -65,13 +65,13 @@ struct Pending {
     payload: Bytes,
     deadline: Duration,
     queued: Instant,
-    done: oneshot::Sender<Result<Invocation, InvokeError>>,
+    done: oneshot::Sender<Result<Completed, InvokeError>>,
 }
 
 struct InFlight {
     queued: Instant,
     picked_up: Instant,
-    done: oneshot::Sender<Result<Invocation, InvokeError>>,
+    done: oneshot::Sender<Result<Completed, InvokeError>>,
 }
 
 struct Shared {
@@ -133,7 +133,7 @@ impl RuntimeApi {
         &self,
         payload: Vec<u8>,
         timeout: Duration,
-    ) -> Result<Invocation, InvokeError> {
+    ) -> Result<Completed, InvokeError> {
         if let Some((error_type, error_message)) = lock(&self.shared.init_error).clone() {
             return Err(InvokeError::InitError {
                 error_type,
@@ -328,7 +328,7 @@ fn finish(shared: &Shared, id: &str, result: InvocationResult) -> Response<Full<
     let Some(in_flight) = lock(&shared.in_flight).remove(id) else {
         return reply(StatusCode::BAD_REQUEST, "unknown or finished request id");
     };
-    let _ = in_flight.done.send(Ok(Invocation {
+    let _ = in_flight.done.send(Ok(Completed {
         result,
         request_id: id.to_owned(),
         queued: in_flight.queued,
