@@ -5,11 +5,10 @@
 //! read back from moto, goes through the real alerter (DynamoDB store, SNS on moto). The
 //! expected accidents are counted here from the reference de-aggregator's decoded output.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
 use alerter::{Backoff, Deps as AlerterDeps, Settings, SystemClock};
 use aws_lambda_events::event::dynamodb::Event;
-use aws_sdk_dynamodbstreams::types::{AttributeValue as StreamValue, ShardIteratorType};
 use base64::Engine as _;
 use metrics_publisher::{Config, Deps, process};
 use serde_json::{Value, json};
@@ -18,6 +17,9 @@ use streamwatch_adapters::sns::SnsNotifier;
 use streamwatch_adapters::{DynamoDbAlertOutbox, EmbeddedMetricSink};
 use streamwatch_core::KinesisEvent;
 use streamwatch_tests::{MotoServer, fixture};
+
+mod common;
+use common::alerts::stream_records;
 
 /// 2026-11-21T12:30:00Z.
 const NOW: i64 = 1_795_264_200_000_000;
@@ -38,79 +40,6 @@ fn severe_ids(expected_jsonl: &str) -> BTreeMap<String, usize> {
         }
     }
     ids
-}
-
-fn stream_attribute(v: &StreamValue) -> Value {
-    match v {
-        StreamValue::S(s) => json!({ "S": s }),
-        StreamValue::N(n) => json!({ "N": n }),
-        other => panic!("alert items hold only S and N attributes, not {other:?}"),
-    }
-}
-
-fn image(item: &HashMap<String, StreamValue>) -> Value {
-    Value::Object(
-        item.iter()
-            .map(|(k, v)| (k.clone(), stream_attribute(v)))
-            .collect(),
-    )
-}
-
-/// Every record of the table's stream, shard by shard, as Lambda's DynamoDB event records.
-async fn stream_records(streams: &aws_sdk_dynamodbstreams::Client, arn: &str) -> Vec<Value> {
-    let description = streams
-        .describe_stream()
-        .stream_arn(arn)
-        .send()
-        .await
-        .unwrap()
-        .stream_description
-        .unwrap();
-    let mut out = Vec::new();
-    for shard in description.shards() {
-        let mut iterator = streams
-            .get_shard_iterator()
-            .stream_arn(arn)
-            .shard_id(shard.shard_id().unwrap())
-            .shard_iterator_type(ShardIteratorType::TrimHorizon)
-            .send()
-            .await
-            .unwrap()
-            .shard_iterator;
-        while let Some(it) = iterator {
-            let page = streams
-                .get_records()
-                .shard_iterator(it)
-                .limit(1000)
-                .send()
-                .await
-                .unwrap();
-            if page.records().is_empty() {
-                break;
-            }
-            for r in page.records() {
-                let change = r.dynamodb().unwrap();
-                out.push(json!({
-                    "eventID": r.event_id().unwrap(),
-                    "eventName": r.event_name().unwrap().as_str(),
-                    "eventVersion": "1.1",
-                    "eventSource": "aws:dynamodb",
-                    "awsRegion": "us-east-1",
-                    "dynamodb": {
-                        "ApproximateCreationDateTime": 1_795_264_200,
-                        "Keys": image(change.keys().unwrap()),
-                        "NewImage": change.new_image().map(image).unwrap_or(json!({})),
-                        "SequenceNumber": change.sequence_number().unwrap(),
-                        "SizeBytes": 900,
-                        "StreamViewType": "NEW_IMAGE",
-                    },
-                    "eventSourceARN": arn,
-                }));
-            }
-            iterator = page.next_shard_iterator;
-        }
-    }
-    out
 }
 
 #[tokio::test]
@@ -188,6 +117,8 @@ async fn kpl_and_plain_batches_sharing_accidents_send_one_email_per_severe_accid
         .topic_arn
         .unwrap();
     let alerter = AlerterDeps {
+        grouping: alerter::Grouping::off(),
+        silences: alerter::Silences::off(),
         store: DynamoDbAlertStateStore::new(ddb.clone(), "alerts"),
         notifier: SnsNotifier::new(sns, topic),
         clock: SystemClock,

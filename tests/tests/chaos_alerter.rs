@@ -60,6 +60,8 @@ async fn chaos_run(retries: SdkRetries, default_records: usize) {
     .await;
     let sdk = chaos_sdk_config(&proxy.endpoint(), retries).await;
     let deps = Deps {
+        grouping: alerter::Grouping::off(),
+        silences: alerter::Silences::off(),
         store: DynamoDbAlertStateStore::new(aws_sdk_dynamodb::Client::new(&sdk), "alerts"),
         notifier: SnsNotifier::new(aws_sdk_sns::Client::new(&sdk), topic),
         clock: ManualClock::new(1_800_000_000_000_000),

@@ -300,6 +300,8 @@ fn alerter_logs_coordinates_not_payloads() {
         serde_json::from_value(json!({"Records": [record, malformed, not_json, other_id]}))
             .expect("event");
     let deps = alerter::Deps {
+        grouping: alerter::Grouping::off(),
+        silences: alerter::Silences::off(),
         store: EmbeddedAlertStateStore::new(),
         notifier: EmbeddedNotifier::new(),
         clock: alerter::ManualClock::new(1_800_000_000_000_000),

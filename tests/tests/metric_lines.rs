@@ -398,6 +398,8 @@ fn alerter(env: &HashMap<String, String>) -> Vec<String> {
     ))
     .expect("event");
     let deps = alerter::Deps {
+        grouping: alerter::Grouping::off(),
+        silences: alerter::Silences::off(),
         store: EmbeddedAlertStateStore::new(),
         notifier: EmbeddedNotifier::new(),
         clock: alerter::ManualClock::new(1_800_000_000_000_000),

@@ -309,6 +309,8 @@ async fn notifications_sent_and_duplicated_at_most_once_per_stopped_invocation()
         .topic_arn
         .expect("arn");
     let deps = alerter::Deps {
+        grouping: alerter::Grouping::off(),
+        silences: alerter::Silences::off(),
         store: DynamoDbAlertStateStore::new(ddb.clone(), "alerts"),
         notifier: SnsNotifier::new(sns, topic),
         clock: ManualClock::new(1_800_000_000_000_000),

@@ -13,6 +13,7 @@ pub mod logging;
 pub mod metrics_memory;
 pub mod sdk_call;
 pub mod shards;
+pub mod silences;
 pub mod sns;
 pub mod windows;
 

@@ -1,9 +1,12 @@
 //! The alerter's configuration, read once at init from environment variables; a missing or
 //! invalid variable fails the cold start with a message naming it.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
+use streamwatch_core::clock::micros;
 use streamwatch_core::config::{ConfigError, Source, parsed_or, required};
+use streamwatch_core::notify::group::{GroupPolicy, parse_group_by};
 
 use crate::handler::{Backoff, Settings};
 
@@ -37,6 +40,18 @@ pub struct Config {
     /// forgotten after this much event time without an alert. One template parameter
     /// (`KeyStateLifetimeHours`) sets both functions'.
     pub state_lifetime: Duration,
+    /// `GROUP_BY` (default none): `rule=attribute,attribute;…` — per-event alerts of a listed
+    /// rule with equal values of those attributes (alert details such as `County`, or `key`,
+    /// `severity`) go out together, one notification per group and interval (see
+    /// `crate::group`). Rules not listed, or listed with no attribute, send one
+    /// notification per alert (and stateful rules keep their per-key episodes).
+    pub group_by: Vec<(String, Vec<String>)>,
+    /// `GROUP_WAIT_SECONDS` (default 30): how long a new group waits for company; the
+    /// schedule's pass sends it, so it goes out at the first pass after this.
+    pub group_wait: Duration,
+    /// `GROUP_INTERVAL_SECONDS` (default 300, at least 1): least time between two
+    /// notifications of one group.
+    pub group_interval: Duration,
 }
 
 impl Config {
@@ -86,7 +101,28 @@ impl Config {
         if ttl_hours == 0 {
             return Err(invalid("STATE_TTL_HOURS", "must be at least 1".into()));
         }
+        let group_by = match src.get("GROUP_BY") {
+            None => vec![],
+            Some(spec) => parse_group_by(&spec).map_err(|reason| invalid("GROUP_BY", reason))?,
+        };
+        let group_wait: u64 = parsed_or(src, "GROUP_WAIT_SECONDS", 30)?;
+        if group_wait > 86_400 {
+            return Err(invalid(
+                "GROUP_WAIT_SECONDS",
+                "must be at most 86400 (a day)".into(),
+            ));
+        }
+        let group_interval: u64 = parsed_or(src, "GROUP_INTERVAL_SECONDS", 300)?;
+        if !(1..=86_400).contains(&group_interval) {
+            return Err(invalid(
+                "GROUP_INTERVAL_SECONDS",
+                "must be between 1 and 86400 (a day)".into(),
+            ));
+        }
         Ok(Self {
+            group_by,
+            group_wait: Duration::from_secs(group_wait),
+            group_interval: Duration::from_secs(group_interval),
             state_lifetime: Duration::from_secs(ttl_hours * 3600),
             max_send_attempts: max_send,
             topic_arn: required(src, "TOPIC_ARN")?,
@@ -96,6 +132,22 @@ impl Config {
             claim_wait: Duration::from_secs(wait),
             retry_attempts: attempts,
         })
+    }
+
+    /// The grouping policy of each rule that groups (`GROUP_BY` with attributes).
+    pub fn group_policies(&self) -> BTreeMap<String, GroupPolicy> {
+        self.group_by
+            .iter()
+            .filter(|(_, by)| !by.is_empty())
+            .map(|(rule, by)| {
+                let policy = GroupPolicy {
+                    by: by.clone(),
+                    wait_micros: micros(self.group_wait),
+                    interval_micros: micros(self.group_interval),
+                };
+                (rule.clone(), policy)
+            })
+            .collect()
     }
 
     /// What the handler needs from the configuration.
@@ -147,5 +199,41 @@ mod tests {
         ])
         .unwrap_err();
         assert_eq!(err.variable, "CLAIM_LEASE_SECONDS");
+    }
+
+    #[test]
+    fn grouping_is_per_rule_and_bad_values_name_their_variable() {
+        let base = [("TOPIC_ARN", "arn:t"), ("ALERTS_TABLE", "alerts")];
+        let c = Config::from_source(&base).unwrap();
+        assert!(c.group_policies().is_empty(), "no grouping unless asked");
+        assert_eq!(
+            (c.group_wait, c.group_interval),
+            (Duration::from_secs(30), Duration::from_secs(300))
+        );
+        let with = |(var, value): (&str, &str)| {
+            let mut vars: std::collections::HashMap<String, String> = base
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            vars.insert(var.into(), value.into());
+            Config::from_source(&vars)
+        };
+        let c = with(("GROUP_BY", "accident-severity=County,State;windspeed-avg=")).unwrap();
+        let policies = c.group_policies();
+        assert_eq!(policies.keys().collect::<Vec<_>>(), ["accident-severity"]);
+        assert_eq!(policies["accident-severity"].by, ["County", "State"]);
+        assert_eq!(policies["accident-severity"].wait_micros, 30_000_000);
+        assert_eq!(policies["accident-severity"].interval_micros, 300_000_000);
+        for (var, value) in [
+            ("GROUP_BY", "County,State"),
+            ("GROUP_BY", "r=a,,b"),
+            ("GROUP_WAIT_SECONDS", "30s"),
+            ("GROUP_WAIT_SECONDS", "90000"),
+            ("GROUP_INTERVAL_SECONDS", "0"),
+            ("GROUP_INTERVAL_SECONDS", "-5"),
+        ] {
+            let err = with((var, value)).unwrap_err();
+            assert_eq!(err.variable, var, "{var}={value}: {err}");
+        }
     }
 }

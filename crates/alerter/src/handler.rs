@@ -26,14 +26,19 @@ use aws_lambda_events::event::streams::{DynamoDbBatchItemFailure, DynamoDbEventR
 use lambda_runtime::LambdaEvent;
 use serde::Serialize;
 use streamwatch_core::notify::{
-    AlertStateStore, ClaimOutcome, MarkOutcome, MessageContext, NotificationKind,
-    NotificationRecord, NotificationStatus, Notifier, RecordOutcome, StoredDecision, decide,
-    expire, render,
+    AlertStateStore, MessageContext, NotificationKind, NotificationRecord, NotificationStatus,
+    Notifier, RecordOutcome, StoredDecision, decide, expire, render,
 };
 use streamwatch_core::time::{Micros, format_micros};
 use streamwatch_core::{AlertKind, AlertRecord, PortError};
 use tracing::{debug, error, info, instrument, warn};
 
+use streamwatch_core::notify::group::GroupStore;
+use streamwatch_core::notify::silence::{SilenceStore, is_silenced, silence_record};
+
+use crate::group::{Grouping, NoGroups, join};
+use crate::send::{retry, send_claimed};
+use crate::silence::{NoSilences, Silences};
 use crate::stream::{StreamItem, classify};
 
 pub use streamwatch_core::backoff::Backoff;
@@ -69,11 +74,15 @@ impl Default for Settings {
 }
 
 /// The handler's dependencies, built once per cold start.
-pub struct Deps<S, N, C = SystemClock> {
+pub struct Deps<S, N, C = SystemClock, G = NoGroups, Z = NoSilences> {
     pub store: S,
     pub notifier: N,
     pub clock: C,
     pub settings: Settings,
+    /// The rules that group their alerts, and where groups live ([`Grouping::off`]: none).
+    pub grouping: Grouping<G>,
+    /// Silences ([`Silences::off`]: none), read once per invocation.
+    pub silences: Silences<Z>,
 }
 
 /// What one invocation did; logged, and emitted as metrics.
@@ -88,6 +97,10 @@ pub struct BatchReport {
     pub resolved: usize,
     pub events: usize,
     pub suppressed: usize,
+    /// Per-event alerts of a grouped rule that joined their group (sent by the schedule).
+    pub grouped: usize,
+    /// Decided to notify, but an active silence matched: recorded, not sent.
+    pub silenced: usize,
     /// Alerts decided or sent before (redeliveries, duplicates, another invocation).
     pub duplicates: usize,
     /// Sent, but another invocation had taken the expired claim: possibly sent twice.
@@ -125,6 +138,8 @@ impl BatchReport {
             ("NotificationsSent", self.sent()),
             ("Reminders", self.reminders),
             ("Suppressed", self.suppressed),
+            ("Grouped", self.grouped),
+            ("Silenced", self.silenced),
             ("Duplicates", self.duplicates),
             ("LeaseLost", self.lease_lost),
             ("Failed", self.failed),
@@ -165,6 +180,10 @@ pub(crate) enum Processed {
         lease_lost: bool,
     },
     Suppressed(String),
+    /// Joined its group; the schedule's pass sends the group.
+    Grouped,
+    /// Recorded as silenced (the reason names the silence).
+    Silenced(String),
     Duplicate,
 }
 
@@ -174,14 +193,16 @@ const MAX_ROUNDS: u32 = 20;
 
 /// A DynamoDB stream batch, as the entry point [`crate::handle`] hands it over.
 #[instrument(skip_all, fields(request_id = %event.context.request_id, records = event.payload.records.len()))]
-pub async fn handle_batch<S, N, C>(
-    deps: &Deps<S, N, C>,
+pub async fn handle_batch<S, N, C, G, Z>(
+    deps: &Deps<S, N, C, G, Z>,
     event: LambdaEvent<Event>,
 ) -> Result<DynamoDbEventResponse, lambda_runtime::Error>
 where
     S: AlertStateStore,
     N: Notifier,
     C: Clock,
+    G: GroupStore,
+    Z: SilenceStore,
 {
     let (response, report) = process(deps, &event.payload, &event.context.request_id).await;
     info!(
@@ -208,8 +229,8 @@ where
 
 /// Processes one batch in stream order. `invocation` must be unique per invocation (the
 /// Lambda request id): it owns the claims this invocation takes.
-pub async fn process<S, N, C>(
-    deps: &Deps<S, N, C>,
+pub async fn process<S, N, C, G, Z>(
+    deps: &Deps<S, N, C, G, Z>,
     event: &Event,
     invocation: &str,
 ) -> (DynamoDbEventResponse, BatchReport)
@@ -217,9 +238,12 @@ where
     S: AlertStateStore,
     N: Notifier,
     C: Clock,
+    G: GroupStore,
+    Z: SilenceStore,
 {
     let mut response = DynamoDbEventResponse::default();
     let mut report = BatchReport::default();
+    deps.silences.refresh(deps.clock.now_micros()).await;
     for (i, record) in event.records.iter().enumerate() {
         report.records += 1;
         let sequence = record.change.sequence_number.as_deref();
@@ -291,6 +315,24 @@ where
                     "notification suppressed"
                 );
             }
+            Ok(Processed::Silenced(reason)) => {
+                report.silenced += 1;
+                info!(
+                    alert_id = alert.id,
+                    rule = alert.rule,
+                    key = alert.key,
+                    reason,
+                    "notification silenced"
+                );
+            }
+            Ok(Processed::Grouped) => {
+                report.grouped += 1;
+                debug!(
+                    alert_id = alert.id,
+                    rule = alert.rule,
+                    "alert joined its group"
+                );
+            }
             Ok(Processed::Duplicate) => {
                 report.duplicates += 1;
                 debug!(alert_id = alert.id, sequence, "alert handled before");
@@ -326,32 +368,13 @@ where
     (response, report)
 }
 
-/// Calls `op` until it succeeds, fails permanently, or the policy's attempts are used up.
-async fn retry<T, F, Fut>(policy: &Backoff, mut op: F) -> Result<T, PortError>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, PortError>>,
-{
-    let mut attempt = 1;
-    loop {
-        match op().await {
-            Err(e) if e.is_transient() && policy.retries_after(attempt) => {
-                warn!(operation = e.operation, attempt, error = %e, "transient failure; retrying");
-                tokio::time::sleep(policy.delay(attempt)).await;
-                attempt += 1;
-            }
-            other => return other,
-        }
-    }
-}
-
 /// Brings one alert to a final state. A numbered alert (see `streamwatch_adapters::alerts`)
 /// is decided only after every earlier alert of its key, in the outbox's order: those the
 /// stream has not delivered yet are read from the outbox, decided and sent first (their
 /// ids and kinds pushed to `earlier`), so the key's notifications are the ones in-order
 /// delivery sends, whatever order the stream's shards deliver in.
-async fn process_alert<S, N, C>(
-    deps: &Deps<S, N, C>,
+async fn process_alert<S, N, C, G, Z>(
+    deps: &Deps<S, N, C, G, Z>,
     alert: &AlertRecord,
     seq: Option<u64>,
     owner: &str,
@@ -361,7 +384,22 @@ where
     S: AlertStateStore,
     N: Notifier,
     C: Clock,
+    G: GroupStore,
+    Z: SilenceStore,
 {
+    let silenced = || deps.silences.silencing(alert, deps.clock.now_micros());
+    if let Some(policy) = deps.grouping.policy(alert).filter(|_| silenced().is_none()) {
+        // Joining is idempotent: a duplicate or a retry finds its member and adds nothing.
+        let new = retry(&deps.settings.retry, || {
+            join(&deps.grouping.store, policy, alert, deps.clock.now_micros())
+        })
+        .await?;
+        return Ok(if new {
+            Processed::Grouped
+        } else {
+            Processed::Duplicate
+        });
+    }
     if let (Some(seq), AlertKind::Firing | AlertKind::Resolved) = (seq, alert.kind) {
         let (before, decided) = catch_up(deps, alert, seq).await?;
         for previous in before {
@@ -369,8 +407,13 @@ where
                 earlier.push((previous.id.clone(), kind));
             }
         }
-        if let Some(StoredDecision::Suppressed(reason)) = decided.map(|r| r.outcome) {
-            return Ok(Processed::Suppressed(reason));
+        if let Some(record) = decided {
+            if is_silenced(&record) {
+                return Ok(Processed::Silenced(reason_of(&record)));
+            }
+            if let StoredDecision::Suppressed(reason) = record.outcome {
+                return Ok(Processed::Suppressed(reason));
+            }
         }
     }
     deliver(deps, alert, owner).await
@@ -387,8 +430,8 @@ const MISSING_READS: u32 = 3;
 /// not decided yet (ending with `alert` itself). Returns the earlier ones this call
 /// decided to notify about, in order, still to be sent, and `alert`'s decision if this
 /// call made it.
-async fn catch_up<S, N, C>(
-    deps: &Deps<S, N, C>,
+async fn catch_up<S, N, C, G, Z>(
+    deps: &Deps<S, N, C, G, Z>,
     alert: &AlertRecord,
     seq: u64,
 ) -> Result<(Vec<AlertRecord>, Option<NotificationRecord>), AlertError>
@@ -396,6 +439,8 @@ where
     S: AlertStateStore,
     N: Notifier,
     C: Clock,
+    G: GroupStore,
+    Z: SilenceStore,
 {
     let policy = &deps.settings.retry;
     let repeat = micros(deps.settings.repeat_interval);
@@ -452,7 +497,7 @@ where
         if let Some(next_state) = transition.next.as_mut() {
             next_state.decided_seq = Some(next);
         }
-        let record = NotificationRecord::decided(&current, &transition, deps.clock.now_micros());
+        let record = decided_record(deps, &current, &transition);
         let expected = state.as_ref().map(|s| s.version);
         let outcome = retry(policy, || {
             deps.store
@@ -482,8 +527,8 @@ where
 }
 
 /// Decides (unless decided already) and sends one alert: claim, publish, mark sent.
-pub(crate) async fn deliver<S, N, C>(
-    deps: &Deps<S, N, C>,
+pub(crate) async fn deliver<S, N, C, G, Z>(
+    deps: &Deps<S, N, C, G, Z>,
     alert: &AlertRecord,
     owner: &str,
 ) -> Result<Processed, AlertError>
@@ -491,11 +536,12 @@ where
     S: AlertStateStore,
     N: Notifier,
     C: Clock,
+    G: GroupStore,
+    Z: SilenceStore,
 {
     let settings = &deps.settings;
     let policy = &settings.retry;
     let repeat = micros(settings.repeat_interval);
-    let lease = micros(settings.claim_lease);
     let mut waited = Duration::ZERO;
     let mut poll = Duration::from_millis(50);
     let mut rounds = 0;
@@ -510,6 +556,9 @@ where
                 }
                 match decide_once(deps, alert, repeat).await? {
                     Some(record) => match &record.outcome {
+                        _ if is_silenced(&record) => {
+                            return Ok(Processed::Silenced(reason_of(&record)));
+                        }
                         StoredDecision::Suppressed(reason) => {
                             return Ok(Processed::Suppressed(reason.clone()));
                         }
@@ -555,45 +604,50 @@ where
         if rounds > MAX_ROUNDS {
             return Err(AlertError::Contention { rounds });
         }
-        let claimed = retry(policy, || {
-            deps.store
-                .claim(&alert.id, owner, now, now.saturating_add(lease))
-        })
-        .await?;
-        if claimed == ClaimOutcome::NotClaimable {
-            continue;
-        }
         let message = render(alert, &ctx);
-        let message_id = match publish(deps, &message, &alert.id, owner).await {
-            Ok(Some(id)) => id,
-            // Our claim expired between attempts and someone else took it over.
-            Ok(None) => continue,
-            Err(err) => {
-                // SNS refused or did not answer: let the next delivery claim at once.
-                if let Err(release) = deps.store.release(&alert.id, owner).await {
-                    warn!(alert_id = alert.id, error = %release, "could not release the claim; it expires with its lease");
-                }
-                return Err(AlertError::Publish(err));
+        match send_claimed(deps, &alert.id, &message, owner).await? {
+            Some(lease_lost) => {
+                return Ok(Processed::Sent {
+                    kind: ctx.kind,
+                    lease_lost,
+                });
             }
-        };
-        // If this fails, the message is out but not marked: the lease expires and the
-        // next delivery sends it again (the at-least-once case).
-        let marked = retry(policy, || {
-            deps.store
-                .mark_sent(&alert.id, owner, &message_id, deps.clock.now_micros())
-        })
-        .await?;
-        return Ok(Processed::Sent {
-            kind: ctx.kind,
-            lease_lost: marked == MarkOutcome::LeaseLost,
-        });
+            // Not claimable (someone else moved it), or our claim was taken over: read again.
+            None => continue,
+        }
+    }
+}
+
+/// The record of a fresh decision, silenced when an active silence matches the alert (the
+/// state transition stays: the episode moves on as if the notification had gone out).
+fn decided_record<S, N, C, G, Z>(
+    deps: &Deps<S, N, C, G, Z>,
+    alert: &AlertRecord,
+    transition: &streamwatch_core::notify::Transition,
+) -> NotificationRecord
+where
+    C: Clock,
+    Z: SilenceStore,
+{
+    let now = deps.clock.now_micros();
+    let mut record = NotificationRecord::decided(alert, transition, now);
+    if let Some(silence) = deps.silences.silencing(alert, now) {
+        silence_record(&mut record, &silence);
+    }
+    record
+}
+
+fn reason_of(record: &NotificationRecord) -> String {
+    match &record.outcome {
+        StoredDecision::Suppressed(reason) => reason.clone(),
+        StoredDecision::Notify(kind) => kind.as_str().to_owned(),
     }
 }
 
 /// Decides about an alert and records the decision with the state it leads to. `None`
 /// when another invocation got there first or the state moved meanwhile.
-async fn decide_once<S, N, C>(
-    deps: &Deps<S, N, C>,
+async fn decide_once<S, N, C, G, Z>(
+    deps: &Deps<S, N, C, G, Z>,
     alert: &AlertRecord,
     repeat: Micros,
 ) -> Result<Option<NotificationRecord>, PortError>
@@ -601,6 +655,8 @@ where
     S: AlertStateStore,
     N: Notifier,
     C: Clock,
+    G: GroupStore,
+    Z: SilenceStore,
 {
     let policy = &deps.settings.retry;
     let state = match alert.kind {
@@ -611,7 +667,7 @@ where
     };
     let seen = expire(state.clone(), alert, micros(deps.settings.state_lifetime));
     let transition = decide(seen.as_ref(), alert, repeat);
-    let record = NotificationRecord::decided(alert, &transition, deps.clock.now_micros());
+    let record = decided_record(deps, alert, &transition);
     let expected = state.as_ref().map(|s| s.version);
     let outcome = retry(policy, || {
         deps.store
@@ -622,43 +678,4 @@ where
         RecordOutcome::Recorded => Some(record),
         RecordOutcome::AlreadyDecided | RecordOutcome::StateChanged => None,
     })
-}
-
-/// Publishes with retries. Before each retry the claim is renewed, so a publish never
-/// starts on a lease that might run out mid-call; `None` if the claim was lost.
-async fn publish<S, N, C>(
-    deps: &Deps<S, N, C>,
-    message: &streamwatch_core::notify::Message,
-    alert_id: &str,
-    owner: &str,
-) -> Result<Option<String>, PortError>
-where
-    S: AlertStateStore,
-    N: Notifier,
-    C: Clock,
-{
-    let policy = &deps.settings.retry;
-    let lease = micros(deps.settings.claim_lease);
-    let mut attempt = 1;
-    loop {
-        if attempt > 1 {
-            let now = deps.clock.now_micros();
-            let renewed = deps
-                .store
-                .claim(alert_id, owner, now, now.saturating_add(lease))
-                .await?;
-            if renewed == ClaimOutcome::NotClaimable {
-                return Ok(None);
-            }
-        }
-        match deps.notifier.publish(message).await {
-            Ok(id) => return Ok(Some(id)),
-            Err(e) if e.is_transient() && policy.retries_after(attempt) => {
-                warn!(alert_id, attempt, error = %e, "publish failed; retrying");
-                tokio::time::sleep(policy.delay(attempt)).await;
-                attempt += 1;
-            }
-            Err(e) => return Err(e),
-        }
-    }
 }

@@ -8,10 +8,14 @@ pub mod config;
 pub mod group;
 pub mod handler;
 pub mod recovery;
+mod send;
+pub mod silence;
 pub mod stream;
 
 pub use config::Config;
+pub use group::{Grouping, NoGroups};
 pub use handler::{
     Backoff, BatchReport, Clock, Deps, ManualClock, Settings, SystemClock, handle_batch, process,
 };
 pub use recovery::{RecoveryReport, Selection, handle, redrive, resume};
+pub use silence::{NoSilences, Silences};

@@ -5,10 +5,14 @@
 #![recursion_limit = "256"]
 
 use alerter::config::PUBLISH_TIMEOUT;
+use alerter::group::Grouping;
+use alerter::silence::Silences;
 use alerter::{Config, Deps, SystemClock, handle};
 use aws_config::timeout::TimeoutConfig;
 use lambda_runtime::{Error, service_fn};
 use streamwatch_adapters::alert_state::DynamoDbAlertStateStore;
+use streamwatch_adapters::groups::DynamoDbGroupStore;
+use streamwatch_adapters::silences::DynamoDbSilenceStore;
 use streamwatch_adapters::sns::SnsNotifier;
 
 #[tokio::main]
@@ -26,14 +30,17 @@ async fn main() -> Result<(), Error> {
                 .build(),
         )
         .build();
+    let dynamodb = aws_sdk_dynamodb::Client::new(&aws);
     let deps = Deps {
-        store: DynamoDbAlertStateStore::new(
-            aws_sdk_dynamodb::Client::new(&aws),
-            &config.alerts_table,
-        ),
+        store: DynamoDbAlertStateStore::new(dynamodb.clone(), &config.alerts_table),
         notifier: SnsNotifier::new(aws_sdk_sns::Client::from_conf(sns), &config.topic_arn),
         clock: SystemClock,
         settings: config.settings(),
+        grouping: Grouping::new(
+            DynamoDbGroupStore::new(dynamodb.clone(), &config.alerts_table),
+            config.group_policies(),
+        ),
+        silences: Silences::new(DynamoDbSilenceStore::new(dynamodb, &config.alerts_table)),
     };
     // The alerts table's stream and the recovery schedule share the function.
     lambda_runtime::run(service_fn(|event| handle(&deps, event))).await

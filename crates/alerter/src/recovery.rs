@@ -7,6 +7,8 @@
 //!   claim lease ago (so live invocations are left alone) is claimed and sent, unless it has
 //!   used up `max_attempts` claims: then it is marked `failed` and counted in
 //!   `NotificationsFailed` (alarmed), and stays listed until redriven.
+//! * Group notifications (`crate::group`) are notification records too: a sealed batch the
+//!   schedule could not send is resumed here, its alerts read back from the batch record.
 //! * [`redrive`] (`streamwatch alerts redrive`): an operator's `failed`/`pending`
 //!   notifications made pending again with their attempts reset, then sent the same way.
 //!
@@ -14,11 +16,14 @@
 //! stream path, so a notification sent meanwhile is never sent again.
 
 use serde::Serialize;
+use streamwatch_core::notify::silence::SilenceStore;
 use streamwatch_core::notify::{AlertStateStore, NotificationRecord, NotificationStatus, Notifier};
 use streamwatch_core::time::Micros;
 use tracing::{info, warn};
 
+use crate::group::{FlushReport, flush_and_send, send_batch};
 use crate::handler::{Clock, Deps, NAMESPACE, Processed, deliver};
+use streamwatch_core::notify::group::{GroupStore, is_batch_id};
 
 /// What one recovery pass did.
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
@@ -35,6 +40,8 @@ pub struct RecoveryReport {
     pub skipped: usize,
     /// Could not be sent this time (the error is logged); tried again next pass.
     pub errors: usize,
+    /// The schedule's grouping pass (sealed and sent group notifications).
+    pub groups: FlushReport,
 }
 
 impl RecoveryReport {
@@ -44,6 +51,9 @@ impl RecoveryReport {
             ("NotificationsResumed", self.sent),
             ("NotificationsFailed", self.newly_failed),
             ("NotificationsUnsent", self.failed + self.errors),
+            ("GroupBatchesSealed", self.groups.sealed),
+            ("GroupNotificationsSent", self.groups.sent),
+            ("GroupNotificationsUnsent", self.groups.unsent),
         ];
         streamwatch_core::emf::counts_line(
             NAMESPACE,
@@ -59,11 +69,13 @@ impl RecoveryReport {
 pub const PASS_LIMIT: usize = 200;
 
 /// Sends the unsent notifications decided more than one claim lease before now.
-pub async fn resume<S, N, C>(deps: &Deps<S, N, C>, owner: &str) -> RecoveryReport
+pub async fn resume<S, N, C, G, Z>(deps: &Deps<S, N, C, G, Z>, owner: &str) -> RecoveryReport
 where
     S: AlertStateStore,
     N: Notifier,
     C: Clock,
+    G: GroupStore,
+    Z: SilenceStore,
 {
     let mut report = RecoveryReport::default();
     let lease = Micros::try_from(deps.settings.claim_lease.as_micros()).unwrap_or(Micros::MAX);
@@ -93,8 +105,8 @@ pub enum Selection {
 
 /// Makes the selected `failed`/`pending` notifications pending again (attempts reset) and
 /// sends them.
-pub async fn redrive<S, N, C>(
-    deps: &Deps<S, N, C>,
+pub async fn redrive<S, N, C, G, Z>(
+    deps: &Deps<S, N, C, G, Z>,
     selection: &Selection,
     owner: &str,
 ) -> Result<RecoveryReport, streamwatch_core::PortError>
@@ -102,6 +114,8 @@ where
     S: AlertStateStore,
     N: Notifier,
     C: Clock,
+    G: GroupStore,
+    Z: SilenceStore,
 {
     let now = deps.clock.now_micros();
     let records: Vec<NotificationRecord> = match selection {
@@ -129,8 +143,8 @@ where
     Ok(report)
 }
 
-async fn send<S, N, C>(
-    deps: &Deps<S, N, C>,
+async fn send<S, N, C, G, Z>(
+    deps: &Deps<S, N, C, G, Z>,
     record: &NotificationRecord,
     owner: &str,
     report: &mut RecoveryReport,
@@ -138,6 +152,8 @@ async fn send<S, N, C>(
     S: AlertStateStore,
     N: Notifier,
     C: Clock,
+    G: GroupStore,
+    Z: SilenceStore,
 {
     report.examined += 1;
     let id = record.alert_id.as_str();
@@ -170,6 +186,10 @@ async fn send<S, N, C>(
                 warn!(alert_id = id, error = %err, "cannot mark the notification failed");
             }
         }
+        return;
+    }
+    if is_batch_id(id) {
+        send_group(deps, id, owner, report).await;
         return;
     }
     let alert = match deps.store.alert(id).await {
@@ -205,16 +225,60 @@ async fn send<S, N, C>(
     }
 }
 
+/// Resends a sealed group batch whose notification is still unsent.
+async fn send_group<S, N, C, G, Z>(
+    deps: &Deps<S, N, C, G, Z>,
+    id: &str,
+    owner: &str,
+    report: &mut RecoveryReport,
+) where
+    S: AlertStateStore,
+    N: Notifier,
+    C: Clock,
+    G: GroupStore,
+    Z: SilenceStore,
+{
+    let batch = match deps.grouping.store.batch(id).await {
+        Ok(Some(batch)) => batch,
+        Ok(None) => {
+            report.skipped += 1;
+            warn!(
+                notification_id = id,
+                "unsent group notification whose batch is gone (expired?)"
+            );
+            return;
+        }
+        Err(err) => {
+            report.errors += 1;
+            warn!(notification_id = id, error = %err, "cannot read the group batch");
+            return;
+        }
+    };
+    match send_batch(deps, &batch, owner).await {
+        Ok(Processed::Sent { .. }) => {
+            report.sent += 1;
+            info!(notification_id = id, "group notification resumed and sent");
+        }
+        Ok(_) => report.skipped += 1,
+        Err(err) => {
+            report.errors += 1;
+            warn!(notification_id = id, error = %err, "group notification still not sent; next pass");
+        }
+    }
+}
+
 /// The Lambda entry point for both triggers: a DynamoDB stream batch (`Records`) goes to
 /// [`crate::handle_batch`]; anything else is the schedule, which runs a [`resume`] pass.
-pub async fn handle<S, N, C>(
-    deps: &Deps<S, N, C>,
+pub async fn handle<S, N, C, G, Z>(
+    deps: &Deps<S, N, C, G, Z>,
     event: lambda_runtime::LambdaEvent<serde_json::Value>,
 ) -> Result<serde_json::Value, lambda_runtime::Error>
 where
     S: AlertStateStore,
     N: Notifier,
     C: Clock,
+    G: GroupStore,
+    Z: SilenceStore,
 {
     let (payload, context) = event.into_parts();
     if payload.get("Records").is_some() {
@@ -223,7 +287,10 @@ where
             crate::handle_batch(deps, lambda_runtime::LambdaEvent::new(batch, context)).await?;
         return Ok(serde_json::to_value(response)?);
     }
-    let report = resume(deps, &context.request_id).await;
+    // Groups first: a batch sealed now is sent now; one that fails is resumed by a later pass.
+    let groups = flush_and_send(deps, &context.request_id).await;
+    let mut report = resume(deps, &context.request_id).await;
+    report.groups = groups;
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default()

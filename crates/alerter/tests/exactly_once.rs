@@ -313,6 +313,8 @@ async fn a_key_firing_for_sixty_windows_sends_one_firing_three_reminders_one_res
 #[tokio::test]
 async fn storms_of_two_keys_on_two_concurrent_shards_stay_independent() {
     let deps = Deps {
+        grouping: alerter::Grouping::off(),
+        silences: alerter::Silences::off(),
         clock: ManualClock::new(0),
         ..deps()
     };

@@ -68,6 +68,10 @@ impl GroupStore for Yielding {
         self.pause().await;
         self.inner.seal(v, next, b).await
     }
+    async fn batch(&self, id: &str) -> Result<Option<GroupBatch>, PortError> {
+        self.pause().await;
+        self.inner.batch(id).await
+    }
     async fn due(&self, now: Micros, limit: usize) -> Result<Vec<GroupKey>, PortError> {
         self.pause().await;
         self.inner.due(now, limit).await

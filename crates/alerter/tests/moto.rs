@@ -67,6 +67,8 @@ async fn world() -> World {
         .await
         .unwrap();
     let deps = Deps {
+        grouping: alerter::Grouping::off(),
+        silences: alerter::Silences::off(),
         store: DynamoDbAlertStateStore::new(ddb.clone(), "alerts"),
         notifier: SnsNotifier::new(sns, topic),
         clock: SystemClock,

@@ -182,6 +182,8 @@ fn any_interleaving_sends_what_in_order_delivery_sends_embedded() {
                     })
                     .collect();
                 let deps = TestDeps {
+                    grouping: alerter::Grouping::off(),
+                    silences: alerter::Silences::off(),
                     store: FaultyStore {
                         inner: EmbeddedAlertStateStore::with_outbox(outbox.clone()),
                         ..FaultyStore::default()
@@ -228,6 +230,8 @@ async fn newest_first_delivery_sends_every_episode_in_order() {
         outbox.put_alert(alert).await.unwrap();
     }
     let deps = TestDeps {
+        grouping: alerter::Grouping::off(),
+        silences: alerter::Silences::off(),
         store: FaultyStore {
             inner: EmbeddedAlertStateStore::with_outbox(outbox.clone()),
             ..FaultyStore::default()
@@ -269,6 +273,8 @@ async fn moto_world() -> MotoWorld {
     streamwatch_tests::create_alerts_table(&ddb, "alerts").await;
     let topic = streamwatch_tests::create_topic(&sns, "alerts").await;
     let deps = Deps {
+        grouping: alerter::Grouping::off(),
+        silences: alerter::Silences::off(),
         store: DynamoDbAlertStateStore::new(ddb.clone(), "alerts"),
         notifier: SnsNotifier::new(sns, topic),
         clock: SystemClock,

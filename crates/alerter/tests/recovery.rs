@@ -81,6 +81,8 @@ async fn a_permanent_sns_error_for_a_while_then_every_notification_is_sent_once(
         .unwrap()
         .as_micros() as i64;
     let deps = Deps {
+        grouping: alerter::Grouping::off(),
+        silences: alerter::Silences::off(),
         store: DynamoDbAlertStateStore::new(ddb.clone(), "alerts"),
         notifier: SnsNotifier::new(sns.clone(), &topic),
         clock: ManualClock::new(now),

@@ -9,6 +9,7 @@ mod decode;
 mod dev;
 mod failure;
 mod replay;
+mod silence;
 mod simulate;
 
 use std::io::{self, Read, Write};
@@ -62,6 +63,10 @@ enum Command {
     /// redrive` sends them (against AWS or the local dev stack).
     #[command(subcommand)]
     Alerts(alerts::Alerts),
+    /// Silences: `silence add --rule R --match key=device3 --for 2h` holds back matching
+    /// alerts' notifications (recorded, not sent); `silence list`, `silence expire ID`.
+    #[command(subcommand)]
+    Silence(silence::SilenceCommand),
 }
 
 #[derive(Subcommand)]
@@ -299,6 +304,7 @@ fn main() -> ExitCode {
         Command::Replay(Replay::Accidents(args)) => run_async(replay::run(args), verbose),
         Command::Dev(command) => run_async(dev::run(command), verbose),
         Command::Alerts(command) => run_async(alerts::run(command), verbose),
+        Command::Silence(command) => run_async(silence::run(command), verbose),
     }
 }
 

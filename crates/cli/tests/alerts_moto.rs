@@ -82,6 +82,8 @@ async fn a_refused_notification_is_listed_then_redriven_once() {
     }]}))
     .unwrap();
     let deps = Deps {
+        grouping: alerter::Grouping::off(),
+        silences: alerter::Silences::off(),
         store: DynamoDbAlertStateStore::new(ddb.clone(), "alerts"),
         notifier: SnsNotifier::new(sns.clone(), &topic),
         clock: SystemClock,

@@ -162,7 +162,9 @@ async fn batches_given_up_on_alert_writes_are_redriven_from_the_queue_once() {
     let root = workspace_root();
     let state = std::env::temp_dir().join(format!("streamwatch-redrive-q-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&state);
-    dev_up(&endpoint, &state, &["WindowSeconds=3"]).await;
+    // One email per accident, as these checks count them (the template groups severe
+    // accidents by county since #19; tests/tests/group_alerts.rs covers that).
+    dev_up(&endpoint, &state, &["WindowSeconds=3", "AccidentGroupBy="]).await;
     // AND the sample CSV replayed KPL-aggregated, then its last 100 rows again as plain
     // records (a producer re-sending under new sequence numbers)
     let csv = root.join(CSV);

@@ -39,7 +39,13 @@ async fn dev_up_replay_simulate_and_run_until_idle() {
     dev_up(
         &endpoint,
         &state,
-        &["WindowSeconds=3", "AllowedLatenessSeconds=15"],
+        // One email per accident, as these checks count them (the template groups severe
+        // accidents by county since #19; tests/tests/group_alerts.rs covers that).
+        &[
+            "WindowSeconds=3",
+            "AllowedLatenessSeconds=15",
+            "AccidentGroupBy=",
+        ],
     )
     .await;
     let stack: serde_json::Value =

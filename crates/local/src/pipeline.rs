@@ -116,6 +116,8 @@ impl Pipeline {
             outbox: outbox.clone(),
         };
         let alerter = alerter::Deps {
+            grouping: alerter::Grouping::off(),
+            silences: alerter::Silences::off(),
             store: EmbeddedAlertStateStore::with_outbox(outbox.clone()),
             notifier: EmbeddedNotifier::new(),
             clock: SystemClock,

@@ -2,11 +2,12 @@
 //! DynamoDB stream records of the alerts table, with the notifications they must produce,
 //! and the reader of what moto's SNS topic holds afterwards.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, SystemTime};
 
 use aws_lambda_events::event::dynamodb::EventRecord;
 use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_dynamodbstreams::types::{AttributeValue as StreamValue, ShardIteratorType};
 use serde_json::{Value, json};
 use streamwatch_adapters::alerts::alert_item;
 use streamwatch_core::alert::{event_alert_id, window_alert_id};
@@ -191,4 +192,83 @@ pub fn sent_alert_ids(moto: &MotoServer) -> Vec<String> {
             machine["alert_id"].as_str().expect("alert_id").to_owned()
         })
         .collect()
+}
+
+fn stream_attribute(v: &StreamValue) -> Value {
+    match v {
+        StreamValue::S(s) => json!({ "S": s }),
+        StreamValue::N(n) => json!({ "N": n }),
+        // The group store's items: the waiting set and a batch's alert ids.
+        StreamValue::Ss(set) => json!({ "SS": set }),
+        StreamValue::L(list) => {
+            json!({ "L": list.iter().map(stream_attribute).collect::<Vec<_>>() })
+        }
+        StreamValue::Bool(b) => json!({ "BOOL": b }),
+        other => panic!("no test item holds {other:?}"),
+    }
+}
+
+fn stream_image(item: &HashMap<String, StreamValue>) -> Value {
+    Value::Object(
+        item.iter()
+            .map(|(k, v)| (k.clone(), stream_attribute(v)))
+            .collect(),
+    )
+}
+
+/// Every record of the table's stream, shard by shard, as Lambda's DynamoDB event records.
+pub async fn stream_records(streams: &aws_sdk_dynamodbstreams::Client, arn: &str) -> Vec<Value> {
+    let description = streams
+        .describe_stream()
+        .stream_arn(arn)
+        .send()
+        .await
+        .unwrap()
+        .stream_description
+        .unwrap();
+    let mut out = Vec::new();
+    for shard in description.shards() {
+        let mut iterator = streams
+            .get_shard_iterator()
+            .stream_arn(arn)
+            .shard_id(shard.shard_id().unwrap())
+            .shard_iterator_type(ShardIteratorType::TrimHorizon)
+            .send()
+            .await
+            .unwrap()
+            .shard_iterator;
+        while let Some(it) = iterator {
+            let page = streams
+                .get_records()
+                .shard_iterator(it)
+                .limit(1000)
+                .send()
+                .await
+                .unwrap();
+            if page.records().is_empty() {
+                break;
+            }
+            for r in page.records() {
+                let change = r.dynamodb().unwrap();
+                out.push(json!({
+                    "eventID": r.event_id().unwrap(),
+                    "eventName": r.event_name().unwrap().as_str(),
+                    "eventVersion": "1.1",
+                    "eventSource": "aws:dynamodb",
+                    "awsRegion": "us-east-1",
+                    "dynamodb": {
+                        "ApproximateCreationDateTime": 1_795_264_200,
+                        "Keys": stream_image(change.keys().unwrap()),
+                        "NewImage": change.new_image().map(stream_image).unwrap_or(json!({})),
+                        "SequenceNumber": change.sequence_number().unwrap(),
+                        "SizeBytes": 900,
+                        "StreamViewType": "NEW_IMAGE",
+                    },
+                    "eventSourceARN": arn,
+                }));
+            }
+            iterator = page.next_shard_iterator;
+        }
+    }
+    out
 }

@@ -190,6 +190,8 @@ pub type TestDeps = Deps<FaultyStore, FaultyNotifier, ManualClock>;
 /// Embedded ports (with fault injection) and a manual clock.
 pub fn deps() -> TestDeps {
     Deps {
+        grouping: alerter::Grouping::off(),
+        silences: alerter::Silences::off(),
         store: FaultyStore::default(),
         notifier: FaultyNotifier::default(),
         clock: ManualClock::new(1_800_000_000_000_000),

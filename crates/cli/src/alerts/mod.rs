@@ -11,6 +11,7 @@ use std::time::Duration;
 use alerter::recovery::{Selection, redrive};
 use alerter::{Deps, Settings, SystemClock};
 use streamwatch_adapters::alert_state::DynamoDbAlertStateStore;
+use streamwatch_adapters::groups::DynamoDbGroupStore;
 use streamwatch_adapters::sns::SnsNotifier;
 use streamwatch_core::notify::{AlertStateStore, NotificationStatus};
 use streamwatch_core::time::format_micros;
@@ -133,8 +134,15 @@ async fn redrive_command(args: RedriveArgs) -> Result<(), Failure> {
         .resolve(args.topic_arn.as_deref(), "--topic-arn", "AlertsTopicArn")
         .await?;
     let config = &aws.config;
+    let dynamodb = aws_sdk_dynamodb::Client::new(config);
     let deps = Deps {
-        store: DynamoDbAlertStateStore::new(aws_sdk_dynamodb::Client::new(config), table),
+        // Group notifications are redriven too: their alerts are read back from the batch.
+        grouping: alerter::Grouping::new(
+            DynamoDbGroupStore::new(dynamodb.clone(), &table),
+            Default::default(),
+        ),
+        silences: alerter::Silences::off(),
+        store: DynamoDbAlertStateStore::new(dynamodb, table),
         notifier: SnsNotifier::new(aws_sdk_sns::Client::new(config), topic),
         clock: SystemClock,
         settings: Settings {

@@ -13,8 +13,11 @@ use std::future::Future;
 
 use serde::{Deserialize, Serialize};
 
-use crate::alert::AlertRecord;
+use crate::alert::{AlertKind, AlertRecord};
 use crate::ports::PortError;
+
+use super::decide::NotificationKind;
+use super::store::{NotificationRecord, NotificationStatus, StoredDecision};
 use crate::time::Micros;
 
 /// A rule's grouping: which attributes make a group and how long it waits.
@@ -39,19 +42,22 @@ impl GroupPolicy {
         let values = self
             .by
             .iter()
-            .map(|name| {
-                let value = match name.as_str() {
-                    "key" => alert.key.clone(),
-                    "severity" => alert.severity.clone(),
-                    _ => alert.details.get(name).cloned().unwrap_or_default(),
-                };
-                (name.clone(), value)
-            })
+            .map(|name| (name.clone(), attribute(alert, name)))
             .collect();
         GroupKey {
             rule: alert.rule.clone(),
             values,
         }
+    }
+}
+
+/// An alert's attribute as grouping and silences see it: `key`, `severity`, else the alert
+/// detail of that name; a missing one is the empty value.
+pub fn attribute(alert: &AlertRecord, name: &str) -> String {
+    match name {
+        "key" => alert.key.clone(),
+        "severity" => alert.severity.clone(),
+        _ => alert.details.get(name).cloned().unwrap_or_default(),
     }
 }
 
@@ -104,8 +110,9 @@ pub struct GroupState {
 }
 
 /// The group's state after an alert joined at `now`: a group with nothing waiting becomes
-/// due after `group_wait` (a new group) or `group_interval` after its last batch (an open
-/// one); a group already waiting keeps its time. The version moves either way: a flush
+/// due `group_wait` after `now` (the first alert of a burst waits for company, in a new
+/// group or one idle since its last batch), but never sooner than `group_interval` after its
+/// last batch; a group already waiting keeps its time. The version moves either way: a flush
 /// that read the members before this one joined then fails its conditional seal and reads
 /// again, so a member never joins a group whose due time a concurrent flush is clearing.
 pub fn on_join(state: Option<&GroupState>, now: Micros, policy: &GroupPolicy) -> GroupState {
@@ -116,9 +123,12 @@ pub fn on_join(state: Option<&GroupState>, now: Micros, policy: &GroupPolicy) ->
             ..s
         };
     }
+    // A burst waits for company, whether the group is new or was idle; an open group's
+    // next batch waits for the interval as well.
+    let wait = now.saturating_add(policy.wait_micros);
     let due = match s.last_flush_micros {
-        None => now.saturating_add(policy.wait_micros),
-        Some(last) => now.max(last.saturating_add(policy.interval_micros)),
+        None => wait,
+        Some(last) => wait.max(last.saturating_add(policy.interval_micros)),
     };
     GroupState {
         version: s.version + 1,
@@ -151,8 +161,9 @@ pub fn on_flush(state: &GroupState, now: Micros, sealed_members: usize) -> Group
 }
 
 /// Most alerts one batch holds: a seal is one DynamoDB transaction of at most 100 actions
-/// (the group, the batch record, one per member). More waiting go out in the next batch.
-pub const MAX_BATCH_ALERTS: usize = 98;
+/// (the group, the batch record, the batch's pending notification record, one per member).
+/// More waiting go out in the next batch.
+pub const MAX_BATCH_ALERTS: usize = 97;
 
 /// One group notification: the batch's number and its alerts, worst first.
 #[derive(Debug, Clone, PartialEq)]
@@ -168,6 +179,64 @@ impl GroupBatch {
     pub fn notification_id(&self) -> String {
         format!("{}#{}", self.group.id(), self.number)
     }
+
+    /// The batch's notification record, pending: written when the batch is sealed, so the
+    /// publish goes through the claim → publish → mark-sent path, and recovery finds it in
+    /// the unsent index if the sender dies.
+    pub fn notification(&self, now_micros: Micros) -> NotificationRecord {
+        NotificationRecord {
+            alert_id: self.notification_id(),
+            rule: self.group.rule.clone(),
+            key: self.group.label(),
+            alert_kind: AlertKind::Event,
+            event_time_micros: self
+                .alerts
+                .iter()
+                .map(|a| a.event_time_micros)
+                .max()
+                .unwrap_or(now_micros),
+            outcome: StoredDecision::Notify(NotificationKind::Event),
+            firing_since_micros: None,
+            episode_alerts: self.alerts.len() as u64,
+            status: NotificationStatus::Pending,
+            attempts: 0,
+            decided_at_micros: now_micros,
+        }
+    }
+}
+
+/// Whether a notification id names a group batch (`<rule>#group#…#<n>`) rather than an alert.
+pub fn is_batch_id(notification_id: &str) -> bool {
+    notification_id.contains("#group#")
+}
+
+/// The `GROUP_BY` variable: `rule=attr,attr;rule=attr` (spaces around names ignored). A rule
+/// with an empty list (`rule=`) is not grouped. The error says what is wrong, for the
+/// configuration error that names the variable.
+pub fn parse_group_by(spec: &str) -> Result<Vec<(String, Vec<String>)>, String> {
+    let mut rules: Vec<(String, Vec<String>)> = Vec::new();
+    for part in spec.split(';').map(str::trim).filter(|p| !p.is_empty()) {
+        let Some((rule, attrs)) = part.split_once('=') else {
+            return Err(format!("`{part}`: expected rule=attribute,attribute"));
+        };
+        let rule = rule.trim();
+        if rule.is_empty() {
+            return Err(format!("`{part}`: empty rule name"));
+        }
+        if rules.iter().any(|(r, _)| r == rule) {
+            return Err(format!("rule `{rule}` is listed twice"));
+        }
+        let attrs: Vec<String> = attrs.split(',').map(|a| a.trim().to_owned()).collect();
+        let attrs = if attrs.len() == 1 && attrs[0].is_empty() {
+            vec![]
+        } else if attrs.iter().any(String::is_empty) {
+            return Err(format!("`{part}`: empty attribute name"));
+        } else {
+            attrs
+        };
+        rules.push((rule.to_owned(), attrs));
+    }
+    Ok(rules)
 }
 
 /// Orders a batch's alerts worst first: higher numeric severity, then text severity, then
@@ -232,6 +301,13 @@ pub trait GroupStore: Send + Sync {
         batch: &GroupBatch,
     ) -> impl Future<Output = Result<bool, PortError>> + Send;
 
+    /// A sealed batch by its notification id (its alerts worst first), to send it again
+    /// after a crash; `None` when it is unknown (or expired).
+    fn batch(
+        &self,
+        notification_id: &str,
+    ) -> impl Future<Output = Result<Option<GroupBatch>, PortError>> + Send;
+
     /// Groups due at `now` (at most `limit`), for the schedule's flush.
     fn due(
         &self,
@@ -267,14 +343,14 @@ mod tests {
         assert!(!is_due(&s, T0 + MIN / 2 - 1) && is_due(&s, T0 + MIN / 2));
         let flushed = on_flush(&s, T0 + MIN, 3);
         assert_eq!((flushed.batches, flushed.due_micros), (1, None));
-        // joining soon after a flush waits for the interval; long after, goes at once
+        // joining soon after a flush waits for the interval; long after, for company
         assert_eq!(
             on_join(Some(&flushed), T0 + 2 * MIN, &p).due_micros,
             Some(T0 + 6 * MIN)
         );
         assert_eq!(
             on_join(Some(&flushed), T0 + 9 * MIN, &p).due_micros,
-            Some(T0 + 9 * MIN)
+            Some(T0 + 9 * MIN + MIN / 2)
         );
         // a flush with nothing waiting only clears the due time
         let empty = on_flush(&s, T0 + MIN, 0);
@@ -282,6 +358,33 @@ mod tests {
             (empty.batches, empty.due_micros, empty.last_flush_micros),
             (0, None, None)
         );
+    }
+
+    #[test]
+    fn group_by_names_rules_and_attributes_or_says_what_is_wrong() {
+        assert_eq!(
+            parse_group_by(" accident-severity = County, State ; windspeed-avg=").unwrap(),
+            vec![
+                (
+                    "accident-severity".to_owned(),
+                    vec!["County".to_owned(), "State".to_owned()]
+                ),
+                ("windspeed-avg".to_owned(), vec![]),
+            ]
+        );
+        assert_eq!(parse_group_by("").unwrap(), vec![]);
+        assert!(
+            parse_group_by("County,State")
+                .unwrap_err()
+                .contains("rule=")
+        );
+        assert!(
+            parse_group_by("r=a,,b")
+                .unwrap_err()
+                .contains("empty attribute")
+        );
+        assert!(parse_group_by("r=a;r=b").unwrap_err().contains("twice"));
+        assert!(parse_group_by("=a").unwrap_err().contains("empty rule"));
     }
 
     #[test]

@@ -50,6 +50,12 @@ pub fn render_group(batch: &GroupBatch) -> Message {
         ),
         ("group".to_owned(), truncate_chars(&label, 256)),
     ]);
+    // The group's own values (e.g. County, State) route like a single alert's details.
+    for (name, value) in &batch.group.values {
+        if super::render::ROUTING_DETAILS.contains(&name.as_str()) {
+            attributes.insert(name.clone(), truncate_chars(value, 256));
+        }
+    }
     if let Some(w) = worst.filter(|w| !w.severity.trim().is_empty()) {
         attributes.insert("severity".into(), w.severity.clone());
     }
@@ -229,6 +235,13 @@ mod tests {
         assert_eq!(json["alerts"][0]["details"]["City"], "San José");
         assert_eq!(json["truncated"], false);
         assert_eq!(m.attributes["severity"], "4");
+        assert_eq!(
+            (
+                m.attributes["County"].as_str(),
+                m.attributes["State"].as_str()
+            ),
+            ("Harris", "TX")
+        );
         assert_eq!(
             m.notification_id,
             "accident-severity#group#County=Harris&State=TX#2"

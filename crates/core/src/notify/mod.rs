@@ -9,6 +9,8 @@
 //!   attributes, within SNS's 256 KB), and the [`Notifier`] port that publishes it.
 //! * [`group`]: alert grouping's rules (`GROUP_BY`, `GROUP_WAIT`, `GROUP_INTERVAL`) and its
 //!   [`group::GroupStore`] port; [`group_render`]: one sealed group batch as one message.
+//! * [`silence`]: silences (rule + attribute matchers + start/end) and their
+//!   [`silence::SilenceStore`] port.
 //!
 //! All decisions are by *event time* (the alerts' window end / event timestamp), never by
 //! the wall clock, so replaying the same alerts in any batching gives the same notifications.
@@ -18,6 +20,7 @@ pub mod decide;
 pub mod group;
 pub mod group_render;
 pub mod render;
+pub mod silence;
 pub mod store;
 
 pub use decide::*;

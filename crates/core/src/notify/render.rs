@@ -285,8 +285,15 @@ fn machine_json(c: &Cut) -> serde_json::Value {
     machine
 }
 
+/// Alert details also sent as message attributes, so subscription filter policies can route
+/// by place (docs/alerting.md "Routing"); SNS allows 10 attributes, these stay at 7.
+pub const ROUTING_DETAILS: [&str; 3] = ["City", "County", "State"];
+
 /// Message attributes for subscription filter policies (SNS rejects empty values).
 fn attributes(c: &Cut) -> BTreeMap<String, String> {
+    let places = ROUTING_DETAILS
+        .iter()
+        .filter_map(|name| Some((*name, c.alert.details.get(*name)?.as_str())));
     [
         ("rule", c.rule.as_str()),
         ("key", c.key.as_str()),
@@ -294,8 +301,9 @@ fn attributes(c: &Cut) -> BTreeMap<String, String> {
         ("state", c.ctx.kind.as_str()),
     ]
     .into_iter()
+    .chain(places)
     .filter(|(_, v)| !v.trim().is_empty())
-    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .map(|(k, v)| (k.to_owned(), truncate_chars(v, 256)))
     .collect()
 }
 
@@ -558,6 +566,10 @@ mod tests {
         assert!(firing.email.contains("What to do:"));
         assert_eq!(firing.attributes["state"], "firing");
         assert_eq!(firing.attributes["key"], "device3");
+        assert!(
+            !firing.attributes.contains_key("County"),
+            "no place, no attribute"
+        );
         let machine: serde_json::Value = serde_json::from_str(&firing.json).unwrap();
         assert_eq!(machine["window"]["avg"], 72.4);
         assert_eq!(machine["state"], "firing");
@@ -601,6 +613,22 @@ mod tests {
         assert!(m.subject.len() <= MAX_SUBJECT_CHARS && m.subject.is_ascii());
         let machine: serde_json::Value = serde_json::from_str(&m.json).unwrap();
         assert_eq!(machine["truncated"], true);
+    }
+
+    #[test]
+    fn an_alerts_place_is_a_message_attribute_for_filter_policies() {
+        let mut alert = window_alert(AlertKind::Event, 0);
+        alert.details = [("County", "Harris"), ("State", "TX"), ("Description", "x")]
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .into();
+        let m = render(&alert, &ctx(NotificationKind::Event));
+        assert_eq!(m.attributes["County"], "Harris");
+        assert_eq!(m.attributes["State"], "TX");
+        assert!(
+            !m.attributes.contains_key("Description"),
+            "only places route"
+        );
+        assert!(m.attributes.len() <= 10, "SNS allows 10 attributes");
     }
 
     #[test]

@@ -3,157 +3,24 @@
 //! with the same semantics ([`EmbeddedGroupStore`], for the property tests of
 //! `alerter::group`).
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
+mod embedded;
+
+use std::collections::HashMap;
 
 use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
-use streamwatch_core::notify::group::{GroupBatch, GroupKey, GroupState, GroupStore, Joined};
+use streamwatch_core::notify::group::{
+    GroupBatch, GroupKey, GroupState, GroupStore, Joined, worst_first,
+};
 use streamwatch_core::time::Micros;
 use streamwatch_core::{AlertRecord, PortError};
 
 use crate::aws::classify;
 
-/// In-memory groups.
-#[derive(Debug, Default)]
-pub struct EmbeddedGroupStore {
-    inner: Mutex<Groups>,
-}
-
-#[derive(Debug, Default)]
-struct Groups {
-    states: BTreeMap<GroupKey, GroupState>,
-    /// Group → alert id → (alert, batch it was sealed into).
-    members: BTreeMap<GroupKey, BTreeMap<String, (AlertRecord, Option<u64>)>>,
-    /// Every sealed batch, in sealing order.
-    batches: Vec<GroupBatch>,
-}
-
-impl EmbeddedGroupStore {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Every batch sealed so far, in order.
-    pub fn batches(&self) -> Vec<GroupBatch> {
-        self.lock().batches.clone()
-    }
-
-    /// Members never sealed into a batch, by group.
-    pub fn unsealed(&self) -> BTreeMap<GroupKey, Vec<String>> {
-        self.lock()
-            .members
-            .iter()
-            .map(|(g, m)| {
-                let ids = m
-                    .iter()
-                    .filter(|(_, (_, b))| b.is_none())
-                    .map(|(id, _)| id.clone())
-                    .collect();
-                (g.clone(), ids)
-            })
-            .collect()
-    }
-
-    /// The group's state.
-    pub fn state(&self, group: &GroupKey) -> Option<GroupState> {
-        self.lock().states.get(group).cloned()
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Groups> {
-        // Each operation checks everything before it changes anything.
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
-impl GroupStore for EmbeddedGroupStore {
-    async fn put_member(&self, group: &GroupKey, alert: &AlertRecord) -> Result<Joined, PortError> {
-        let mut g = self.lock();
-        let members = g.members.entry(group.clone()).or_default();
-        if members.contains_key(&alert.id) {
-            return Ok(Joined::Already);
-        }
-        members.insert(alert.id.clone(), (alert.clone(), None));
-        Ok(Joined::New)
-    }
-
-    async fn group(&self, group: &GroupKey) -> Result<Option<GroupState>, PortError> {
-        Ok(self.lock().states.get(group).cloned())
-    }
-
-    async fn put_group(
-        &self,
-        group: &GroupKey,
-        expected: Option<u64>,
-        next: &GroupState,
-    ) -> Result<bool, PortError> {
-        let mut g = self.lock();
-        if g.states.get(group).map(|s| s.version) != expected {
-            return Ok(false);
-        }
-        g.states.insert(group.clone(), next.clone());
-        Ok(true)
-    }
-
-    async fn waiting(&self, group: &GroupKey) -> Result<Vec<AlertRecord>, PortError> {
-        Ok(self
-            .lock()
-            .members
-            .get(group)
-            .map(|m| {
-                m.values()
-                    .filter(|(_, b)| b.is_none())
-                    .map(|(a, _)| a.clone())
-                    .collect()
-            })
-            .unwrap_or_default())
-    }
-
-    async fn seal(
-        &self,
-        expected: u64,
-        next: &GroupState,
-        batch: &GroupBatch,
-    ) -> Result<bool, PortError> {
-        let mut g = self.lock();
-        let group = &batch.group;
-        if g.states.get(group).map(|s| s.version) != Some(expected) {
-            return Ok(false);
-        }
-        let Some(members) = g.members.get_mut(group) else {
-            return Ok(false);
-        };
-        let all_waiting = batch
-            .alerts
-            .iter()
-            .all(|a| matches!(members.get(&a.id), Some((_, None))));
-        if !all_waiting {
-            return Ok(false);
-        }
-        for a in &batch.alerts {
-            if let Some(m) = members.get_mut(&a.id) {
-                m.1 = Some(batch.number);
-            }
-        }
-        g.states.insert(group.clone(), next.clone());
-        g.batches.push(batch.clone());
-        Ok(true)
-    }
-
-    async fn due(&self, now: Micros, limit: usize) -> Result<Vec<GroupKey>, PortError> {
-        Ok(self
-            .lock()
-            .states
-            .iter()
-            .filter(|(_, s)| s.due_micros.is_some_and(|d| d <= now))
-            .map(|(g, _)| g.clone())
-            .take(limit)
-            .collect())
-    }
-}
+pub use embedded::EmbeddedGroupStore;
 
 /// The DynamoDB store: the alerts table, beside the alerts (hash keys start with `#`, so
 /// they never collide with alert ids; `record_type` is not `alert`, so the alerter's stream
@@ -165,11 +32,19 @@ impl GroupStore for EmbeddedGroupStore {
 ///   sparse index [`crate::alert_state::PENDING_INDEX`], which the schedule queries.
 /// * `#gmember#<alert id>` (`record_type = "group_member"`): `group_id`, `alert` (JSON),
 ///   `sealed_in`? (the batch number) once sealed.
-/// * `#gbatch#<group id>#<n>` (`record_type = "group_batch"`): `alert_ids`, `sealed_at`.
+/// * `#gbatch#<group id>#<n>` (`record_type = "group_batch"`): `group_key` (JSON),
+///   `alert_ids`, `sealed_at`.
+/// * the batch's notification record (`crate::alert_state`'s layout, id `<group id>#<n>`),
+///   pending, written by the seal: the alerter's claim → publish → mark-sent path and
+///   recovery treat it like any notification.
+///
+/// Members, batches and the batch's notification expire with the alerts (`ttl`, 30 days by
+/// default); the group item is refreshed by every write.
 #[derive(Debug, Clone)]
 pub struct DynamoDbGroupStore {
     client: aws_sdk_dynamodb::Client,
     table: String,
+    ttl: std::time::Duration,
 }
 
 const DUE_BUCKET: &str = "group-due";
@@ -208,7 +83,16 @@ impl DynamoDbGroupStore {
         Self {
             client,
             table: table.into(),
+            ttl: crate::alerts::DEFAULT_ALERT_TTL,
         }
+    }
+
+    /// The expiry of items written now (epoch seconds, DynamoDB's TTL attribute).
+    fn expiry(&self) -> AttributeValue {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        n((now + self.ttl).as_secs())
     }
 
     async fn get(&self, key: String) -> Result<Option<HashMap<String, AttributeValue>>, PortError> {
@@ -251,6 +135,7 @@ impl DynamoDbGroupStore {
             "batches = :b",
             "group_key = :k",
             "record_type = :t",
+            "#ttl = :ttl",
         ];
         let mut remove = vec![];
         let mut values = HashMap::from([
@@ -261,6 +146,7 @@ impl DynamoDbGroupStore {
                 s(serde_json::to_string(group).unwrap_or_default()),
             ),
             (":t".to_owned(), s("group")),
+            (":ttl".to_owned(), self.expiry()),
         ]);
         match next.due_micros {
             Some(due) => {
@@ -293,6 +179,7 @@ impl DynamoDbGroupStore {
             .set_expression_attribute_values(Some(values))
             // Named, in case a word is reserved (DynamoDB reserves hundreds).
             .expression_attribute_names("#version", "version")
+            .expression_attribute_names("#ttl", "ttl")
             .build()
             .map_err(|e| PortError::permanent("dynamodb.UpdateItem(build)", e))
     }
@@ -323,8 +210,13 @@ impl DynamoDbGroupStore {
             )
             .item("record_type", s("group_batch"))
             .item("group_id", s(batch.group.id()))
+            .item(
+                "group_key",
+                s(serde_json::to_string(&batch.group).unwrap_or_default()),
+            )
             .item("alert_ids", AttributeValue::L(ids))
             .item("sealed_at", n(now))
+            .item("ttl", self.expiry())
             .condition_expression("attribute_not_exists(alert_id)")
             .build()
             .map_err(|e| PortError::permanent("dynamodb.PutItem(build)", e))?;
@@ -344,6 +236,7 @@ impl GroupStore for DynamoDbGroupStore {
             .item("record_type", s("group_member"))
             .item("group_id", s(group.id()))
             .item("alert", s(json))
+            .item("ttl", self.expiry())
             .condition_expression("attribute_not_exists(alert_id)")
             .send()
             .await;
@@ -457,9 +350,20 @@ impl GroupStore for DynamoDbGroupStore {
             .build()
             .map_err(|e| PortError::permanent("dynamodb.UpdateItem(build)", e))?;
         let now = next.last_flush_micros.unwrap_or_default();
+        let notification = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(crate::alert_state::notification_item(
+                &batch.notification(now),
+                std::time::SystemTime::now(),
+                self.ttl,
+            )))
+            .condition_expression("attribute_not_exists(alert_id)")
+            .build()
+            .map_err(|e| PortError::permanent("dynamodb.PutItem(build)", e))?;
         let mut items = vec![
             TransactWriteItem::builder().update(update).build(),
             self.batch_record(batch, now)?,
+            TransactWriteItem::builder().put(notification).build(),
         ];
         for a in &batch.alerts {
             items.push(self.member_sealed(&a.id, batch.number)?);
@@ -475,6 +379,43 @@ impl GroupStore for DynamoDbGroupStore {
             Err(e) if is_conditional(&e) => Ok(false),
             Err(e) => Err(classify("dynamodb.TransactWriteItems(group seal)", e)),
         }
+    }
+
+    async fn batch(&self, notification_id: &str) -> Result<Option<GroupBatch>, PortError> {
+        let Some(item) = self.get(format!("#gbatch#{notification_id}")).await? else {
+            return Ok(None);
+        };
+        let group: Option<GroupKey> = item
+            .get("group_key")
+            .and_then(|k| k.as_s().ok())
+            .and_then(|k| serde_json::from_str(k).ok());
+        let number = notification_id
+            .rsplit_once('#')
+            .and_then(|(_, n)| n.parse().ok());
+        let (Some(group), Some(number)) = (group, number) else {
+            return Err(PortError::permanent(
+                "group batch (decode)",
+                format!("batch {notification_id}: no group_key or number"),
+            ));
+        };
+        let ids: Vec<String> = item
+            .get("alert_ids")
+            .and_then(|l| l.as_l().ok())
+            .map(|l| l.iter().filter_map(|v| v.as_s().ok().cloned()).collect())
+            .unwrap_or_default();
+        let mut alerts = Vec::with_capacity(ids.len());
+        for id in ids {
+            // A member expires with the batch; one gone early is left out of the re-send.
+            if let Some(member) = self.get(member_item_key(&id)).await? {
+                alerts.extend(crate::alerts::alert_from_item(&member));
+            }
+        }
+        worst_first(&mut alerts);
+        Ok(Some(GroupBatch {
+            group,
+            number,
+            alerts,
+        }))
     }
 
     async fn due(&self, now: Micros, limit: usize) -> Result<Vec<GroupKey>, PortError> {
