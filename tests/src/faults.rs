@@ -197,6 +197,8 @@ pub type FaultCounts = BTreeMap<(String, Fault), u64>;
 struct Ledger {
     calls: BTreeMap<String, u64>,
     actions: BTreeSet<String>,
+    /// Clients seen gone while their request was upstream (booked when moto answers).
+    hangups_seen: u64,
 }
 
 /// A running proxy; stops when dropped.
@@ -275,6 +277,15 @@ impl FaultProxy {
             .unwrap_or_else(|e| e.into_inner())
             .actions
             .clone()
+    }
+
+    /// Clients the proxy has seen hang up while their request was still upstream, booked
+    /// or not yet (a test can wait for this before letting the upstream answer).
+    pub fn hangups_seen(&self) -> u64 {
+        self.ledger
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .hangups_seen
     }
 
     /// Requests passed through whose client hung up (an SDK attempt timeout) before moto
@@ -479,6 +490,9 @@ async fn serve(
                             // an HTTP/1.1 client awaiting a reply; stop watching.
                             hung_up = matches!(peeked, Ok(0) | Err(_));
                             watching = false;
+                            if hung_up {
+                                ledger.lock().unwrap_or_else(|e| e.into_inner()).hangups_seen += 1;
+                            }
                         }
                     }
                 };

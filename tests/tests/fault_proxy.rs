@@ -125,17 +125,25 @@ async fn injects_each_fault_and_lost_responses_still_apply() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_gives_up_first_is_counted_as_a_lost_response() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    // An upstream that answers only once the test says so: after the client (500 ms
-    // attempt timeout) has given up. No race decides the outcome, however loaded the machine.
+    // No clock decides the order of events; the test does, step by step:
+    // 1. the upstream tells when the request reached it,
+    // 2. then the client gives up: its request future is dropped, as an attempt timeout
+    //    drops it (a 500 ms timeout raced the proxy's forwarding on a loaded machine,
+    //    and the request was sometimes abandoned before it reached the upstream),
+    // 3. once the proxy has seen the client go, the upstream answers.
     let (release, released) = tokio::sync::watch::channel(false);
+    let received = Arc::new(tokio::sync::Notify::new());
     let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = upstream.local_addr().unwrap();
+    let got_request = received.clone();
     tokio::spawn(async move {
         while let Ok((mut conn, _)) = upstream.accept().await {
             let mut released = released.clone();
+            let got_request = got_request.clone();
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 64 * 1024];
                 let _ = conn.read(&mut buf).await;
+                got_request.notify_one();
                 let _ = released.wait_for(|r| *r).await;
                 let body = "{}";
                 let reply = format!(
@@ -157,14 +165,27 @@ async fn a_client_that_gives_up_first_is_counted_as_a_lost_response() {
         Duration::from_secs(60),
     )
     .await;
-    let ddb = client(proxy.endpoint(), Duration::from_millis(500)).await;
-    let result = ddb
-        .put_item()
-        .table_name("t")
-        .item("k", AttributeValue::S("late".into()))
-        .send()
-        .await;
-    assert!(result.is_err(), "the 500 ms attempt timeout must fire");
+    let ddb = client(proxy.endpoint(), Duration::from_secs(600)).await;
+    let caller = ddb.clone();
+    let put = tokio::spawn(async move {
+        caller
+            .put_item()
+            .table_name("t")
+            .item("k", AttributeValue::S("late".into()))
+            .send()
+            .await
+    });
+    received.notified().await;
+    put.abort();
+    assert!(
+        put.await.is_err_and(|e| e.is_cancelled()),
+        "the client gave up before any answer"
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while proxy.hangups_seen() == 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(proxy.hangups_seen(), 1, "the proxy saw the client go");
     release.send(true).unwrap();
     // The proxy books it once the upstream has answered.
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
