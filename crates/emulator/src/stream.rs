@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 
+use aws_sdk_dynamodb::types::AttributeValue as ItemValue;
 use aws_sdk_dynamodbstreams::types::AttributeValue as StreamValue;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -378,6 +379,78 @@ fn partition_key(keys: Option<&HashMap<String, StreamValue>>) -> String {
         })
         .collect::<Vec<_>>()
         .join("|")
+}
+
+/// Where an INSERT stands on its table's stream: what [`insert_record`] stamps on it.
+#[derive(Debug, Clone)]
+pub struct StreamPosition<'a> {
+    /// The stream's ARN (`arn:aws:dynamodb:<region>:<account>:table/<t>/stream/<label>`).
+    pub stream_arn: &'a str,
+    /// The record's sequence number; its event id is the number in 32 hex digits.
+    pub sequence: u128,
+    /// `ApproximateCreationDateTime`: whole seconds in Lambda's DynamoDB event.
+    pub created_secs: i64,
+}
+
+/// The INSERT of `item` (key attribute `key`) as Lambda's DynamoDB event carries it from a
+/// NEW_IMAGE stream: what the alerts table's stream delivers for an item the outbox wrote.
+/// The one builder of such records for the demo's embedded stream and the tests.
+pub fn insert_record<'a>(
+    item: impl IntoIterator<Item = (&'a String, &'a ItemValue)>,
+    key: &str,
+    at: &StreamPosition<'_>,
+) -> Value {
+    let image: Map<String, Value> = item
+        .into_iter()
+        .map(|(k, v)| (k.clone(), item_attribute(v)))
+        .collect();
+    let keys: Map<String, Value> = image
+        .get(key)
+        .map(|v| (key.to_owned(), v.clone()))
+        .into_iter()
+        .collect();
+    json!({
+        "eventID": format!("{:032x}", at.sequence),
+        "eventName": "INSERT",
+        "eventVersion": "1.1",
+        "eventSource": "aws:dynamodb",
+        "awsRegion": at.stream_arn.split(':').nth(3).unwrap_or("us-east-1"),
+        "dynamodb": {
+            "ApproximateCreationDateTime": at.created_secs,
+            "Keys": keys,
+            "NewImage": image,
+            "SequenceNumber": at.sequence.to_string(),
+            "SizeBytes": 900,
+            "StreamViewType": "NEW_IMAGE",
+        },
+        "eventSourceARN": at.stream_arn,
+    })
+}
+
+/// DynamoDB JSON of an item's attribute value (the table API's type; [`attribute`] is the
+/// streams API's).
+pub fn item_attribute(v: &ItemValue) -> Value {
+    match v {
+        ItemValue::S(s) => json!({"S": s}),
+        ItemValue::N(n) => json!({"N": n}),
+        ItemValue::B(b) => json!({"B": B64.encode(b.as_ref())}),
+        ItemValue::Bool(b) => json!({"BOOL": b}),
+        ItemValue::Null(b) => json!({"NULL": b}),
+        ItemValue::Ss(v) => json!({"SS": v}),
+        ItemValue::Ns(v) => json!({"NS": v}),
+        ItemValue::Bs(v) => {
+            json!({"BS": v.iter().map(|b| B64.encode(b.as_ref())).collect::<Vec<_>>()})
+        }
+        ItemValue::L(l) => json!({"L": l.iter().map(item_attribute).collect::<Vec<_>>()}),
+        ItemValue::M(m) => {
+            let inner: Map<String, Value> = m
+                .iter()
+                .map(|(k, v)| (k.clone(), item_attribute(v)))
+                .collect();
+            json!({"M": inner})
+        }
+        _ => json!({"NULL": true}),
+    }
 }
 
 /// DynamoDB JSON (`{"S": "…"}`) of one attribute value.

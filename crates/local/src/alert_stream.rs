@@ -5,19 +5,11 @@
 use std::time::{Duration, SystemTime};
 
 use aws_lambda_events::event::dynamodb::{Event, EventRecord};
-use aws_sdk_dynamodb::types::AttributeValue;
-use serde_json::{Value, json};
 use streamwatch_adapters::alerts::{alert_item, sequenced_alert_item};
 use streamwatch_core::AlertRecord;
+use streamwatch_emulator::stream::{StreamPosition, insert_record};
 
-fn attribute_json(v: &AttributeValue) -> Value {
-    match v {
-        AttributeValue::S(s) => json!({ "S": s }),
-        AttributeValue::N(n) => json!({ "N": n }),
-        // The outbox writes only S and N attributes.
-        other => json!({ "S": format!("{other:?}") }),
-    }
-}
+const STREAM_ARN: &str = "arn:aws:dynamodb:us-east-1:000000000000:table/streamwatch-alerts/stream/2026-11-21T00:00:00.000";
 
 /// The stream of the alerts table: hands out INSERT records with increasing sequence numbers.
 #[derive(Debug, Default)]
@@ -46,23 +38,15 @@ impl AlertStream {
                     Some(seq) => sequenced_alert_item(alert, seq, SystemTime::now(), ttl).ok()?,
                     None => alert_item(alert, SystemTime::now(), ttl).ok()?,
                 };
-                let image: serde_json::Map<String, Value> = item.iter().map(|(k, v)| (k.clone(), attribute_json(v))).collect();
-                let record = json!({
-                    "eventID": format!("{:032x}", self.next),
-                    "eventName": "INSERT",
-                    "eventVersion": "1.1",
-                    "eventSource": "aws:dynamodb",
-                    "awsRegion": "us-east-1",
-                    "dynamodb": {
-                        "ApproximateCreationDateTime": alert.event_time_micros / 1_000_000,
-                        "Keys": { "alert_id": { "S": alert.id } },
-                        "NewImage": image,
-                        "SequenceNumber": format!("{:021}", 100_000_000_000_000_000_000u128 + u128::from(self.next)),
-                        "SizeBytes": 900,
-                        "StreamViewType": "NEW_IMAGE",
+                let record = insert_record(
+                    &item,
+                    "alert_id",
+                    &StreamPosition {
+                        stream_arn: STREAM_ARN,
+                        sequence: 100_000_000_000_000_000_000 + u128::from(self.next),
+                        created_secs: alert.event_time_micros / 1_000_000,
                     },
-                    "eventSourceARN": "arn:aws:dynamodb:us-east-1:000000000000:table/streamwatch-alerts/stream/2026-11-21T00:00:00.000",
-                });
+                );
                 serde_json::from_value(record).ok()
             })
             .collect()

@@ -6,12 +6,14 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, SystemTime};
 
 use aws_lambda_events::event::dynamodb::EventRecord;
-use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_dynamodbstreams::types::{AttributeValue as StreamValue, ShardIteratorType};
 use serde_json::{Value, json};
 use streamwatch_adapters::alerts::alert_item;
 use streamwatch_core::alert::{event_alert_id, window_alert_id};
 use streamwatch_core::{AlertKind, AlertRecord, WindowSummary};
+use streamwatch_emulator::stream::{
+    StreamPosition, attribute, insert_record as insert_record_json,
+};
 use streamwatch_tests::MotoServer;
 
 use super::Rng;
@@ -80,39 +82,16 @@ pub fn accident_alert(i: usize, window: i64) -> AlertRecord {
     }
 }
 
-pub fn attribute_json(v: &AttributeValue) -> Value {
-    match v {
-        AttributeValue::S(s) => json!({ "S": s }),
-        AttributeValue::N(n) => json!({ "N": n }),
-        other => panic!("alert items hold only S and N attributes, not {other:?}"),
-    }
-}
-
 /// The stream record of the INSERT of `alert` into the alerts table, with the item exactly
 /// as the outbox writes it.
 pub fn insert_record(alert: &AlertRecord, sequence: u64) -> EventRecord {
     let item = alert_item(alert, SystemTime::now(), Duration::from_secs(3600)).expect("item");
-    let image: serde_json::Map<String, Value> = item
-        .iter()
-        .map(|(k, v)| (k.clone(), attribute_json(v)))
-        .collect();
-    serde_json::from_value(json!({
-        "eventID": format!("{sequence:032x}"),
-        "eventName": "INSERT",
-        "eventVersion": "1.1",
-        "eventSource": "aws:dynamodb",
-        "awsRegion": "us-east-1",
-        "dynamodb": {
-            "ApproximateCreationDateTime": alert.event_time_micros / 1_000_000 + 2,
-            "Keys": { "alert_id": { "S": alert.id } },
-            "NewImage": image,
-            "SequenceNumber": format!("{}", 4_421_584_500_000_000_000_000_000_000u128 + sequence as u128),
-            "SizeBytes": 900,
-            "StreamViewType": "NEW_IMAGE",
-        },
-        "eventSourceARN": "arn:aws:dynamodb:us-east-1:123456789012:table/alerts/stream/2026-11-21T00:00:00.000",
-    }))
-    .expect("a stream record")
+    let at = StreamPosition {
+        stream_arn: "arn:aws:dynamodb:us-east-1:123456789012:table/alerts/stream/2026-11-21T00:00:00.000",
+        sequence: 4_421_584_500_000_000_000_000_000_000 + u128::from(sequence),
+        created_secs: alert.event_time_micros / 1_000_000 + 2,
+    };
+    serde_json::from_value(insert_record_json(&item, "alert_id", &at)).expect("a stream record")
 }
 
 /// Alert records on two shards (turbines partitioned by key, accidents spread), in event
@@ -194,24 +173,10 @@ pub fn sent_alert_ids(moto: &MotoServer) -> Vec<String> {
         .collect()
 }
 
-fn stream_attribute(v: &StreamValue) -> Value {
-    match v {
-        StreamValue::S(s) => json!({ "S": s }),
-        StreamValue::N(n) => json!({ "N": n }),
-        // The group store's items: the waiting set and a batch's alert ids.
-        StreamValue::Ss(set) => json!({ "SS": set }),
-        StreamValue::L(list) => {
-            json!({ "L": list.iter().map(stream_attribute).collect::<Vec<_>>() })
-        }
-        StreamValue::Bool(b) => json!({ "BOOL": b }),
-        other => panic!("no test item holds {other:?}"),
-    }
-}
-
 fn stream_image(item: &HashMap<String, StreamValue>) -> Value {
     Value::Object(
         item.iter()
-            .map(|(k, v)| (k.clone(), stream_attribute(v)))
+            .map(|(k, v)| (k.clone(), attribute(v)))
             .collect(),
     )
 }

@@ -20,6 +20,7 @@ use streamwatch_core::notify::{
 };
 use streamwatch_core::time::Micros;
 use streamwatch_core::{AlertKind, AlertRecord, PortError, WindowSummary};
+use streamwatch_emulator::stream::{self, StreamPosition};
 
 pub const FIRING: &str = include_str!("../../../../events/alerter-firing.json");
 pub const REMINDER: &str = include_str!("../../../../events/alerter-reminder.json");
@@ -84,11 +85,14 @@ pub fn window_alert(key: &str, i: i64, kind: AlertKind) -> AlertRecord {
     }
 }
 
-fn attribute_json(v: &AttributeValue) -> Value {
-    match v {
-        AttributeValue::S(s) => json!({ "S": s }),
-        AttributeValue::N(n) => json!({ "N": n }),
-        other => panic!("alert items hold only S and N attributes, not {other:?}"),
+const STREAM_ARN: &str =
+    "arn:aws:dynamodb:us-east-1:123456789012:table/alerts/stream/2026-11-21T00:00:00.000";
+
+fn position(sequence: u64, created_secs: i64) -> StreamPosition<'static> {
+    StreamPosition {
+        stream_arn: STREAM_ARN,
+        sequence: 4_421_584_500_000_000_000_000_000_000 + u128::from(sequence),
+        created_secs,
     }
 }
 
@@ -96,26 +100,8 @@ fn attribute_json(v: &AttributeValue) -> Value {
 /// exactly as `DynamoDbAlertOutbox` writes it.
 pub fn insert_record(alert: &AlertRecord, sequence: u64) -> Value {
     let item = alert_item(alert, SystemTime::now(), Duration::from_secs(3600)).unwrap();
-    let image: serde_json::Map<String, Value> = item
-        .iter()
-        .map(|(k, v)| (k.clone(), attribute_json(v)))
-        .collect();
-    json!({
-        "eventID": format!("{sequence:032x}"),
-        "eventName": "INSERT",
-        "eventVersion": "1.1",
-        "eventSource": "aws:dynamodb",
-        "awsRegion": "us-east-1",
-        "dynamodb": {
-            "ApproximateCreationDateTime": alert.event_time_micros / 1_000_000 + 2,
-            "Keys": { "alert_id": { "S": alert.id } },
-            "NewImage": image,
-            "SequenceNumber": format!("{}", 4_421_584_500_000_000_000_000_000_000u128 + sequence as u128),
-            "SizeBytes": 900,
-            "StreamViewType": "NEW_IMAGE",
-        },
-        "eventSourceARN": "arn:aws:dynamodb:us-east-1:123456789012:table/alerts/stream/2026-11-21T00:00:00.000",
-    })
+    let created = alert.event_time_micros / 1_000_000 + 2;
+    stream::insert_record(&item, "alert_id", &position(sequence, created))
 }
 
 /// A DynamoDB stream record of the INSERT of an item as the table holds it (read back from
@@ -124,26 +110,7 @@ pub fn item_record<'a>(
     item: impl IntoIterator<Item = (&'a String, &'a AttributeValue)>,
     sequence: u64,
 ) -> Value {
-    let image: serde_json::Map<String, Value> = item
-        .into_iter()
-        .map(|(k, v)| (k.clone(), attribute_json(v)))
-        .collect();
-    json!({
-        "eventID": format!("{sequence:032x}"),
-        "eventName": "INSERT",
-        "eventVersion": "1.1",
-        "eventSource": "aws:dynamodb",
-        "awsRegion": "us-east-1",
-        "dynamodb": {
-            "ApproximateCreationDateTime": 1_795_262_400,
-            "Keys": { "alert_id": image["alert_id"].clone() },
-            "NewImage": image,
-            "SequenceNumber": format!("{}", 4_421_584_500_000_000_000_000_000_000u128 + sequence as u128),
-            "SizeBytes": 900,
-            "StreamViewType": "NEW_IMAGE",
-        },
-        "eventSourceARN": "arn:aws:dynamodb:us-east-1:123456789012:table/alerts/stream/2026-11-21T00:00:00.000",
-    })
+    stream::insert_record(item, "alert_id", &position(sequence, 1_795_262_400))
 }
 
 /// A stream batch of records.
