@@ -60,23 +60,7 @@ async fn kpl_and_plain_batches_sharing_accidents_send_one_email_per_severe_accid
     let config = streamwatch_tests::sdk_config(&moto).await;
     let ddb = aws_sdk_dynamodb::Client::new(&config);
     streamwatch_tests::create_alerts_table(&ddb, "alerts").await;
-    let arn = ddb
-        .update_table()
-        .table_name("alerts")
-        .stream_specification(
-            aws_sdk_dynamodb::types::StreamSpecification::builder()
-                .stream_enabled(true)
-                .stream_view_type(aws_sdk_dynamodb::types::StreamViewType::NewImage)
-                .build()
-                .unwrap(),
-        )
-        .send()
-        .await
-        .unwrap()
-        .table_description
-        .unwrap()
-        .latest_stream_arn
-        .unwrap();
+    let arn = common::alerts::enable_new_image_stream(&ddb, "alerts").await;
 
     // The metrics-publisher: KPL batch, plain batch, the KPL batch again.
     let publisher = Deps {

@@ -149,23 +149,7 @@ async fn the_sample_csv_sends_one_email_per_county_and_interval_listing_each_acc
     let config = streamwatch_tests::sdk_config(&moto).await;
     let ddb = aws_sdk_dynamodb::Client::new(&config);
     streamwatch_tests::create_alerts_table(&ddb, "alerts").await;
-    let arn = ddb
-        .update_table()
-        .table_name("alerts")
-        .stream_specification(
-            aws_sdk_dynamodb::types::StreamSpecification::builder()
-                .stream_enabled(true)
-                .stream_view_type(aws_sdk_dynamodb::types::StreamViewType::NewImage)
-                .build()
-                .unwrap(),
-        )
-        .send()
-        .await
-        .unwrap()
-        .table_description
-        .unwrap()
-        .latest_stream_arn
-        .unwrap();
+    let arn = common::alerts::enable_new_image_stream(&ddb, "alerts").await;
     let streams = aws_sdk_dynamodbstreams::Client::new(&config);
     let sns = aws_sdk_sns::Client::new(&config);
     let topic = streamwatch_tests::create_topic(&sns, "alerts").await;

@@ -237,3 +237,24 @@ pub async fn stream_records(streams: &aws_sdk_dynamodbstreams::Client, arn: &str
     }
     out
 }
+
+/// Turns on `table`'s stream (NEW_IMAGE, as the template's alerts table has it) and returns
+/// its ARN.
+pub async fn enable_new_image_stream(ddb: &aws_sdk_dynamodb::Client, table: &str) -> String {
+    use aws_sdk_dynamodb::types::{StreamSpecification, StreamViewType};
+    ddb.update_table()
+        .table_name(table)
+        .stream_specification(
+            StreamSpecification::builder()
+                .stream_enabled(true)
+                .stream_view_type(StreamViewType::NewImage)
+                .build()
+                .expect("a stream specification"),
+        )
+        .send()
+        .await
+        .expect("UpdateTable")
+        .table_description
+        .and_then(|t| t.latest_stream_arn)
+        .expect("the table's stream ARN")
+}
