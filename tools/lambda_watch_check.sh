@@ -1,13 +1,20 @@
 #!/usr/bin/env bash
-# Runs every function under `cargo lambda watch` (the local Lambda runtime emulator) against
-# moto server, sends each its sample events with `cargo lambda invoke --data-file`, and
-# checks what the services hold afterwards. Part of `make test`.
+# Runs every function on cargo-lambda's local Lambda runtime emulator (`cargo lambda watch
+# --only-lambda-apis`) against moto server, sends each its sample events with `cargo lambda
+# invoke --data-file`, and checks what the services hold afterwards. Part of `make test`.
+#
+# The function binaries are the test build's (tools/test_binaries.sh), started here with the
+# environment `cargo lambda watch` would give them ([workspace.metadata.lambda.env], the env
+# file, the runtime variables). Letting the watcher build them (`cargo run --bin …`) would
+# compile the AWS SDK a second time with other features, ~5 CPU-minutes of `make test`; that
+# each function also builds on its own is what `make sam-build` checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=.venv
 export PATH=$PWD/$VENV/bin:$PATH
 work=$(mktemp -d)
-cleanup() { kill "${watch_pid:-}" "${moto_pid:-}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"; }
+fn_pids=()
+cleanup() { kill "${fn_pids[@]}" "${watch_pid:-}" "${moto_pid:-}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -33,17 +40,21 @@ ENV
 
 fail() {
   echo "lambda-watch check: $*" >&2
-  echo "--- watch log (last 40 lines)" >&2; tail -n 40 "$work/watch.log" >&2 || true
+  echo "--- watch log (last 20 lines)" >&2; tail -n 20 "$work/watch.log" >&2 || true
+  for f in "$work"/fn-*.log; do
+    [[ -e $f ]] && { echo "--- ${f##*/fn-} (last 20 lines)" >&2; tail -n 20 "$f" >&2; }
+  done
   echo "--- moto log (last 20 lines)" >&2; tail -n 20 "$work/moto.log" >&2 || true
   exit 1
 }
 
-# Build the three functions first, in the open and with a deadline, so that the watch
-# below only starts them: a slow or failing compile shows here, not as a silent invoke.
-timeout 1200 cargo build --locked -p metrics-publisher -p window-aggregator -p alerter \
+# The test build's binaries, built here in the open and with a deadline if `make unit` has not
+# built them yet: a slow or failing compile shows here, not as a silent invoke.
+functions=(metrics-publisher window-aggregator alerter)
+timeout 1200 tools/test_binaries.sh "${functions[@]}" >"$work/bins" \
   || fail "building the functions failed or took over 20 minutes"
 
-cargo lambda watch --quiet --invoke-address 127.0.0.1 --invoke-port "$invoke_port" --env-file "$work/env" \
+cargo lambda watch --quiet --only-lambda-apis --invoke-address 127.0.0.1 --invoke-port "$invoke_port" \
   </dev/null >"$work/watch.log" 2>&1 &
 watch_pid=$!
 up=
@@ -53,10 +64,30 @@ for _ in $(seq 300); do
 done
 [[ -n $up ]] || fail "cargo lambda watch did not listen on port $invoke_port within 60 s"
 
-# Each invocation has a deadline: a function that never answers fails the check with the
-# watch log instead of hanging CI.
+# Each function as the watcher starts it: Cargo.toml's [workspace.metadata.lambda.env], then the
+# env file, then the runtime's variables; its Runtime API is the emulator's path for its name.
+"$VENV/bin/python" - >"$work/metadata.env" <<'PY'
+import tomllib
+for key, value in tomllib.load(open("Cargo.toml", "rb"))["workspace"]["metadata"]["lambda"]["env"].items():
+    print(f"{key}={value}")
+PY
+for fn in "${functions[@]}"; do
+  bin=$(awk -v f="$fn" '$1 == f { print $2 }' "$work/bins")
+  mapfile -t vars < <(cat "$work/metadata.env" "$work/env")
+  env "${vars[@]}" AWS_LAMBDA_FUNCTION_NAME="$fn" AWS_LAMBDA_FUNCTION_VERSION=1 \
+    AWS_LAMBDA_FUNCTION_MEMORY_SIZE=4096 AWS_LAMBDA_RUNTIME_API="http://127.0.0.1:$invoke_port/.rt/$fn" \
+    "$bin" </dev/null >"$work/fn-$fn.log" 2>&1 &
+  fn_pids+=($!)
+done
+
+# Each invocation has a deadline (the binaries are built: no compile happens inside it), and a
+# function that died is named at once instead of leaving `cargo lambda invoke` waiting.
 invoke() { # function, event file -> response on stdout
-  timeout 600 cargo lambda invoke "$1" --invoke-address 127.0.0.1 --invoke-port "$invoke_port" \
+  local i
+  for i in "${!functions[@]}"; do
+    [[ ${functions[$i]} == "$1" ]] && { kill -0 "${fn_pids[$i]}" 2>/dev/null || fail "$1 exited (see its log)"; }
+  done
+  timeout 120 cargo lambda invoke "$1" --invoke-address 127.0.0.1 --invoke-port "$invoke_port" \
     --data-file "$2" --output-format json </dev/null
 }
 

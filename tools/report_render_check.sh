@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Renders the demo's HTML report in headless Chromium (Debian's package, installed here if
-# missing) and fails if the screenshot is blank. Part of `make test`; the debug build `cargo test`
-# already made is enough (a release build would add minutes to CI).
+# missing) and fails if the screenshot is blank. Part of `make test`; it runs the CLI the test build
+# made (tools/test_binaries.sh): `cargo run -p streamwatch` would compile the AWS SDK again with
+# other features, ~3.4 CPU-minutes at the very end of `make test` (a release build: more).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! command -v chromium >/dev/null; then
@@ -11,7 +12,9 @@ if ! command -v chromium >/dev/null; then
 fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-cargo run --quiet -p streamwatch -- demo --json --report "$work/report.html" >"$work/summary.json" 2>"$work/progress.log"
+cli=$(tools/test_binaries.sh streamwatch 2>"$work/build.log" | awk '{ print $2 }') \
+  || { cat "$work/build.log" >&2; echo "report render check: building the CLI failed" >&2; exit 1; }
+"$cli" demo --json --report "$work/report.html" >"$work/summary.json" 2>"$work/progress.log"
 # Flags as the machine's notes require: no background networking, no first-run, fresh profile.
 chromium --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
   --disable-background-networking --disable-component-update --disable-sync \
