@@ -10,7 +10,7 @@ VENV_STAMP := $(VENV)/.installed-$(shell cksum requirements-dev.txt | cut -d' ' 
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export MOTO_SERVER := $(CURDIR)/$(VENV)/bin/moto_server
 
-.PHONY: demo test install lint unit lambda-check sam-version sam-build report-check bench venv
+.PHONY: demo test install lint lint-rust lint-template unit lambda-check sam-version sam-build report-check bench venv
 
 # The dev profile: a fresh clone's first `make demo` compiles ~3x less than with
 # optimisations (365 s of CPU against 1,140 s for [profile.cli]), the demo then runs in
@@ -18,14 +18,22 @@ export MOTO_SERVER := $(CURDIR)/$(VENV)/bin/moto_server
 demo:
 	cargo run --quiet -p streamwatch -- demo
 
-# After lint, the tests, the cargo-lambda check and the zips run side by side: the tests
-# mostly wait (on moto, on real-time windows) while the other two compile. Each step's
-# output is printed whole when it ends (--output-sync). CI's machines cannot build arm64
-# (see sam-build): `make test` builds x86_64; `make sam-build ARCH=arm64` where they can.
-test: venv lint
-	@echo "== unit, lambda-check and sam-build run side by side; each prints its output when it ends"
-	@$(MAKE) --no-print-directory -j3 --output-sync=target unit lambda-check sam-build ARCH=x86_64
-	@$(MAKE) --no-print-directory report-check
+# The Python tools install while clippy checks; then the template lint, the tests, the
+# cargo-lambda check and the zips run side by side: the tests mostly wait (on moto, on
+# real-time windows) while the zips compile, and lambda-check and report-check run the
+# binaries the test build made. Each step prints when it started and ended, its wall and CPU
+# time, and its output whole when it ends (--output-sync); a table of all steps comes last.
+# CI's machines cannot build arm64 (see sam-build): `make test` builds x86_64;
+# `make sam-build ARCH=arm64` where they can.
+test:
+	@rm -f target/ci-steps.tsv
+	@$(MAKE) --no-print-directory -j2 --output-sync=target ci-venv ci-lint-rust
+	@$(MAKE) --no-print-directory -j4 --output-sync=target ci-lint-template ci-unit ci-lambda-check ci-sam-build ARCH=x86_64
+	@$(MAKE) --no-print-directory ci-report-check
+	@tools/ci_step.sh --summary
+
+ci-%:
+	@tools/ci_step.sh $* $(MAKE) --no-print-directory $*
 
 # `streamwatch` on PATH (~/.cargo/bin), so the README's commands run as written.
 install:
@@ -40,10 +48,13 @@ $(VENV_STAMP): requirements-dev.txt
 	rm -f $(VENV)/.installed-*
 	touch $@
 
-lint:
-	@echo "== make lint started $$(date -u +%T)"
+lint: lint-rust lint-template
+
+lint-rust:
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets --locked -- -D warnings
+
+lint-template: venv
 	cfn-lint template.yaml
 	mkdir -p target
 	$(VENV)/bin/python tools/sam_translate.py template.yaml target/template.cfn.json
@@ -52,19 +63,15 @@ lint:
 # cargo-nextest runs every test in its own process, several at once across test binaries
 # (.config/nextest.toml); `cargo test` runs the binaries one after another. Same tests.
 unit:
-	@echo "== make unit started $$(date -u +%T)"
 	@if cargo nextest --version >/dev/null 2>&1; then \
 	  echo "cargo nextest run --workspace --locked"; cargo nextest run --workspace --locked; \
 	else \
 	  echo "cargo-nextest not installed: cargo test (slower)"; cargo test --workspace --locked; \
 	fi
-	@echo "== make unit ended $$(date -u +%T)"
 
 # Each function under `cargo lambda watch`, invoked with its sample events against moto.
 lambda-check:
-	@echo "== make lambda-check started $$(date -u +%T)"
 	tools/lambda_watch_check.sh
-	@echo "== make lambda-check ended $$(date -u +%T)"
 
 # The functions as `sam deploy` ships them: `sam validate --lint`, then `sam build` (the
 # rust-cargolambda build method, each function's CodeUri in the workspace), then each
@@ -83,15 +90,12 @@ sam-version:
 	fi; echo "SAM CLI $$v (>= $(SAM_MIN_VERSION))"
 
 sam-build: venv sam-version
-	@echo "== make sam-build started $$(date -u +%T)"
 	SAM_CLI_TELEMETRY=0 sam validate --lint
 	SAM_CLI_TELEMETRY=0 sam build --build-dir $(SAM_BUILD_DIR) --parameter-overrides Architecture=$(ARCH)
 	$(VENV)/bin/python tools/check_lambda_artifacts.py $(SAM_BUILD_DIR) $(ARCH) 4
-	@echo "== make sam-build ended $$(date -u +%T)"
 
 # The demo's HTML report rendered in headless Chromium (installed from Debian if missing).
 report-check:
-	@echo "== make report-check started $$(date -u +%T)"
 	tools/report_render_check.sh
 
 # Every bench/*.sh (decode, lambda init/warm/memory, soak), then one table with the ratios.
