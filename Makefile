@@ -69,7 +69,8 @@ unit:
 	  echo "cargo-nextest not installed: cargo test (slower)"; cargo test --workspace --locked; \
 	fi
 
-# Each function under `cargo lambda watch`, invoked with its sample events against moto.
+# Each function (the test build's binary) on `cargo lambda watch`'s runtime emulator, invoked
+# with its sample events against moto (tools/lambda_watch_check.sh).
 lambda-check:
 	tools/lambda_watch_check.sh
 
@@ -89,8 +90,15 @@ sam-version:
 	  echo "SAM CLI $$v is older than $(SAM_MIN_VERSION): sam build cannot copy a workspace member's binary (pip install 'aws-sam-cli>=$(SAM_MIN_VERSION)')" >&2; exit 1; \
 	fi; echo "SAM CLI $$v (>= $(SAM_MIN_VERSION))"
 
+# sam build runs `cargo lambda build --release` in each function's directory, one after the
+# other, and each ends in a single-threaded fat-LTO link of ~2 CPU-minutes. The three share every
+# dependency with the same features, so building them first in one cargo call runs those links
+# side by side and sam build finds its units fresh (10 s); what it ships is the same.
+FUNCTION_PACKAGES := -p metrics-publisher -p window-aggregator -p alerter
+
 sam-build: venv sam-version
 	SAM_CLI_TELEMETRY=0 sam validate --lint
+	cargo lambda build --release --locked $(if $(filter arm64,$(ARCH)),--arm64) $(FUNCTION_PACKAGES)
 	SAM_CLI_TELEMETRY=0 sam build --build-dir $(SAM_BUILD_DIR) --parameter-overrides Architecture=$(ARCH)
 	$(VENV)/bin/python tools/check_lambda_artifacts.py $(SAM_BUILD_DIR) $(ARCH) 4
 
