@@ -1,9 +1,12 @@
 //! The accident source of the demo: the shipped CSV of US-accident rows read as a stream
-//! (constant memory) and converted to the reference producer's JSON.
+//! (constant memory) and converted to the reference producer's JSON, and the demo's replay
+//! of it in slices over the run.
 
+use std::collections::BTreeMap;
 use std::io::Read;
 
 use streamwatch_core::accident::row_to_json;
+use streamwatch_core::time::{format_micros, parse_iso};
 
 /// A row that could not be converted, with its line number.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,6 +71,57 @@ pub fn read_csv(input: impl Read, txn: impl Fn(usize) -> String) -> Result<Rows,
         }
     }
     Ok(rows)
+}
+
+/// Simulated minutes between two slices of the demo's accident replay: the CSV's rows, split
+/// evenly in order, go out in one slice per this many minutes of the run (two in the default
+/// thirty), so a (County, State) group with accidents in both slices gets a second email.
+/// More than the default group interval plus wait: each slice's groups go out together.
+pub const SLICE_MINUTES: u32 = 15;
+/// Each slice goes out this far into its minute (the alerter's schedule runs on the minute).
+pub const SLICE_OFFSET_MICROS: i64 = 30_000_000;
+
+/// When row `i` of `rows` is replayed in a run of `minutes` starting at `start`.
+pub fn replay_micros(start: i64, i: usize, rows: usize, minutes: u32) -> i64 {
+    let slices = minutes.div_ceil(SLICE_MINUTES).max(1) as usize;
+    let slice = (i * slices / rows.max(1)).min(slices - 1);
+    start + slice as i64 * i64::from(SLICE_MINUTES) * 60_000_000 + SLICE_OFFSET_MICROS
+}
+
+/// Rows of `input` a CSV reader yields (bad ones included): what `read_csv` numbers.
+pub fn count_rows(input: &[u8]) -> usize {
+    csv::ReaderBuilder::new()
+        .flexible(true)
+        .from_reader(input)
+        .records()
+        .filter(Result::is_ok)
+        .count()
+}
+
+/// The rows of a run of `minutes` from `start`, by replay time: each row's `Txn_Timestamp`
+/// is its slice's replay time plus 10 ms per row (so rows stay apart and in their minute).
+pub fn read_slices(
+    input: &[u8],
+    start: i64,
+    minutes: u32,
+) -> Result<(BTreeMap<i64, Vec<(String, Vec<u8>)>>, Vec<BadRow>), csv::Error> {
+    let n = count_rows(input);
+    let txn = |i: usize| {
+        let at = replay_micros(start, i, n, minutes) + (i % 100) as i64 * 10_000;
+        format_micros(at).trim_end_matches('Z').to_owned()
+    };
+    let rows = read_csv(input, txn)?;
+    let mut slices: BTreeMap<i64, Vec<(String, Vec<u8>)>> = BTreeMap::new();
+    for (key, data) in rows.payloads {
+        // The slice is the row's Txn_Timestamp down to the slice offset in its minute.
+        let txn = serde_json::from_slice::<serde_json::Value>(&data)
+            .ok()
+            .and_then(|v| v["Txn_Timestamp"].as_str().and_then(parse_iso))
+            .unwrap_or(start);
+        let at = txn - (txn - SLICE_OFFSET_MICROS).rem_euclid(60_000_000);
+        slices.entry(at).or_default().push((key, data));
+    }
+    Ok((slices, rows.bad))
 }
 
 #[cfg(test)]

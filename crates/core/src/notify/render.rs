@@ -490,7 +490,8 @@ pub fn human_duration(micros: Micros) -> String {
     }
 }
 
-pub(crate) fn truncate_chars(s: &str, max: usize) -> String {
+/// `s` cut to `max` characters, ending in `...` when cut.
+pub fn truncate_chars(s: &str, max: usize) -> String {
     match s.char_indices().nth(max) {
         None => s.to_owned(),
         Some(_) if max < 3 => s.chars().take(max).collect(),
