@@ -98,20 +98,23 @@ pub fn count_rows(input: &[u8]) -> usize {
         .count()
 }
 
+/// Accident payloads (partition key, JSON) by the simulated time they are replayed.
+pub type Slices = BTreeMap<i64, Vec<(String, Vec<u8>)>>;
+
 /// The rows of a run of `minutes` from `start`, by replay time: each row's `Txn_Timestamp`
 /// is its slice's replay time plus 10 ms per row (so rows stay apart and in their minute).
 pub fn read_slices(
     input: &[u8],
     start: i64,
     minutes: u32,
-) -> Result<(BTreeMap<i64, Vec<(String, Vec<u8>)>>, Vec<BadRow>), csv::Error> {
+) -> Result<(Slices, Vec<BadRow>), csv::Error> {
     let n = count_rows(input);
     let txn = |i: usize| {
         let at = replay_micros(start, i, n, minutes) + (i % 100) as i64 * 10_000;
         format_micros(at).trim_end_matches('Z').to_owned()
     };
     let rows = read_csv(input, txn)?;
-    let mut slices: BTreeMap<i64, Vec<(String, Vec<u8>)>> = BTreeMap::new();
+    let mut slices = Slices::new();
     for (key, data) in rows.payloads {
         // The slice is the row's Txn_Timestamp down to the slice offset in its minute.
         let txn = serde_json::from_slice::<serde_json::Value>(&data)
