@@ -133,6 +133,20 @@ async fn redrive_command(args: RedriveArgs) -> Result<(), Failure> {
     let topic = aws
         .resolve(args.topic_arn.as_deref(), "--topic-arn", "AlertsTopicArn")
         .await?;
+    // The stack's per-rule topic (AccidentTopicArn), unless --topic-arn names one topic:
+    // a redriven notification goes where the alerter would have sent it.
+    let routes = match &args.topic_arn {
+        Some(_) => Default::default(),
+        None => aws
+            .stack_parameters()
+            .await?
+            .get("AccidentTopicArn")
+            .filter(|arn| !arn.is_empty())
+            .map(|arn| alerter::config::parse_routes(&format!("accident-severity={arn}")))
+            .transpose()
+            .map_err(|e| Failure::runtime(format!("the stack's AccidentTopicArn: {e}")))?
+            .unwrap_or_default(),
+    };
     let config = &aws.config;
     let dynamodb = aws_sdk_dynamodb::Client::new(config);
     let deps = Deps {
@@ -143,7 +157,7 @@ async fn redrive_command(args: RedriveArgs) -> Result<(), Failure> {
         ),
         silences: alerter::Silences::off(),
         store: DynamoDbAlertStateStore::new(dynamodb, table),
-        notifier: SnsNotifier::new(aws_sdk_sns::Client::new(config), topic),
+        notifier: SnsNotifier::new(aws_sdk_sns::Client::new(config), topic).with_routes(routes),
         clock: SystemClock,
         settings: Settings {
             claim_wait: Duration::from_secs(5),
