@@ -1260,3 +1260,19 @@ fn the_accident_topic_parameter_routes_accidents_and_fails_at_deploy_when_bad() 
     assert_eq!(resources(&set), ["AlertsTopic", arn]);
     assert_eq!(resources(&Default::default()), ["AlertsTopic"]);
 }
+
+/// Each `HttpsMessageFormat` CloudFormation allows starts the alerter; nothing else does.
+#[test]
+fn every_https_message_format_the_template_allows_starts_the_alerter() {
+    let t = template();
+    let allowed = t["Parameters"]["HttpsMessageFormat"]["AllowedValues"]
+        .as_array()
+        .expect("AllowedValues");
+    assert_eq!(allowed.len(), 2);
+    for value in allowed {
+        let set = [("HttpsMessageFormat", value.as_str().unwrap())].into();
+        config_accepts(&t, "AlerterFunction", &set).unwrap();
+    }
+    let set = [("HttpsMessageFormat", "markdown")].into();
+    assert!(config_accepts(&t, "AlerterFunction", &set).is_err());
+}

@@ -10,6 +10,7 @@ use std::sync::Mutex;
 use aws_sdk_sns::Client;
 use aws_sdk_sns::types::MessageAttributeValue;
 use streamwatch_core::PortError;
+use streamwatch_core::notify::slack::HttpsFormat;
 use streamwatch_core::notify::{Message, Notifier};
 
 use crate::aws::classify;
@@ -21,6 +22,8 @@ pub struct SnsNotifier {
     topic_arn: String,
     /// Rule → topic ARN (the alerter's `TOPIC_ROUTES`).
     routes: BTreeMap<String, String>,
+    /// What HTTPS subscribers get (the alerter's `HTTPS_MESSAGE_FORMAT`).
+    https: HttpsFormat,
 }
 
 impl SnsNotifier {
@@ -29,7 +32,14 @@ impl SnsNotifier {
             client,
             topic_arn: topic_arn.into(),
             routes: BTreeMap::new(),
+            https: HttpsFormat::Json,
         }
+    }
+
+    /// HTTPS subscribers get `format` (e.g. a Slack-style message) instead of the machine JSON.
+    pub fn with_https_format(mut self, format: HttpsFormat) -> Self {
+        self.https = format;
+        self
     }
 
     /// Sends the notifications of each listed rule (the message's `rule` attribute, which
@@ -56,7 +66,7 @@ impl Notifier for SnsNotifier {
             .publish()
             .topic_arn(self.topic_of(message))
             .subject(&message.subject)
-            .message(message.structured())
+            .message(message.structured_for(self.https))
             .message_structure("json");
         for (name, value) in &message.attributes {
             let attribute = MessageAttributeValue::builder()

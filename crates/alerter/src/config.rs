@@ -7,6 +7,7 @@ use std::time::Duration;
 use streamwatch_core::clock::micros;
 use streamwatch_core::config::{ConfigError, Source, parsed_or, required};
 use streamwatch_core::notify::group::{GroupPolicy, parse_group_by};
+use streamwatch_core::notify::slack::HttpsFormat;
 
 use crate::handler::{Backoff, Settings};
 
@@ -23,6 +24,9 @@ pub struct Config {
     /// `TOPIC_ARN`. The template sets `accident-severity=${AccidentTopicArn}` when that
     /// parameter is given.
     pub topic_routes: BTreeMap<String, String>,
+    /// `HTTPS_MESSAGE_FORMAT` (`json`, the default, or `slack`): what HTTPS subscribers get —
+    /// the machine JSON, or a Slack-style `{"text", "blocks"}` message.
+    pub https_format: HttpsFormat,
     /// `ALERTS_TABLE` (required): the alerts table; alert state and notification records
     /// live in it too (see `streamwatch_adapters::alert_state`).
     pub alerts_table: String,
@@ -114,6 +118,7 @@ impl Config {
             None => BTreeMap::new(),
             Some(spec) => parse_routes(&spec).map_err(|reason| invalid("TOPIC_ROUTES", reason))?,
         };
+        let https_format = parsed_or(src, "HTTPS_MESSAGE_FORMAT", HttpsFormat::Json)?;
         let group_wait: u64 = parsed_or(src, "GROUP_WAIT_SECONDS", 30)?;
         if group_wait > 86_400 {
             return Err(invalid(
@@ -130,6 +135,7 @@ impl Config {
         }
         Ok(Self {
             topic_routes,
+            https_format,
             group_by,
             group_wait: Duration::from_secs(group_wait),
             group_interval: Duration::from_secs(group_interval),
@@ -272,6 +278,18 @@ mod tests {
             BTreeMap::from([("accident-severity".to_owned(), arn.to_owned())])
         );
         assert!(with("r=arn:aws-us-gov:sns:us-gov-west-1:123456789012:t_1").is_ok());
+        let format = |value: &str| {
+            Config::from_source(&[
+                ("TOPIC_ARN", "arn:t"),
+                ("ALERTS_TABLE", "alerts"),
+                ("HTTPS_MESSAGE_FORMAT", value),
+            ])
+        };
+        assert_eq!(format("slack").unwrap().https_format, HttpsFormat::Slack);
+        assert_eq!(
+            format("bogus").unwrap_err().variable,
+            "HTTPS_MESSAGE_FORMAT"
+        );
         for bad in [
             "accident-severity",
             "=arn:aws:sns:eu-west-1:123456789012:t",
