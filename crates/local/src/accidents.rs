@@ -177,6 +177,39 @@ mod tests {
         assert_eq!(compared, 500, "every CSV row compared");
     }
 
+    /// The sample's rows go out in two slices of a 30-minute run, in order and evenly, each
+    /// row's `Txn_Timestamp` in its slice's minute; a 5-minute run replays them at once.
+    #[test]
+    fn the_sample_is_replayed_in_slices_fifteen_minutes_apart() {
+        let csv = include_bytes!("../../../tests/fixtures/us-accidents-sample.csv");
+        let start = 1_795_262_400_000_000;
+        let (slices, bad) = read_slices(csv, start, 30).unwrap();
+        assert!(bad.is_empty());
+        let times: Vec<i64> = slices.keys().copied().collect();
+        assert_eq!(times, [start + 30_000_000, start + 930_000_000]);
+        assert_eq!(
+            slices.values().map(Vec::len).collect::<Vec<_>>(),
+            [250, 250]
+        );
+        let ids: Vec<&str> = slices.values().flatten().map(|(k, _)| k.as_str()).collect();
+        let in_order: Vec<String> = read_csv(&csv[..], |_| String::new())
+            .unwrap()
+            .payloads
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(ids, in_order);
+        for (at, rows) in &slices {
+            for (_, data) in rows {
+                let v: serde_json::Value = serde_json::from_slice(data).unwrap();
+                let txn = v["Txn_Timestamp"].as_str().unwrap();
+                assert_eq!(&txn[..16], &format_micros(*at)[..16], "{txn}");
+            }
+        }
+        let (once, _) = read_slices(csv, start, 5).unwrap();
+        assert_eq!(once.len(), 1);
+    }
+
     #[test]
     fn bad_rows_are_reported_with_their_line_and_skipped() {
         let csv = "ID,Severity,Start_Time\nA-1,2,2/8/2016 0:37\nA-2,2\nA-3,3,not a time\nA-4,4,2/8/2016 1:00\n";
