@@ -7,11 +7,9 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use streamwatch_core::notify::NotificationKind;
 use streamwatch_core::notify::group::is_batch_id;
-use streamwatch_core::notify::render::truncate_chars;
 use streamwatch_core::notify::silence::Silence;
-use streamwatch_core::notify::{Message, NotificationKind};
 use streamwatch_core::time::format_micros;
 
 use crate::accidents::{check_header, read_slices};
@@ -19,6 +17,9 @@ use crate::pipeline::Pipeline;
 use crate::readings::{Imperfections, ReadingsStream};
 use crate::report::{DemoReport, Marker, NotificationLine, TurbineSeries, render_html};
 use crate::scenario::TurbineScenario;
+use crate::sent_log::{SentLog, group_alerts};
+use crate::summary::summary_rows;
+pub use crate::summary::{Sent, Summary, summary_table};
 
 /// The shipped sample of US-accident rows (the dataset's layout, `M/D/YYYY H:MM` times).
 pub const SAMPLE_CSV: &[u8] = include_bytes!("../../../tests/fixtures/us-accidents-sample.csv");
@@ -68,56 +69,6 @@ impl Default for Options {
             silence: Some("device4".into()),
         }
     }
-}
-
-/// A notification as the demo saw it go out (or, in `silenced`, held back).
-#[derive(Debug, Clone, Serialize)]
-pub struct Sent {
-    pub event_time: String,
-    /// Simulated time it went out (empty for a silenced one).
-    pub sent_at: String,
-    /// `firing`, `reminder`, `resolved`, `event` (one accident) or `group`.
-    pub kind: String,
-    pub key: String,
-    pub subject: String,
-    /// A group notification's accidents (their `ID`s), as its JSON message lists them.
-    pub alerts: Vec<String>,
-}
-
-/// What the run did (also `--json`).
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct Summary {
-    pub seed: u64,
-    pub simulated_minutes: u32,
-    pub turbine_readings: u64,
-    pub change_records: u64,
-    pub duplicates_injected: u64,
-    pub reorders_injected: u64,
-    pub windows_closed: u64,
-    pub window_alerts: u64,
-    pub accident_rows: u64,
-    pub accident_bad_rows: u64,
-    pub accident_kinesis_records: u64,
-    pub accident_alerts: u64,
-    /// Accident alerts that joined their (County, State) group instead of going out alone.
-    pub grouped_alerts: u64,
-    pub group_notifications: u64,
-    /// The silence added before the run (`id (device)`).
-    pub silence: Option<String>,
-    /// Notifications the silence held back: recorded, counted as `Silenced`, not sent.
-    pub silenced: Vec<Sent>,
-    pub metric_datums: u64,
-    pub put_metric_data_calls: u64,
-    pub reference_put_metric_data_calls: u64,
-    pub notifications: u64,
-    pub notifications_by_kind: BTreeMap<String, u64>,
-    pub lambda_invocations: u64,
-    pub lambda_retries: u64,
-    pub sent: Vec<Sent>,
-    /// Records and objects written to the raw layer's directory.
-    pub archived_records: u64,
-    pub archive_objects: u64,
-    pub wall_seconds: f64,
 }
 
 /// A demo that cannot start (bad options, unreadable CSV).
@@ -320,78 +271,6 @@ fn severity(payload: &[u8]) -> Option<i64> {
         .and_then(|v| v["Severity"].as_i64())
 }
 
-/// What went out (and what a silence held back), as the run goes.
-#[derive(Default)]
-struct SentLog {
-    /// (simulated clock when sent, message).
-    sent: Vec<(i64, Message)>,
-    /// Silenced notification records printed so far.
-    silenced: usize,
-    /// Whether a group email's body was printed (the first with three alerts or more).
-    excerpt_shown: bool,
-}
-
-impl SentLog {
-    /// Prints and keeps what the stream path sent at `t`, and what a silence held back.
-    fn delivered(&mut self, out: &mut impl Write, p: &Pipeline, t: i64, sent: Vec<Message>) {
-        for m in sent {
-            let _ = writeln!(out, "  -> {}", m.subject);
-            self.sent.push((t, m));
-        }
-        let silenced = p.silenced();
-        for record in &silenced[self.silenced.min(silenced.len())..] {
-            let summary = p
-                .outbox
-                .get(&record.alert_id)
-                .map_or_else(|| record.key.clone(), |a| a.summary);
-            let _ = writeln!(out, "  -- silenced, not sent: {summary}");
-        }
-        self.silenced = silenced.len();
-    }
-
-    /// Prints and keeps what the alerter's schedule sent at `t` (group emails).
-    fn scheduled(&mut self, out: &mut impl Write, t: i64, sent: Vec<Message>) {
-        for m in sent {
-            let _ = writeln!(out, "  -> {}", m.subject);
-            if !self.excerpt_shown && group_alerts(&m).len() >= 3 {
-                self.excerpt_shown = true;
-                for line in excerpt(&m.email) {
-                    let _ = writeln!(out, "     | {}", truncate_chars(line, 100));
-                }
-            }
-            self.sent.push((t, m));
-        }
-    }
-}
-
-/// The head of a group email: its first line and the table, up to 5 rows.
-fn excerpt(email: &str) -> Vec<&str> {
-    let mut lines: Vec<&str> = email.lines().take_while(|l| !l.is_empty()).collect();
-    let table = email
-        .lines()
-        .skip_while(|l| !l.starts_with("Severity"))
-        .take_while(|l| !l.is_empty());
-    lines.extend(table.take(6));
-    lines
-}
-
-/// The keys (accident IDs) a group notification lists, from its machine JSON.
-fn group_alerts(m: &Message) -> Vec<String> {
-    if !is_batch_id(&m.notification_id) {
-        return Vec::new();
-    }
-    serde_json::from_str::<serde_json::Value>(&m.json)
-        .ok()
-        .and_then(|v| {
-            v["alerts"].as_array().map(|a| {
-                a.iter()
-                    .filter_map(|x| x["key"].as_str().map(str::to_owned))
-                    .collect()
-            })
-        })
-        .unwrap_or_default()
-}
-
 /// Each turbine's closed windows (for the charts), and the window counts of the summary.
 fn turbine_series(p: &Pipeline, summary: &mut Summary) -> BTreeMap<String, TurbineSeries> {
     let mut series: BTreeMap<String, TurbineSeries> = BTreeMap::new();
@@ -559,107 +438,7 @@ fn accident_bars(p: &Pipeline) -> (Bars, Bars) {
     (severity.into_iter().collect(), counties)
 }
 
-fn summary_rows(s: &Summary) -> Vec<(String, String)> {
-    vec![
-        ("turbine readings".into(), s.turbine_readings.to_string()),
-        (
-            "change records (incl. injected duplicates / reorders)".into(),
-            format!(
-                "{} ({} / {})",
-                s.change_records, s.duplicates_injected, s.reorders_injected
-            ),
-        ),
-        ("windows closed".into(), s.windows_closed.to_string()),
-        ("window alerts".into(), s.window_alerts.to_string()),
-        (
-            "accident rows (bad rows skipped)".into(),
-            format!("{} ({})", s.accident_rows, s.accident_bad_rows),
-        ),
-        (
-            "KPL-aggregated Kinesis records".into(),
-            s.accident_kinesis_records.to_string(),
-        ),
-        (
-            "accident alerts (grouped into emails by County, State)".into(),
-            if s.grouped_alerts == 0 {
-                s.accident_alerts.to_string()
-            } else {
-                format!(
-                    "{} ({} in {} group emails)",
-                    s.accident_alerts, s.grouped_alerts, s.group_notifications
-                )
-            },
-        ),
-        (
-            "notifications".into(),
-            if s.notifications_by_kind.is_empty() {
-                s.notifications.to_string()
-            } else {
-                format!(
-                    "{} ({})",
-                    s.notifications,
-                    s.notifications_by_kind
-                        .iter()
-                        .map(|(k, n)| format!("{n} {k}"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )
-            },
-        ),
-        (
-            "silenced (recorded, not sent)".into(),
-            match &s.silence {
-                Some(silence) => format!("{} by {silence}", s.silenced.len()),
-                None => "0 (no silence)".into(),
-            },
-        ),
-        ("metric datums".into(), s.metric_datums.to_string()),
-        (
-            "PutMetricData calls (reference: one per selected record)".into(),
-            format!(
-                "{} ({})",
-                s.put_metric_data_calls, s.reference_put_metric_data_calls
-            ),
-        ),
-        (
-            "Lambda invocations (retries)".into(),
-            format!("{} ({})", s.lambda_invocations, s.lambda_retries),
-        ),
-    ]
-}
-
-/// The summary as a text table.
-pub fn summary_table(s: &Summary) -> String {
-    let rows = summary_rows(s);
-    let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
-    let mut out = String::new();
-    for (k, v) in rows {
-        out.push_str(&format!("  {k:<width$}  {v}\n"));
-    }
-    out
-}
-
 /// The report as HTML.
 pub fn html(report: &DemoReport) -> String {
     render_html(report)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn no_notifications_is_a_plain_zero() {
-        let rows = summary_rows(&Summary::default());
-        let (_, value) = rows.iter().find(|(k, _)| k == "notifications").unwrap();
-        assert_eq!(value, "0");
-        let some = Summary {
-            notifications: 3,
-            notifications_by_kind: [("event".to_owned(), 2), ("firing".to_owned(), 1)].into(),
-            ..Default::default()
-        };
-        let rows = summary_rows(&some);
-        let (_, value) = rows.iter().find(|(k, _)| k == "notifications").unwrap();
-        assert_eq!(value, "3 (2 event, 1 firing)");
-    }
 }
