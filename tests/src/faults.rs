@@ -58,6 +58,29 @@ impl Fault {
 /// Decides the fault for each call: `(operation, call number of that operation) -> Fault`.
 pub type FaultPlan = Arc<dyn Fn(&str, u64) -> Fault + Send + Sync>;
 
+/// A scripted plan: the calls of `operation` take the faults of `script` in turn, over and
+/// over (call 1 the first); every other operation passes.
+pub fn scripted_plan(operation: &'static str, script: Vec<Fault>) -> FaultPlan {
+    Arc::new(move |op: &str, n: u64| {
+        if op == operation && !script.is_empty() {
+            script[(n.max(1) as usize - 1) % script.len()]
+        } else {
+            Fault::Pass
+        }
+    })
+}
+
+/// Every fault the proxy injects quickly (all but `Slow`), then a pass: a call made six
+/// times in a row gets through on the sixth.
+pub const EVERY_QUICK_FAULT: [Fault; 6] = [
+    Fault::Throttle,
+    Fault::Http500,
+    Fault::Http503,
+    Fault::Reset,
+    Fault::LoseResponse,
+    Fault::Pass,
+];
+
 /// A plan that injects `fault` with probability `rate` per call, from a seeded generator,
 /// on every operation `applies` accepts.
 pub fn random_plan(

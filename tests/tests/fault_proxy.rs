@@ -9,7 +9,7 @@ use aws_sdk_dynamodb::types::{
     ScalarAttributeType,
 };
 use streamwatch_tests::MotoServer;
-use streamwatch_tests::faults::{Fault, FaultProxy};
+use streamwatch_tests::faults::{Fault, FaultProxy, scripted_plan};
 
 /// A client without retries whose every attempt gives up after `attempt`.
 async fn client(endpoint: String, attempt: Duration) -> aws_sdk_dynamodb::Client {
@@ -53,22 +53,18 @@ async fn injects_each_fault_and_lost_responses_still_apply() {
         .send()
         .await
         .unwrap();
-    let script = [
-        Fault::Throttle,
-        Fault::Http500,
-        Fault::Http503,
-        Fault::Reset,
-        Fault::Slow,
-        Fault::LoseResponse,
-        Fault::Pass,
-    ];
-    let plan = Arc::new(move |op: &str, n: u64| {
-        if op == "PutItem" {
-            script[(n as usize - 1) % script.len()]
-        } else {
-            Fault::Pass
-        }
-    });
+    let plan = scripted_plan(
+        "PutItem",
+        vec![
+            Fault::Throttle,
+            Fault::Http500,
+            Fault::Http503,
+            Fault::Reset,
+            Fault::Slow,
+            Fault::LoseResponse,
+            Fault::Pass,
+        ],
+    );
     // A slow answer outlasts the client's 5 s by far; a loaded moto answers well within it.
     let proxy = FaultProxy::start(&moto.endpoint(), plan, Duration::from_secs(30)).await;
     let ddb = client(proxy.endpoint(), Duration::from_secs(5)).await;

@@ -491,6 +491,8 @@ fn shared_resources_are_reached_only_as_each_function_needs() {
             ],
         ),
         ("AlerterRole", "AlertsTopic", &["sns:Publish"]),
+        // The accidents' own topic, when the AccidentTopicArn parameter routes them there.
+        ("AlerterRole", "AccidentTopicArn", &["sns:Publish"]),
     ];
     let key_actions = ["kms:GenerateDataKey", "kms:Decrypt"];
     let owners = owners(&t);
@@ -1206,4 +1208,71 @@ fn every_function_runs_with_a_fixed_mmap_threshold() {
         let own = &r["Properties"]["Environment"]["Variables"]["GLIBC_TUNABLES"];
         assert!(own.is_null(), "{name} overrides GLIBC_TUNABLES: {own}");
     }
+}
+
+/// `AccidentTopicArn`: every value CloudFormation lets through starts the alerter, and a
+/// topic given routes the accident rule there (`TOPIC_ROUTES`) and may be published to;
+/// a FIFO topic (the alerter sends no message group id) or another service's ARN fails
+/// at deploy.
+#[test]
+fn the_accident_topic_parameter_routes_accidents_and_fails_at_deploy_when_bad() {
+    let t = template();
+    let p = &t["Parameters"]["AccidentTopicArn"];
+    let arn = "arn:aws:sns:eu-west-1:123456789012:traffic-desk";
+    for (value, accepted) in [
+        ("", true),
+        (arn, true),
+        ("arn:aws-cn:sns:cn-north-1:123456789012:t_1", true),
+        (
+            "arn:aws:sns:eu-west-1:123456789012:traffic-desk.fifo",
+            false,
+        ),
+        ("arn:aws:sqs:eu-west-1:123456789012:traffic-desk", false),
+        ("arn:aws:sns:eu-west-1:1234:traffic-desk", false),
+        ("traffic-desk", false),
+    ] {
+        assert_eq!(cloudformation_accepts(p, value), accepted, "{value}");
+        let set = [("AccidentTopicArn", value)].into();
+        if accepted && let Err(e) = config_accepts(&t, "AlerterFunction", &set) {
+            panic!("AccidentTopicArn={value:?} passes CloudFormation but fails the alerter: {e}");
+        }
+    }
+    let env = &t["Resources"]["AlerterFunction"]["Properties"]["Environment"]["Variables"];
+    let set = [("AccidentTopicArn", arn)].into();
+    assert_eq!(
+        resolve_with(&t, &env["TOPIC_ROUTES"], &set),
+        format!("accident-severity={arn}")
+    );
+    assert_eq!(resolve(&t, &env["TOPIC_ROUTES"]), "");
+    let notify = statements(&t)
+        .into_iter()
+        .find(|(role, s)| role == "AlerterRole" && s["Sid"] == "Notify")
+        .expect("the alerter's Notify statement")
+        .1;
+    let resources = |set: &std::collections::HashMap<&str, &str>| -> Vec<String> {
+        let chosen = &notify["Resource"]["Fn::If"];
+        let holds = condition(&t, &t["Conditions"][chosen[0].as_str().unwrap()], set);
+        as_list(&chosen[if holds { 1 } else { 2 }])
+            .iter()
+            .map(|r| resolve_with(&t, r, set))
+            .collect()
+    };
+    assert_eq!(resources(&set), ["AlertsTopic", arn]);
+    assert_eq!(resources(&Default::default()), ["AlertsTopic"]);
+}
+
+/// Each `HttpsMessageFormat` CloudFormation allows starts the alerter; nothing else does.
+#[test]
+fn every_https_message_format_the_template_allows_starts_the_alerter() {
+    let t = template();
+    let allowed = t["Parameters"]["HttpsMessageFormat"]["AllowedValues"]
+        .as_array()
+        .expect("AllowedValues");
+    assert_eq!(allowed.len(), 2);
+    for value in allowed {
+        let set = [("HttpsMessageFormat", value.as_str().unwrap())].into();
+        config_accepts(&t, "AlerterFunction", &set).unwrap();
+    }
+    let set = [("HttpsMessageFormat", "markdown")].into();
+    assert!(config_accepts(&t, "AlerterFunction", &set).is_err());
 }

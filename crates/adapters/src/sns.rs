@@ -1,22 +1,29 @@
 //! Notifiers: SNS (one `Publish` per notification, `MessageStructure: json` so email, SMS
 //! and machine subscribers each get their own text, with `MessageAttributes` for filter
-//! policies) and an embedded one that records notifications and can print them.
+//! policies, to the topic of the notification's rule) and an embedded one that records
+//! notifications and can print them.
 
+use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::sync::Mutex;
 
 use aws_sdk_sns::Client;
 use aws_sdk_sns::types::MessageAttributeValue;
 use streamwatch_core::PortError;
+use streamwatch_core::notify::slack::HttpsFormat;
 use streamwatch_core::notify::{Message, Notifier};
 
 use crate::aws::classify;
 
-/// Publishes to one SNS topic.
+/// Publishes to one SNS topic, or per rule to the topic its route names.
 #[derive(Debug, Clone)]
 pub struct SnsNotifier {
     client: Client,
     topic_arn: String,
+    /// Rule → topic ARN (the alerter's `TOPIC_ROUTES`).
+    routes: BTreeMap<String, String>,
+    /// What HTTPS subscribers get (the alerter's `HTTPS_MESSAGE_FORMAT`).
+    https: HttpsFormat,
 }
 
 impl SnsNotifier {
@@ -24,7 +31,31 @@ impl SnsNotifier {
         Self {
             client,
             topic_arn: topic_arn.into(),
+            routes: BTreeMap::new(),
+            https: HttpsFormat::Json,
         }
+    }
+
+    /// HTTPS subscribers get `format` (e.g. a Slack-style message) instead of the machine JSON.
+    pub fn with_https_format(mut self, format: HttpsFormat) -> Self {
+        self.https = format;
+        self
+    }
+
+    /// Sends the notifications of each listed rule (the message's `rule` attribute, which
+    /// single and group notifications carry) to its own topic.
+    pub fn with_routes(mut self, routes: BTreeMap<String, String>) -> Self {
+        self.routes = routes;
+        self
+    }
+
+    /// The topic `message` goes to.
+    pub fn topic_of(&self, message: &Message) -> &str {
+        message
+            .attributes
+            .get("rule")
+            .and_then(|rule| self.routes.get(rule))
+            .unwrap_or(&self.topic_arn)
     }
 }
 
@@ -33,9 +64,9 @@ impl Notifier for SnsNotifier {
         let mut request = self
             .client
             .publish()
-            .topic_arn(&self.topic_arn)
+            .topic_arn(self.topic_of(message))
             .subject(&message.subject)
-            .message(message.structured())
+            .message(message.structured_for(self.https))
             .message_structure("json");
         for (name, value) in &message.attributes {
             let attribute = MessageAttributeValue::builder()

@@ -235,3 +235,129 @@ async fn the_embedded_notifier_records_in_order() {
         [NotificationKind::Firing, NotificationKind::Resolved]
     );
 }
+
+/// A one-request HTTP endpoint on loopback: answers 200 and hands over the body it got.
+fn http_endpoint() -> (String, std::sync::mpsc::Receiver<String>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hooks/ops", listener.local_addr().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        let mut reader = BufReader::new(stream);
+        let mut length = 0;
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            if line.trim().is_empty() {
+                break;
+            }
+            if let Some((name, value)) = line.split_once(':')
+                && name.eq_ignore_ascii_case("content-length")
+            {
+                length = value.trim().parse().unwrap();
+            }
+        }
+        let mut body = vec![0; length];
+        reader.read_exact(&mut body).unwrap();
+        let mut stream = reader.into_inner();
+        stream
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        tx.send(String::from_utf8(body).unwrap()).unwrap();
+    });
+    (url, rx)
+}
+
+/// With `HttpsFormat::Slack`, the `https` text of the publish is a Slack-style message built
+/// from the group notification (what moto records), an HTTPS subscription receives it as
+/// the `Message` of SNS's notification envelope (moto posts to the endpoint's URL, which here
+/// is plain HTTP on loopback), and every other protocol keeps its text.
+#[tokio::test]
+async fn https_subscribers_get_a_slack_style_message_when_asked() {
+    use streamwatch_core::notify::group::{GroupBatch, GroupKey};
+    use streamwatch_core::notify::group_render::render_group;
+    use streamwatch_core::notify::slack::HttpsFormat;
+
+    let moto = MotoServer::start();
+    let c = clients(&moto).await;
+    let topic = streamwatch_tests::create_topic(&c.sns, "alerts").await;
+    let (url, received) = http_endpoint();
+    c.sns
+        .subscribe()
+        .topic_arn(&topic)
+        .protocol("https")
+        .endpoint(&url)
+        .send()
+        .await
+        .unwrap();
+    let sqs = subscribe_queue(&c, &topic, "machine", None).await;
+    let alerts = (0..3)
+        .map(|i| AlertRecord {
+            id: format!("accident-severity#id#A-{i}"),
+            rule: "accident-severity".into(),
+            key: format!("A-{i}"),
+            kind: AlertKind::Event,
+            severity: "4".into(),
+            summary: format!("Severity 4 accident in Houston, Harris County, TX <#{i}>"),
+            event_time_micros: START + i,
+            window: None,
+            details: [("County".to_owned(), "Harris".to_owned())].into(),
+            source: vec![],
+        })
+        .collect();
+    let group = render_group(&GroupBatch {
+        group: GroupKey {
+            rule: "accident-severity".into(),
+            values: vec![
+                ("County".into(), "Harris".into()),
+                ("State".into(), "TX".into()),
+            ],
+        },
+        number: 1,
+        alerts,
+    });
+    SnsNotifier::new(c.sns.clone(), &topic)
+        .with_https_format(HttpsFormat::Slack)
+        .publish(&group)
+        .await
+        .unwrap();
+
+    let sent = moto.sns_notifications();
+    assert_eq!(sent.len(), 1);
+    let structured: Value = serde_json::from_str(sent[0][1].as_str().unwrap()).unwrap();
+    let slack: Value = serde_json::from_str(structured["https"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        slack["text"],
+        "[ALERT] 3 accident-severity alerts (County=Harris, State=TX)"
+    );
+    let section = slack["blocks"][1]["text"]["text"].as_str().unwrap();
+    for i in 0..3 {
+        assert!(section.contains(&format!("A-{i}")), "{section}");
+        assert!(
+            section.contains(&format!("&lt;#{i}&gt;")),
+            "escaped: {section}"
+        );
+    }
+    for protocol in ["sqs", "lambda", "http", "email-json"] {
+        assert_eq!(structured[protocol], group.json.as_str(), "{protocol}");
+    }
+    assert_eq!(structured["email"], group.email.as_str());
+
+    // What the HTTPS subscriber got: SNS's envelope around the Slack-style text.
+    let body = received
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("moto delivered to the https subscription");
+    let envelope: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(envelope["Type"], "Notification");
+    assert_eq!(envelope["TopicArn"], topic.as_str());
+    assert_eq!(
+        serde_json::from_str::<Value>(envelope["Message"].as_str().unwrap()).unwrap(),
+        slack
+    );
+    // The SQS subscriber still gets the machine JSON.
+    let machine = receive(&c, &sqs).await;
+    let body: Value = serde_json::from_str(machine[0].body().unwrap()).unwrap();
+    assert_eq!(body["schema"], "streamwatch.group_notification/1");
+    assert_eq!(body["count"], 3);
+}

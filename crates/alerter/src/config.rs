@@ -7,6 +7,7 @@ use std::time::Duration;
 use streamwatch_core::clock::micros;
 use streamwatch_core::config::{ConfigError, Source, parsed_or, required};
 use streamwatch_core::notify::group::{GroupPolicy, parse_group_by};
+use streamwatch_core::notify::slack::HttpsFormat;
 
 use crate::handler::{Backoff, Settings};
 
@@ -18,6 +19,14 @@ pub const PUBLISH_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Config {
     /// `TOPIC_ARN` (required): the SNS topic notifications go to.
     pub topic_arn: String,
+    /// `TOPIC_ROUTES` (default none): `rule=topic-arn;…` — the notifications of a listed rule
+    /// (its single alerts and its group notifications) go to that topic instead of
+    /// `TOPIC_ARN`. The template sets `accident-severity=${AccidentTopicArn}` when that
+    /// parameter is given.
+    pub topic_routes: BTreeMap<String, String>,
+    /// `HTTPS_MESSAGE_FORMAT` (`json`, the default, or `slack`): what HTTPS subscribers get —
+    /// the machine JSON, or a Slack-style `{"text", "blocks"}` message.
+    pub https_format: HttpsFormat,
     /// `ALERTS_TABLE` (required): the alerts table; alert state and notification records
     /// live in it too (see `streamwatch_adapters::alert_state`).
     pub alerts_table: String,
@@ -105,6 +114,11 @@ impl Config {
             None => vec![],
             Some(spec) => parse_group_by(&spec).map_err(|reason| invalid("GROUP_BY", reason))?,
         };
+        let topic_routes = match src.get("TOPIC_ROUTES") {
+            None => BTreeMap::new(),
+            Some(spec) => parse_routes(&spec).map_err(|reason| invalid("TOPIC_ROUTES", reason))?,
+        };
+        let https_format = parsed_or(src, "HTTPS_MESSAGE_FORMAT", HttpsFormat::Json)?;
         let group_wait: u64 = parsed_or(src, "GROUP_WAIT_SECONDS", 30)?;
         if group_wait > 86_400 {
             return Err(invalid(
@@ -120,6 +134,8 @@ impl Config {
             ));
         }
         Ok(Self {
+            topic_routes,
+            https_format,
             group_by,
             group_wait: Duration::from_secs(group_wait),
             group_interval: Duration::from_secs(group_interval),
@@ -166,6 +182,50 @@ impl Config {
     }
 }
 
+/// `TOPIC_ROUTES`: `rule=arn:aws:sns:region:account:topic;…` (spaces around parts ignored;
+/// empty: no route). Each rule at most once; each ARN an SNS topic's.
+pub fn parse_routes(spec: &str) -> Result<BTreeMap<String, String>, String> {
+    let mut routes = BTreeMap::new();
+    for entry in spec.split(';').map(str::trim).filter(|e| !e.is_empty()) {
+        let Some((rule, arn)) = entry.split_once('=') else {
+            return Err(format!("`{entry}`: expected rule=topic-arn"));
+        };
+        let (rule, arn) = (rule.trim(), arn.trim());
+        if rule.is_empty() || rule.contains(char::is_whitespace) {
+            return Err(format!("`{entry}`: the rule name is empty or has spaces"));
+        }
+        if !is_topic_arn(arn) {
+            return Err(format!(
+                "`{arn}` is not a standard SNS topic's ARN (arn:aws:sns:<region>:<account>:<topic>)"
+            ));
+        }
+        if routes.insert(rule.to_owned(), arn.to_owned()).is_some() {
+            return Err(format!("rule `{rule}` is routed twice"));
+        }
+    }
+    Ok(routes)
+}
+
+/// `arn:<partition>:sns:<region>:<12-digit account>:<topic name>` (a name of 1–256 letters,
+/// digits, `-` or `_`): a standard topic — a FIFO one (`.fifo`) needs a message group id,
+/// which the alerter does not send.
+fn is_topic_arn(arn: &str) -> bool {
+    let parts: Vec<&str> = arn.split(':').collect();
+    let [prefix, partition, service, region, account, name] = parts.as_slice() else {
+        return false;
+    };
+    *prefix == "arn"
+        && partition.starts_with("aws")
+        && *service == "sns"
+        && !region.is_empty()
+        && account.len() == 12
+        && account.bytes().all(|b| b.is_ascii_digit())
+        && (1..=256).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -199,6 +259,50 @@ mod tests {
         ])
         .unwrap_err();
         assert_eq!(err.variable, "CLAIM_LEASE_SECONDS");
+    }
+
+    #[test]
+    fn routes_name_a_topic_per_rule_and_bad_ones_fail_naming_the_variable() {
+        let with = |routes: &str| {
+            Config::from_source(&[
+                ("TOPIC_ARN", "arn:t"),
+                ("ALERTS_TABLE", "alerts"),
+                ("TOPIC_ROUTES", routes),
+            ])
+        };
+        assert!(with("").unwrap().topic_routes.is_empty());
+        let arn = "arn:aws:sns:eu-west-1:123456789012:traffic-desk";
+        let c = with(&format!(" accident-severity = {arn} ;")).unwrap();
+        assert_eq!(
+            c.topic_routes,
+            BTreeMap::from([("accident-severity".to_owned(), arn.to_owned())])
+        );
+        assert!(with("r=arn:aws-us-gov:sns:us-gov-west-1:123456789012:t_1").is_ok());
+        let format = |value: &str| {
+            Config::from_source(&[
+                ("TOPIC_ARN", "arn:t"),
+                ("ALERTS_TABLE", "alerts"),
+                ("HTTPS_MESSAGE_FORMAT", value),
+            ])
+        };
+        assert_eq!(format("slack").unwrap().https_format, HttpsFormat::Slack);
+        assert_eq!(
+            format("bogus").unwrap_err().variable,
+            "HTTPS_MESSAGE_FORMAT"
+        );
+        for bad in [
+            "accident-severity",
+            "=arn:aws:sns:eu-west-1:123456789012:t",
+            "r=arn:aws:sqs:eu-west-1:123456789012:t",
+            "r=arn:aws:sns:eu-west-1:1234:t",
+            "r=arn:aws:sns:eu-west-1:123456789012:",
+            "r=arn:aws:sns:eu-west-1:123456789012:a b",
+            "r=arn:aws:sns:eu-west-1:123456789012:t.fifo",
+            "r=arn:aws:sns:eu-west-1:123456789012:t;r=arn:aws:sns:eu-west-1:123456789012:u",
+        ] {
+            let err = with(bad).unwrap_err();
+            assert_eq!(err.variable, "TOPIC_ROUTES", "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -17,5 +17,5 @@ pub use group::{Grouping, NoGroups};
 pub use handler::{
     Backoff, BatchReport, Clock, Deps, ManualClock, Settings, SystemClock, handle_batch, process,
 };
-pub use recovery::{RecoveryReport, Selection, handle, redrive, resume};
+pub use recovery::{RecoveryReport, Selection, handle, redrive, resume, schedule_pass};
 pub use silence::{NoSilences, Silences};

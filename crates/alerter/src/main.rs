@@ -33,7 +33,9 @@ async fn main() -> Result<(), Error> {
     let dynamodb = aws_sdk_dynamodb::Client::new(&aws);
     let deps = Deps {
         store: DynamoDbAlertStateStore::new(dynamodb.clone(), &config.alerts_table),
-        notifier: SnsNotifier::new(aws_sdk_sns::Client::from_conf(sns), &config.topic_arn),
+        notifier: SnsNotifier::new(aws_sdk_sns::Client::from_conf(sns), &config.topic_arn)
+            .with_routes(config.topic_routes.clone())
+            .with_https_format(config.https_format),
         clock: SystemClock,
         settings: config.settings(),
         grouping: Grouping::new(

@@ -267,8 +267,25 @@ async fn send_group<S, N, C, G, Z>(
     }
 }
 
+/// The schedule's pass (EventBridge `rate(1 minute)`): sends due alert groups, then resumes
+/// unsent notifications. Groups first: a batch sealed now is sent now; one that fails is
+/// resumed by a later pass.
+pub async fn schedule_pass<S, N, C, G, Z>(deps: &Deps<S, N, C, G, Z>, owner: &str) -> RecoveryReport
+where
+    S: AlertStateStore,
+    N: Notifier,
+    C: Clock,
+    G: GroupStore,
+    Z: SilenceStore,
+{
+    let groups = flush_and_send(deps, owner).await;
+    let mut report = resume(deps, owner).await;
+    report.groups = groups;
+    report
+}
+
 /// The Lambda entry point for both triggers: a DynamoDB stream batch (`Records`) goes to
-/// [`crate::handle_batch`]; anything else is the schedule, which runs a [`resume`] pass.
+/// [`crate::handle_batch`]; anything else is the schedule, which runs a [`schedule_pass`].
 pub async fn handle<S, N, C, G, Z>(
     deps: &Deps<S, N, C, G, Z>,
     event: lambda_runtime::LambdaEvent<serde_json::Value>,
@@ -287,10 +304,7 @@ where
             crate::handle_batch(deps, lambda_runtime::LambdaEvent::new(batch, context)).await?;
         return Ok(serde_json::to_value(response)?);
     }
-    // Groups first: a batch sealed now is sent now; one that fails is resumed by a later pass.
-    let groups = flush_and_send(deps, &context.request_id).await;
-    let mut report = resume(deps, &context.request_id).await;
-    report.groups = groups;
+    let report = schedule_pass(deps, &context.request_id).await;
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default()

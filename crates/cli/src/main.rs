@@ -159,6 +159,10 @@ struct DemoArgs {
     /// archive's Firehose delivery streams make (docs/archive.md).
     #[arg(long, default_value = "target/demo-archive")]
     archive_dir: PathBuf,
+    /// The turbine a silence holds back for the whole run (its alerts are recorded as
+    /// silenced, not sent); `none`: no silence.
+    #[arg(long, default_value = "device4")]
+    silence: String,
     /// Print the summary as JSON instead of the table.
     #[arg(long)]
     json: bool,
@@ -205,6 +209,7 @@ fn run_demo(args: DemoArgs) -> ExitCode {
         accidents_on: args.sources.contains(&DemoSource::Accidents),
         csv,
         archive_dir: Some(args.archive_dir.clone()),
+        silence: Some(args.silence.clone()).filter(|s| s != "none"),
         ..Default::default()
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()

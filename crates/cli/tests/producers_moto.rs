@@ -12,7 +12,7 @@ mod common;
 
 use common::{create_readings_table, read_stream, text};
 use streamwatch_tests::MotoServer;
-use streamwatch_tests::faults::{Fault, FaultProxy};
+use streamwatch_tests::faults::{EVERY_QUICK_FAULT, Fault, FaultProxy, scripted_plan};
 
 async fn config(endpoint: &str) -> aws_config::SdkConfig {
     streamwatch_adapters::aws::defaults()
@@ -136,21 +136,7 @@ async fn simulate_survives_throttling_errors_and_lost_responses() {
     create_readings_table(&ddb, "readings").await;
     // Every call of a batch fails at first, four times in a row (more than the SDK's own
     // three attempts), in every way the proxy knows but slowness.
-    let script = [
-        Fault::Throttle,
-        Fault::Http500,
-        Fault::Http503,
-        Fault::Reset,
-        Fault::LoseResponse,
-        Fault::Pass,
-    ];
-    let plan = Arc::new(move |op: &str, n: u64| {
-        if op == "BatchWriteItem" {
-            script[(n as usize - 1) % script.len()]
-        } else {
-            Fault::Pass
-        }
-    });
+    let plan = scripted_plan("BatchWriteItem", EVERY_QUICK_FAULT.to_vec());
     let proxy = FaultProxy::start(&moto.endpoint(), plan, Duration::from_secs(1)).await;
     let out = streamwatch(
         &proxy.endpoint(),
@@ -381,21 +367,7 @@ async fn replay_resumes_from_start_row_and_survives_faults() {
     let moto = MotoServer::start();
     let kinesis = aws_sdk_kinesis::Client::new(&config(&moto.endpoint()).await);
     create_stream(&kinesis, "accidents", 2).await;
-    let script = [
-        Fault::Throttle,
-        Fault::Http500,
-        Fault::Http503,
-        Fault::Reset,
-        Fault::LoseResponse,
-        Fault::Pass,
-    ];
-    let plan = Arc::new(move |op: &str, n: u64| {
-        if op == "PutRecords" {
-            script[(n as usize - 1) % script.len()]
-        } else {
-            Fault::Pass
-        }
-    });
+    let plan = scripted_plan("PutRecords", EVERY_QUICK_FAULT.to_vec());
     let proxy = FaultProxy::start(&moto.endpoint(), plan, Duration::from_secs(1)).await;
     let out = streamwatch(
         &proxy.endpoint(),

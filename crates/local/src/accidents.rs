@@ -1,9 +1,12 @@
 //! The accident source of the demo: the shipped CSV of US-accident rows read as a stream
-//! (constant memory) and converted to the reference producer's JSON.
+//! (constant memory) and converted to the reference producer's JSON, and the demo's replay
+//! of it in slices over the run.
 
+use std::collections::BTreeMap;
 use std::io::Read;
 
 use streamwatch_core::accident::row_to_json;
+use streamwatch_core::time::{format_micros, parse_iso};
 
 /// A row that could not be converted, with its line number.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,6 +73,60 @@ pub fn read_csv(input: impl Read, txn: impl Fn(usize) -> String) -> Result<Rows,
     Ok(rows)
 }
 
+/// Simulated minutes between two slices of the demo's accident replay: the CSV's rows, split
+/// evenly in order, go out in one slice per this many minutes of the run (two in the default
+/// thirty), so a (County, State) group with accidents in both slices gets a second email.
+/// More than the default group interval plus wait: each slice's groups go out together.
+pub const SLICE_MINUTES: u32 = 15;
+/// Each slice goes out this far into its minute (the alerter's schedule runs on the minute).
+pub const SLICE_OFFSET_MICROS: i64 = 30_000_000;
+
+/// When row `i` of `rows` is replayed in a run of `minutes` starting at `start`.
+pub fn replay_micros(start: i64, i: usize, rows: usize, minutes: u32) -> i64 {
+    let slices = minutes.div_ceil(SLICE_MINUTES).max(1) as usize;
+    let slice = (i * slices / rows.max(1)).min(slices - 1);
+    start + slice as i64 * i64::from(SLICE_MINUTES) * 60_000_000 + SLICE_OFFSET_MICROS
+}
+
+/// Rows of `input` a CSV reader yields (bad ones included): what `read_csv` numbers.
+pub fn count_rows(input: &[u8]) -> usize {
+    csv::ReaderBuilder::new()
+        .flexible(true)
+        .from_reader(input)
+        .records()
+        .filter(Result::is_ok)
+        .count()
+}
+
+/// Accident payloads (partition key, JSON) by the simulated time they are replayed.
+pub type Slices = BTreeMap<i64, Vec<(String, Vec<u8>)>>;
+
+/// The rows of a run of `minutes` from `start`, by replay time: each row's `Txn_Timestamp`
+/// is its slice's replay time plus 10 ms per row (so rows stay apart and in their minute).
+pub fn read_slices(
+    input: &[u8],
+    start: i64,
+    minutes: u32,
+) -> Result<(Slices, Vec<BadRow>), csv::Error> {
+    let n = count_rows(input);
+    let txn = |i: usize| {
+        let at = replay_micros(start, i, n, minutes) + (i % 100) as i64 * 10_000;
+        format_micros(at).trim_end_matches('Z').to_owned()
+    };
+    let rows = read_csv(input, txn)?;
+    let mut slices = Slices::new();
+    for (key, data) in rows.payloads {
+        // The slice is the row's Txn_Timestamp down to the slice offset in its minute.
+        let txn = serde_json::from_slice::<serde_json::Value>(&data)
+            .ok()
+            .and_then(|v| v["Txn_Timestamp"].as_str().and_then(parse_iso))
+            .unwrap_or(start);
+        let at = txn - (txn - SLICE_OFFSET_MICROS).rem_euclid(60_000_000);
+        slices.entry(at).or_default().push((key, data));
+    }
+    Ok((slices, rows.bad))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,6 +175,39 @@ mod tests {
             compared += 1;
         }
         assert_eq!(compared, 500, "every CSV row compared");
+    }
+
+    /// The sample's rows go out in two slices of a 30-minute run, in order and evenly, each
+    /// row's `Txn_Timestamp` in its slice's minute; a 5-minute run replays them at once.
+    #[test]
+    fn the_sample_is_replayed_in_slices_fifteen_minutes_apart() {
+        let csv = include_bytes!("../../../tests/fixtures/us-accidents-sample.csv");
+        let start = 1_795_262_400_000_000;
+        let (slices, bad) = read_slices(csv, start, 30).unwrap();
+        assert!(bad.is_empty());
+        let times: Vec<i64> = slices.keys().copied().collect();
+        assert_eq!(times, [start + 30_000_000, start + 930_000_000]);
+        assert_eq!(
+            slices.values().map(Vec::len).collect::<Vec<_>>(),
+            [250, 250]
+        );
+        let ids: Vec<&str> = slices.values().flatten().map(|(k, _)| k.as_str()).collect();
+        let in_order: Vec<String> = read_csv(&csv[..], |_| String::new())
+            .unwrap()
+            .payloads
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(ids, in_order);
+        for (at, rows) in &slices {
+            for (_, data) in rows {
+                let v: serde_json::Value = serde_json::from_slice(data).unwrap();
+                let txn = v["Txn_Timestamp"].as_str().unwrap();
+                assert_eq!(&txn[..16], &format_micros(*at)[..16], "{txn}");
+            }
+        }
+        let (once, _) = read_slices(csv, start, 5).unwrap();
+        assert_eq!(once.len(), 1);
     }
 
     #[test]

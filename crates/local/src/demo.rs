@@ -7,15 +7,19 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
-use streamwatch_core::notify::{Message, NotificationKind};
+use streamwatch_core::notify::NotificationKind;
+use streamwatch_core::notify::group::is_batch_id;
+use streamwatch_core::notify::silence::Silence;
 use streamwatch_core::time::format_micros;
 
-use crate::accidents::{BadRow, check_header, read_csv};
+use crate::accidents::{check_header, read_slices};
 use crate::pipeline::Pipeline;
 use crate::readings::{Imperfections, ReadingsStream};
 use crate::report::{DemoReport, Marker, NotificationLine, TurbineSeries, render_html};
 use crate::scenario::TurbineScenario;
+use crate::sent_log::{SentLog, group_alerts};
+use crate::summary::summary_rows;
+pub use crate::summary::{Sent, Summary, summary_table};
 
 /// The shipped sample of US-accident rows (the dataset's layout, `M/D/YYYY H:MM` times).
 pub const SAMPLE_CSV: &[u8] = include_bytes!("../../../tests/fixtures/us-accidents-sample.csv");
@@ -41,6 +45,9 @@ pub struct Options {
     pub threshold: f64,
     /// Where to write the raw layer (Firehose's S3 layout as files); None: not kept.
     pub archive_dir: Option<std::path::PathBuf>,
+    /// The turbine a silence holds back for the whole run (as `streamwatch silence add
+    /// --match key=DEVICE` would); None: no silence.
+    pub silence: Option<String>,
 }
 
 impl Default for Options {
@@ -59,46 +66,9 @@ impl Default for Options {
             repeat_interval_secs: 900,
             threshold: 60.0,
             archive_dir: None,
+            silence: Some("device4".into()),
         }
     }
-}
-
-/// A notification as the demo saw it go out.
-#[derive(Debug, Clone, Serialize)]
-pub struct Sent {
-    pub event_time: String,
-    pub kind: String,
-    pub key: String,
-    pub subject: String,
-}
-
-/// What the run did (also `--json`).
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct Summary {
-    pub seed: u64,
-    pub simulated_minutes: u32,
-    pub turbine_readings: u64,
-    pub change_records: u64,
-    pub duplicates_injected: u64,
-    pub reorders_injected: u64,
-    pub windows_closed: u64,
-    pub window_alerts: u64,
-    pub accident_rows: u64,
-    pub accident_bad_rows: u64,
-    pub accident_kinesis_records: u64,
-    pub accident_alerts: u64,
-    pub metric_datums: u64,
-    pub put_metric_data_calls: u64,
-    pub reference_put_metric_data_calls: u64,
-    pub notifications: u64,
-    pub notifications_by_kind: BTreeMap<String, u64>,
-    pub lambda_invocations: u64,
-    pub lambda_retries: u64,
-    pub sent: Vec<Sent>,
-    /// Records and objects written to the raw layer's directory.
-    pub archived_records: u64,
-    pub archive_objects: u64,
-    pub wall_seconds: f64,
 }
 
 /// A demo that cannot start (bad options, unreadable CSV).
@@ -121,6 +91,10 @@ fn kind_name(k: NotificationKind) -> &'static str {
     }
 }
 
+/// The simulated run's clock: 10-second ticks, as the turbines' readings arrive.
+const TICK: i64 = 10_000_000;
+const MINUTE: i64 = 60_000_000;
+
 /// Runs the demo; progress and notifications go to `out`.
 pub async fn run(opts: &Options, out: &mut impl Write) -> Result<(Summary, DemoReport), DemoError> {
     if opts.turbines == 0 || opts.minutes == 0 || opts.min >= opts.max || opts.shards == 0 {
@@ -138,47 +112,45 @@ pub async fn run(opts: &Options, out: &mut impl Write) -> Result<(Summary, DemoR
         simulated_minutes: opts.minutes,
         ..Summary::default()
     };
-    let mut sent: Vec<(i64, Message)> = Vec::new();
+    let mut log = SentLog::default();
+    if let Some(device) = &opts.silence {
+        let silence = demo_silence(&p, device);
+        p.silence(&silence)
+            .await
+            .map_err(|e| DemoError::Options(format!("silence: {e}")))?;
+        let _ = writeln!(
+            out,
+            "  silence {}: {} alerts of {} held back until {} ({})",
+            silence.id,
+            p.aggregator.config.rule.name,
+            device,
+            &format_micros(silence.ends_micros)[11..16],
+            silence.comment
+        );
+        summary.silence = Some(format!("{} ({device})", silence.id));
+    }
 
-    // Accidents: the whole CSV replayed at the start, as the reference producer does.
+    // Accidents: the CSV replayed in slices over the run (accidents::SLICE_MINUTES apart).
+    let mut slices = BTreeMap::new();
     if opts.accidents_on {
         let csv = opts.csv.as_deref().unwrap_or(SAMPLE_CSV);
         check_header(csv).map_err(|e| DemoError::Options(format!("--csv: {e}")))?;
-        let rows = read_csv(csv, |i| {
-            format_micros(START_MICROS + i as i64 * 10_000)
-                .trim_end_matches('Z')
-                .to_owned()
-        })?;
-        let bad_rows: Vec<BadRow> = rows.bad;
-        summary.accident_rows = rows.payloads.len() as u64;
+        let (by_time, bad_rows) = read_slices(csv, START_MICROS, opts.minutes)?;
+        summary.accident_rows = by_time.values().map(|s| s.len() as u64).sum();
         summary.accident_bad_rows = bad_rows.len() as u64;
         for b in &bad_rows {
             let _ = writeln!(out, "  skipped CSV line {}: {}", b.line, b.reason);
         }
-        let selected = rows
-            .payloads
-            .iter()
-            .filter(|(_, d)| {
-                serde_json::from_slice::<serde_json::Value>(d)
-                    .ok()
-                    .and_then(|v| v["Severity"].as_i64())
-                    .is_some_and(|s| s > 2)
-            })
-            .count();
-        summary.reference_put_metric_data_calls = selected as u64;
-        p.replay_accidents(&rows.payloads, 2, START_MICROS + 60_000_000)
-            .await;
-        summary.accident_kinesis_records = p.accident_kinesis_records;
-        for m in p.deliver_alerts().await {
-            print_sent(out, &m);
-            sent.push((START_MICROS, m));
-        }
-        summary.accident_alerts = p.outbox.alerts().len() as u64;
+        summary.reference_put_metric_data_calls = by_time
+            .values()
+            .flatten()
+            .filter(|(_, d)| severity(d).is_some_and(|s| s > 2))
+            .count() as u64;
+        slices = by_time;
     }
 
-    // Turbines: the story in ticks of 10 simulated seconds.
-    let mut series: BTreeMap<String, TurbineSeries> = BTreeMap::new();
-    if opts.turbines_on {
+    // Turbines: the story, fed in ticks of 10 simulated seconds.
+    let mut turbines = opts.turbines_on.then(|| {
         let scenario = TurbineScenario::default_story(
             opts.turbines,
             opts.minutes,
@@ -190,82 +162,147 @@ pub async fn run(opts: &Options, out: &mut impl Write) -> Result<(Summary, DemoR
         );
         let readings = scenario.readings();
         summary.turbine_readings = readings.len() as u64;
-        let mut stream = ReadingsStream::new(opts.shards, Imperfections::default(), opts.seed);
-        let tick = 10_000_000;
-        let mut next = 0;
-        let mut t = START_MICROS + tick;
-        let end = START_MICROS + i64::from(opts.minutes) * 60_000_000;
-        let mut last_report = START_MICROS;
-        while t <= end + 10 * 60_000_000 {
+        (
+            readings,
+            ReadingsStream::new(opts.shards, Imperfections::default(), opts.seed),
+        )
+    });
+    let mut next = 0;
+    let mut t = START_MICROS + TICK;
+    let end = START_MICROS + i64::from(opts.minutes) * MINUTE;
+    let mut last_report = START_MICROS;
+    loop {
+        let now = t + 1_000_000;
+        if let Some((readings, stream)) = &mut turbines {
             while next < readings.len() && readings[next].event_time_micros < t {
                 stream.put(&readings[next]);
                 next += 1;
             }
             let shards = stream.take();
             summary.change_records += shards.iter().map(|(_, r)| r.len() as u64).sum::<u64>();
-            p.process_readings(shards, t + 1_000_000).await;
-            for m in p.deliver_alerts().await {
-                print_sent(out, &m);
-                sent.push((t, m));
-            }
-            if t - last_report >= 5 * 60_000_000 || next == readings.len() && t >= end {
-                last_report = t;
-                let _ = writeln!(
-                    out,
-                    "[{}] {:>6} readings  {:>4} windows closed  {:>3} notifications  {:>8.0} readings/s  {:>6.0}x real time",
-                    &format_micros(t.min(end))[11..16],
-                    next,
-                    p.aggregator
-                        .store
-                        .windows()
-                        .iter()
-                        .filter(|w| w.closed)
-                        .count(),
-                    sent.len(),
-                    next as f64 / started.elapsed().as_secs_f64().max(1e-6),
-                    (t.min(end) - START_MICROS) as f64
-                        / 1e6
-                        / started.elapsed().as_secs_f64().max(1e-6)
-                );
-            }
-            if opts.speed > 0.0 {
-                tokio::time::sleep(Duration::from_secs_f64(10.0 / opts.speed)).await;
-            }
-            if next == readings.len() && t >= end {
-                // Ten quiet minutes more: the schedule closes the idle keys' last windows.
-                p.process_readings(Vec::new(), t + 10 * 60_000_000).await;
-                for m in p.deliver_alerts().await {
-                    print_sent(out, &m);
-                    sent.push((t, m));
-                }
-                break;
-            }
-            t += tick;
+            p.process_readings(shards, now).await;
         }
+        while let Some(entry) = slices.first_entry().filter(|e| *e.key() <= t) {
+            p.replay_accidents(&entry.remove(), 2, now).await;
+        }
+        let sent = p.deliver_alerts().await;
+        log.delivered(out, &p, now, sent);
+        if (t - START_MICROS) % MINUTE == 0 {
+            // The alerter's one-minute schedule: due accident groups go out.
+            log.scheduled(out, now, p.alerter_schedule(now).await);
+        }
+        let readings_done = turbines.as_ref().is_none_or(|(r, _)| next == r.len());
+        let done = readings_done && slices.is_empty() && t >= end;
+        if t - last_report >= 5 * MINUTE || done {
+            last_report = t;
+            progress_line(out, &p, t.min(end), next, log.sent.len(), started);
+        }
+        if opts.speed > 0.0 {
+            tokio::time::sleep(Duration::from_secs_f64(10.0 / opts.speed)).await;
+        }
+        if done {
+            // Ten quiet minutes more: the schedules close the idle keys' last windows and
+            // send what is left of the groups.
+            let later = t + 10 * MINUTE;
+            if turbines.is_some() {
+                p.process_readings(Vec::new(), later).await;
+            }
+            let sent = p.deliver_alerts().await;
+            log.delivered(out, &p, later, sent);
+            log.scheduled(out, later, p.alerter_schedule(later).await);
+            break;
+        }
+        t += TICK;
+    }
+    summary.accident_kinesis_records = p.accident_kinesis_records;
+    if let Some((_, stream)) = &turbines {
         summary.duplicates_injected = stream.duplicates_injected;
         summary.reorders_injected = stream.reorders_injected;
-        for w in p.aggregator.store.windows() {
-            if let Some(s) = w.stats() {
-                series
-                    .entry(w.key.clone())
-                    .or_insert_with(|| TurbineSeries {
-                        device: w.key.clone(),
-                        windows: Vec::new(),
-                        markers: Vec::new(),
-                    })
-                    .windows
-                    .push((w.start_micros, s.avg));
-            }
-            summary.windows_closed += u64::from(w.closed);
-        }
-        summary.window_alerts = p
-            .outbox
-            .alerts()
-            .iter()
-            .filter(|a| a.window.is_some())
-            .count() as u64;
     }
+    let series = turbine_series(&p, &mut summary);
+    let report = finish(opts, &p, log, series, &mut summary, started)?;
+    Ok((summary, report))
+}
 
+/// Prints the progress line of simulated time `t`.
+fn progress_line(
+    out: &mut impl Write,
+    p: &Pipeline,
+    t: i64,
+    readings: usize,
+    notifications: usize,
+    started: Instant,
+) {
+    let elapsed = started.elapsed().as_secs_f64().max(1e-6);
+    let _ = writeln!(
+        out,
+        "[{}] {:>6} readings  {:>4} windows closed  {:>3} notifications  {:>8.0} readings/s  {:>6.0}x real time",
+        &format_micros(t)[11..16],
+        readings,
+        p.aggregator
+            .store
+            .windows()
+            .iter()
+            .filter(|w| w.closed)
+            .count(),
+        notifications,
+        readings as f64 / elapsed,
+        (t - START_MICROS) as f64 / 1e6 / elapsed
+    );
+}
+
+/// The silence the demo adds before the run, as `streamwatch silence add --rule
+/// windspeed-avg --match key=DEVICE --for 2h --comment maintenance` would.
+fn demo_silence(p: &Pipeline, device: &str) -> Silence {
+    Silence {
+        id: format!("demo-{device}"),
+        rule: p.aggregator.config.rule.name.clone(),
+        matchers: vec![("key".into(), device.to_owned())],
+        starts_micros: START_MICROS,
+        ends_micros: START_MICROS + 120 * MINUTE,
+        comment: "turbine under maintenance".into(),
+        created_by: "streamwatch demo".into(),
+    }
+}
+
+fn severity(payload: &[u8]) -> Option<i64> {
+    serde_json::from_slice::<serde_json::Value>(payload)
+        .ok()
+        .and_then(|v| v["Severity"].as_i64())
+}
+
+/// Each turbine's closed windows (for the charts), and the window counts of the summary.
+fn turbine_series(p: &Pipeline, summary: &mut Summary) -> BTreeMap<String, TurbineSeries> {
+    let mut series: BTreeMap<String, TurbineSeries> = BTreeMap::new();
+    for w in p.aggregator.store.windows() {
+        if let Some(s) = w.stats() {
+            series
+                .entry(w.key.clone())
+                .or_insert_with(|| TurbineSeries {
+                    device: w.key.clone(),
+                    windows: Vec::new(),
+                    markers: Vec::new(),
+                })
+                .windows
+                .push((w.start_micros, s.avg));
+        }
+        summary.windows_closed += u64::from(w.closed);
+    }
+    let alerts = p.outbox.alerts();
+    summary.window_alerts = alerts.iter().filter(|a| a.window.is_some()).count() as u64;
+    summary.accident_alerts = alerts.iter().filter(|a| a.window.is_none()).count() as u64;
+    series
+}
+
+/// The summary's notification log and counts, the raw layer, and the HTML report.
+fn finish(
+    opts: &Options,
+    p: &Pipeline,
+    log: SentLog,
+    mut series: BTreeMap<String, TurbineSeries>,
+    summary: &mut Summary,
+    started: Instant,
+) -> Result<DemoReport, DemoError> {
     // When each notification's alert happened (its event time), for the log and markers.
     let alert_times: BTreeMap<String, i64> = p
         .outbox
@@ -274,12 +311,17 @@ pub async fn run(opts: &Options, out: &mut impl Write) -> Result<(Summary, DemoR
         .map(|a| (a.id, a.event_time_micros))
         .collect();
     let mut lines = Vec::new();
-    for (tick_time, m) in &sent {
+    for (tick_time, m) in &log.sent {
         let time = alert_times
             .get(&m.notification_id)
             .copied()
             .unwrap_or(*tick_time);
-        let kind = kind_name(m.kind).to_owned();
+        let alerts = group_alerts(m);
+        let kind = if is_batch_id(&m.notification_id) {
+            "group".to_owned()
+        } else {
+            kind_name(m.kind).to_owned()
+        };
         let key = m.attributes.get("key").cloned().unwrap_or_default();
         *summary
             .notifications_by_kind
@@ -293,9 +335,11 @@ pub async fn run(opts: &Options, out: &mut impl Write) -> Result<(Summary, DemoR
         }
         summary.sent.push(Sent {
             event_time: format_micros(time),
+            sent_at: format_micros(*tick_time),
             kind: kind.clone(),
             key,
             subject: m.subject.clone(),
+            alerts,
         });
         lines.push(NotificationLine {
             time_micros: time,
@@ -303,7 +347,33 @@ pub async fn run(opts: &Options, out: &mut impl Write) -> Result<(Summary, DemoR
             subject: m.subject.clone(),
         });
     }
-    summary.notifications = sent.len() as u64;
+    for record in p.silenced() {
+        let alert = p.outbox.get(&record.alert_id);
+        let subject = alert.map_or_else(|| record.key.clone(), |a| a.summary);
+        if let Some(s) = series.get_mut(&record.key) {
+            s.markers.push(Marker {
+                time_micros: record.event_time_micros,
+                kind: "silenced".into(),
+            });
+        }
+        summary.silenced.push(Sent {
+            event_time: format_micros(record.event_time_micros),
+            sent_at: String::new(),
+            kind: record.alert_kind.as_str().to_owned(),
+            key: record.key.clone(),
+            subject: subject.clone(),
+            alerts: Vec::new(),
+        });
+        lines.push(NotificationLine {
+            time_micros: record.event_time_micros,
+            kind: "silenced".into(),
+            subject: format!("not sent: {subject}"),
+        });
+    }
+    lines.sort_by_key(|l| l.time_micros);
+    summary.notifications = log.sent.len() as u64;
+    summary.grouped_alerts = p.alerter_totals.grouped;
+    summary.group_notifications = p.alerter_totals.group_notifications;
     summary.put_metric_data_calls = p.metric_requests as u64;
     summary.metric_datums = p.sink.datums().len() as u64;
     summary.lambda_invocations = p.publisher_mapping.invocations
@@ -312,7 +382,7 @@ pub async fn run(opts: &Options, out: &mut impl Write) -> Result<(Summary, DemoR
     summary.lambda_retries =
         p.publisher_mapping.retries + p.aggregator_mapping.retries + p.alerter_mapping.retries;
     if let (Some(dir), Some(archive)) = (&opts.archive_dir, &p.archive) {
-        let now = window_aggregator::Clock::now_micros(&p.clock);
+        let now = streamwatch_core::clock::Clock::now_micros(&p.clock);
         let at = chrono::DateTime::from_timestamp_micros(now).unwrap_or_default();
         let (records, objects) = archive
             .write(dir, at)
@@ -322,8 +392,8 @@ pub async fn run(opts: &Options, out: &mut impl Write) -> Result<(Summary, DemoR
     }
     summary.wall_seconds = started.elapsed().as_secs_f64();
 
-    let (by_severity, by_county) = accident_bars(&p);
-    let report = DemoReport {
+    let (by_severity, by_county) = accident_bars(p);
+    Ok(DemoReport {
         title: "streamwatch demo".into(),
         subtitle: format!(
             "{} turbines x {} simulated minutes (seed {}), {} accident rows; generated by `streamwatch demo`",
@@ -334,13 +404,8 @@ pub async fn run(opts: &Options, out: &mut impl Write) -> Result<(Summary, DemoR
         accidents_by_severity: by_severity,
         accidents_by_county: by_county,
         notifications: lines,
-        summary: summary_rows(&summary),
-    };
-    Ok((summary, report))
-}
-
-fn print_sent(out: &mut impl Write, m: &Message) {
-    let _ = writeln!(out, "  -> {}", m.subject);
+        summary: summary_rows(summary),
+    })
 }
 
 /// Labelled values of a bar chart.
@@ -373,90 +438,7 @@ fn accident_bars(p: &Pipeline) -> (Bars, Bars) {
     (severity.into_iter().collect(), counties)
 }
 
-fn summary_rows(s: &Summary) -> Vec<(String, String)> {
-    vec![
-        ("turbine readings".into(), s.turbine_readings.to_string()),
-        (
-            "change records (incl. injected duplicates / reorders)".into(),
-            format!(
-                "{} ({} / {})",
-                s.change_records, s.duplicates_injected, s.reorders_injected
-            ),
-        ),
-        ("windows closed".into(), s.windows_closed.to_string()),
-        ("window alerts".into(), s.window_alerts.to_string()),
-        (
-            "accident rows (bad rows skipped)".into(),
-            format!("{} ({})", s.accident_rows, s.accident_bad_rows),
-        ),
-        (
-            "KPL-aggregated Kinesis records".into(),
-            s.accident_kinesis_records.to_string(),
-        ),
-        ("accident alerts".into(), s.accident_alerts.to_string()),
-        (
-            "notifications".into(),
-            if s.notifications_by_kind.is_empty() {
-                s.notifications.to_string()
-            } else {
-                format!(
-                    "{} ({})",
-                    s.notifications,
-                    s.notifications_by_kind
-                        .iter()
-                        .map(|(k, n)| format!("{n} {k}"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )
-            },
-        ),
-        ("metric datums".into(), s.metric_datums.to_string()),
-        (
-            "PutMetricData calls (reference: one per selected record)".into(),
-            format!(
-                "{} ({})",
-                s.put_metric_data_calls, s.reference_put_metric_data_calls
-            ),
-        ),
-        (
-            "Lambda invocations (retries)".into(),
-            format!("{} ({})", s.lambda_invocations, s.lambda_retries),
-        ),
-    ]
-}
-
-/// The summary as a text table.
-pub fn summary_table(s: &Summary) -> String {
-    let rows = summary_rows(s);
-    let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
-    let mut out = String::new();
-    for (k, v) in rows {
-        out.push_str(&format!("  {k:<width$}  {v}\n"));
-    }
-    out
-}
-
 /// The report as HTML.
 pub fn html(report: &DemoReport) -> String {
     render_html(report)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn no_notifications_is_a_plain_zero() {
-        let rows = summary_rows(&Summary::default());
-        let (_, value) = rows.iter().find(|(k, _)| k == "notifications").unwrap();
-        assert_eq!(value, "0");
-        let some = Summary {
-            notifications: 3,
-            notifications_by_kind: [("event".to_owned(), 2), ("firing".to_owned(), 1)].into(),
-            ..Default::default()
-        };
-        let rows = summary_rows(&some);
-        let (_, value) = rows.iter().find(|(k, _)| k == "notifications").unwrap();
-        assert_eq!(value, "3 (2 event, 1 firing)");
-    }
 }

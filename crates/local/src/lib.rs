@@ -11,4 +11,6 @@ pub mod readings;
 pub mod report;
 pub mod rng;
 pub mod scenario;
+mod sent_log;
 pub mod soak;
+pub mod summary;

@@ -1,7 +1,9 @@
 //! The functions wired together on embedded backends: the real handlers of the
 //! metrics-publisher and the alerter (and the window-aggregator), fed real Lambda event
 //! envelopes through the embedded event source mapping, sharing one alerts outbox and one
-//! metric sink as the deployed functions share the alerts table and CloudWatch.
+//! metric sink as the deployed functions share the alerts table and CloudWatch. The alerter
+//! runs as deployed: the template's grouping (severe accidents by County, State), silences,
+//! and its one-minute schedule ([`Pipeline::alerter_schedule`]), all on the simulated clock.
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
@@ -9,16 +11,20 @@ use std::sync::Arc;
 
 use std::sync::atomic::{AtomicI64, Ordering};
 
-use alerter::{Settings, SystemClock};
+use alerter::{Grouping, Silences};
 use streamwatch_adapters::alert_state::EmbeddedAlertStateStore;
+use streamwatch_adapters::groups::EmbeddedGroupStore;
 use streamwatch_adapters::shards::EmbeddedShardProbe;
+use streamwatch_adapters::silences::EmbeddedSilenceStore;
 use streamwatch_adapters::sns::EmbeddedNotifier;
 use streamwatch_adapters::windows::EmbeddedWindowStore;
 use streamwatch_adapters::{EmbeddedAlertOutbox, EmbeddedMetricSink};
 use streamwatch_core::KinesisEvent;
+use streamwatch_core::PortError;
 use streamwatch_core::kinesis::{KinesisEventRecord, KinesisRecord};
 use streamwatch_core::kpl::{Aggregator, KINESIS_MAX_RECORD_BYTES};
-use streamwatch_core::notify::Message;
+use streamwatch_core::notify::silence::{Silence, SilenceStore, is_silenced};
+use streamwatch_core::notify::{Message, NotificationRecord};
 use streamwatch_emulator::esm::{Invocation, MappingConfig, MappingStats, drain_shard};
 
 use crate::alert_stream::{self, AlertStream};
@@ -42,7 +48,13 @@ impl MappingTotals {
 }
 
 pub type PublisherDeps = metrics_publisher::Deps<Arc<EmbeddedMetricSink>, Arc<EmbeddedAlertOutbox>>;
-pub type AlerterDeps = alerter::Deps<EmbeddedAlertStateStore, EmbeddedNotifier, SystemClock>;
+pub type AlerterDeps = alerter::Deps<
+    EmbeddedAlertStateStore,
+    EmbeddedNotifier,
+    SimClock,
+    EmbeddedGroupStore,
+    EmbeddedSilenceStore,
+>;
 pub type AggregatorDeps = window_aggregator::Deps<
     EmbeddedWindowStore,
     Arc<EmbeddedAlertOutbox>,
@@ -50,15 +62,46 @@ pub type AggregatorDeps = window_aggregator::Deps<
     SimClock,
 >;
 
-/// Simulated wall-clock time for the window-aggregator's schedule: the demo runs thirty
-/// minutes of event time in seconds.
+/// Simulated wall-clock time, shared by the window-aggregator's schedule and the alerter
+/// (leases, group waits, silences): the demo runs thirty minutes of event time in seconds.
 #[derive(Debug, Default, Clone)]
 pub struct SimClock(pub Arc<AtomicI64>);
 
-impl window_aggregator::Clock for SimClock {
+impl streamwatch_core::clock::Clock for SimClock {
     fn now_micros(&self) -> i64 {
         self.0.load(Ordering::SeqCst)
     }
+}
+
+impl SimClock {
+    pub fn set(&self, now_micros: i64) {
+        self.0.store(now_micros, Ordering::SeqCst);
+    }
+}
+
+/// The alerter's environment in `template.yaml` with the parameters' defaults
+/// (`AccidentGroupBy`, `GroupWaitSeconds`, `GroupIntervalSeconds`; checked against the
+/// template by `tests/pipeline.rs`); `REPEAT_INTERVAL_SECONDS` comes from the caller.
+pub const ALERTER_ENV: [(&str, &str); 5] = [
+    (
+        "TOPIC_ARN",
+        "arn:aws:sns:us-east-1:000000000000:streamwatch-alerts",
+    ),
+    ("ALERTS_TABLE", "streamwatch-alerts"),
+    ("GROUP_BY", "accident-severity=County,State"),
+    ("GROUP_WAIT_SECONDS", "30"),
+    ("GROUP_INTERVAL_SECONDS", "300"),
+];
+
+/// What the alerter did beyond sending: alerts held for their group, silenced, and the
+/// group notifications its schedule sent.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct AlerterTotals {
+    pub grouped: u64,
+    pub silenced: u64,
+    pub group_batches_sealed: u64,
+    pub group_notifications: u64,
+    pub schedule_passes: u64,
 }
 
 /// The embedded deployment.
@@ -75,6 +118,7 @@ pub struct Pipeline {
     pub aggregator_mapping: MappingTotals,
     pub publisher_mapping: MappingTotals,
     pub alerter_mapping: MappingTotals,
+    pub alerter_totals: AlerterTotals,
     /// Accident user records sent and the aggregated Kinesis records that carried them.
     pub accident_records: u64,
     pub accident_kinesis_records: u64,
@@ -115,18 +159,23 @@ impl Pipeline {
             sink: sink.clone(),
             outbox: outbox.clone(),
         };
+        let clock = SimClock::default();
+        let repeat = repeat_interval_secs.to_string();
+        let mut env: Vec<(&str, &str)> = ALERTER_ENV.to_vec();
+        env.push(("REPEAT_INTERVAL_SECONDS", &repeat));
+        let env: std::collections::HashMap<String, String> = env
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        let config = alerter::Config::from_source(&env)?;
         let alerter = alerter::Deps {
-            grouping: alerter::Grouping::off(),
-            silences: alerter::Silences::off(),
+            grouping: Grouping::new(EmbeddedGroupStore::new(), config.group_policies()),
+            silences: Silences::new(EmbeddedSilenceStore::new()),
             store: EmbeddedAlertStateStore::with_outbox(outbox.clone()),
             notifier: EmbeddedNotifier::new(),
-            clock: SystemClock,
-            settings: Settings {
-                repeat_interval: std::time::Duration::from_secs(repeat_interval_secs),
-                ..Settings::default()
-            },
+            clock: clock.clone(),
+            settings: config.settings(),
         };
-        let clock = SimClock::default();
         let aggregator = window_aggregator::Deps {
             config: window_aggregator::Config::from_source(&[
                 ("WINDOWS_TABLE", "streamwatch-windows"),
@@ -149,6 +198,7 @@ impl Pipeline {
             aggregator_mapping: MappingTotals::default(),
             publisher_mapping: MappingTotals::default(),
             alerter_mapping: MappingTotals::default(),
+            alerter_totals: AlerterTotals::default(),
             accident_records: 0,
             accident_kinesis_records: 0,
             metric_requests: 0,
@@ -166,6 +216,7 @@ impl Pipeline {
         shards: usize,
         now: i64,
     ) -> MappingTotals {
+        self.clock.set(now);
         let shards = shards.max(1);
         let mut per_shard: Vec<Aggregator> = (0..shards)
             .map(|_| Aggregator::new(KINESIS_MAX_RECORD_BYTES))
@@ -244,7 +295,7 @@ impl Pipeline {
         shards: Vec<(String, Vec<KinesisEventRecord>)>,
         now: i64,
     ) -> MappingTotals {
-        self.clock.0.store(now, Ordering::SeqCst);
+        self.clock.set(now);
         if let Some(archive) = &mut self.archive {
             archive
                 .readings
@@ -348,6 +399,8 @@ impl Pipeline {
     ) -> Vec<Message> {
         let deps = &self.alerter;
         let invocation = std::sync::atomic::AtomicU64::new(0);
+        let reports = std::sync::Mutex::new(Vec::new());
+        let reports = &reports;
         let stats = drain_shard(
             &records,
             |r: &aws_lambda_events::event::dynamodb::EventRecord| {
@@ -358,15 +411,63 @@ impl Pipeline {
                 let n = invocation.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 async move {
                     let event = alert_stream::event(batch);
-                    let (response, _) = alerter::process(deps, &event, &format!("local-{n}")).await;
+                    let (response, report) =
+                        alerter::process(deps, &event, &format!("local-{n}")).await;
+                    if let Ok(mut r) = reports.lock() {
+                        r.push(report);
+                    }
                     Invocation::from(response)
                 }
             },
         )
         .await;
         self.alerter_mapping.add(&stats);
+        for r in reports.lock().map(|r| r.clone()).unwrap_or_default() {
+            self.alerter_totals.grouped += r.grouped as u64;
+            self.alerter_totals.silenced += r.silenced as u64;
+        }
         let published = self.alerter.notifier.published();
         published[before..].to_vec()
+    }
+}
+
+impl Pipeline {
+    /// The alerter's schedule at simulated time `now` (deployed: `rate(1 minute)`): due alert
+    /// groups sealed and sent, unsent notifications resumed. Returns the messages it sent.
+    pub async fn alerter_schedule(&mut self, now: i64) -> Vec<Message> {
+        self.clock.set(now);
+        let before = self.alerter.notifier.published().len();
+        let pass = self.alerter_totals.schedule_passes;
+        let report = alerter::schedule_pass(&self.alerter, &format!("local-schedule-{pass}")).await;
+        let t = &mut self.alerter_totals;
+        t.schedule_passes += 1;
+        t.group_batches_sealed += report.groups.sealed as u64;
+        t.group_notifications += report.groups.sent as u64;
+        self.alerter.notifier.published()[before..].to_vec()
+    }
+
+    /// Adds a silence, as `streamwatch silence add` writes it to the alerts table.
+    pub async fn silence(&self, silence: &Silence) -> Result<(), PortError> {
+        self.alerter.silences.store.add(silence).await
+    }
+
+    /// Notification records the alerter recorded as silenced, in decision order.
+    pub fn silenced(&self) -> Vec<NotificationRecord> {
+        let mut records: Vec<NotificationRecord> = self
+            .alerter
+            .store
+            .notifications()
+            .into_iter()
+            .filter(is_silenced)
+            .collect();
+        records.sort_by(|a, b| {
+            (a.decided_at_micros, a.event_time_micros, &a.alert_id).cmp(&(
+                b.decided_at_micros,
+                b.event_time_micros,
+                &b.alert_id,
+            ))
+        });
+        records
     }
 }
 
@@ -394,146 +495,4 @@ fn shard_of(key: &str, shards: usize) -> usize {
     let mut h = DefaultHasher::new();
     key.hash(&mut h);
     (h.finish() % shards as u64) as usize
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Accidents from the reference fixture through the real metrics-publisher and alerter:
-    /// severity-4 accidents become exactly one notification each, metrics land in the sink.
-    #[tokio::test]
-    async fn accidents_flow_to_metrics_and_notifications() {
-        let event: KinesisEvent = serde_json::from_slice(include_bytes!(
-            "../../../tests/fixtures/kinesis-accidents-plain.json"
-        ))
-        .unwrap();
-        let payloads: Vec<(String, Vec<u8>)> = event
-            .records
-            .iter()
-            .map(|r| {
-                (
-                    r.kinesis.partition_key.clone(),
-                    r.kinesis.data.0.clone().unwrap(),
-                )
-            })
-            .collect();
-        let severe = payloads
-            .iter()
-            .filter(|(_, d)| {
-                serde_json::from_slice::<serde_json::Value>(d).unwrap()["Severity"].as_i64()
-                    >= Some(4)
-            })
-            .count();
-        let mut p = Pipeline::new(900).unwrap();
-        // 2026-11-21T12:30Z: the fixture's Txn_Timestamps are within CloudWatch's window.
-        let now = 1_795_264_200_000_000;
-        let totals = p.replay_accidents(&payloads, 2, now).await;
-        assert_eq!(totals.given_up, 0);
-        assert_eq!(p.accident_records, payloads.len() as u64);
-        let sent = p.deliver_alerts().await;
-        assert_eq!(
-            sent.len(),
-            severe,
-            "one notification per severity-4 accident"
-        );
-        assert!(sent.iter().all(|m| m.subject.starts_with("[ALERT]")));
-        // Nothing new in the outbox: nothing more to send.
-        assert!(p.deliver_alerts().await.is_empty());
-        assert!(p.metric_requests >= 1);
-    }
-}
-
-#[cfg(test)]
-mod turbine_tests {
-    use super::*;
-    use crate::readings::{Imperfections, ReadingsStream};
-    use crate::scenario::TurbineScenario;
-    use std::collections::BTreeMap;
-    use streamwatch_core::notify::NotificationKind;
-
-    const T0: i64 = 1_795_262_400_000_000;
-
-    /// The default story through the real window-aggregator and alerter, with duplicated and
-    /// reordered change records: the notifications equal an independent computation from
-    /// the generated readings (per-minute averages, the storm rule with a 15-minute repeat).
-    #[tokio::test]
-    async fn turbine_story_notifies_exactly_what_the_readings_say() {
-        let scenario = TurbineScenario::default_story(5, 30, 25, 70, 60.0, 7, T0);
-        let readings = scenario.readings();
-        let mut stream = ReadingsStream::new(4, Imperfections::default(), 7);
-        let mut p = Pipeline::new(900).unwrap();
-        let mut sent = Vec::new();
-        let tick = 10_000_000;
-        let mut next = 0;
-        let mut t = T0 + tick;
-        while next < readings.len() {
-            while next < readings.len() && readings[next].event_time_micros < t {
-                stream.put(&readings[next]);
-                next += 1;
-            }
-            let shards = stream.take();
-            // Every batch delivered twice, as after a lost response: nothing may double.
-            p.process_readings(shards.clone(), t + 1_000_000).await;
-            p.process_readings(shards, t + 1_000_000).await;
-            sent.extend(p.deliver_alerts().await);
-            sent.extend(p.redeliver_alerts().await);
-            t += tick;
-        }
-        // Time passes: every remaining window closes by the schedule.
-        p.process_readings(Vec::new(), t + 10 * 60_000_000).await;
-        sent.extend(p.deliver_alerts().await);
-        assert!(stream.duplicates_injected > 0);
-
-        // Independent computation.
-        let mut sums: BTreeMap<(String, i64), (f64, f64)> = BTreeMap::new();
-        for r in &readings {
-            let e = sums
-                .entry((
-                    r.device.clone(),
-                    (r.event_time_micros - T0).div_euclid(60_000_000),
-                ))
-                .or_default();
-            e.0 += r.value as f64;
-            e.1 += 1.0;
-        }
-        let mut expected = Vec::new();
-        let mut state: BTreeMap<String, (bool, i64)> = BTreeMap::new();
-        for ((device, minute), (sum, n)) in &sums {
-            let end = T0 + (minute + 1) * 60_000_000;
-            let (firing, last) = state.get(device).copied().unwrap_or((false, i64::MIN));
-            if sum / n > 60.0 {
-                if !firing {
-                    expected.push((device.clone(), "firing"));
-                    state.insert(device.clone(), (true, end));
-                } else if end - last >= 900_000_000 {
-                    expected.push((device.clone(), "reminder"));
-                    state.insert(device.clone(), (true, end));
-                }
-            } else if firing {
-                expected.push((device.clone(), "resolved"));
-                state.insert(device.clone(), (false, last));
-            }
-        }
-        let mut got: Vec<(String, &str)> = sent
-            .iter()
-            .map(|m| {
-                let kind = match m.kind {
-                    NotificationKind::Firing => "firing",
-                    NotificationKind::Reminder => "reminder",
-                    NotificationKind::Resolved => "resolved",
-                    NotificationKind::Event => "event",
-                };
-                (m.attributes["key"].clone(), kind)
-            })
-            .collect();
-        got.sort();
-        expected.sort();
-        assert_eq!(got, expected);
-        assert!(
-            expected.iter().any(|(_, k)| *k == "reminder"),
-            "the story has a reminder"
-        );
-        assert!(expected.iter().any(|(_, k)| *k == "resolved"));
-    }
 }

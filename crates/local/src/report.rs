@@ -9,7 +9,7 @@ use serde::Serialize;
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Marker {
     pub time_micros: i64,
-    /// `firing`, `reminder` or `resolved`.
+    /// `firing`, `reminder`, `resolved` or `silenced`.
     pub kind: String,
 }
 
@@ -173,6 +173,8 @@ pub fn turbine_chart(series: &TurbineSeries, threshold: f64) -> String {
         let color = match m.kind.as_str() {
             "resolved" => "#2e7d32",
             "reminder" => "#ef6c00",
+            // Held back by a silence: recorded, not sent.
+            "silenced" => "#757575",
             _ => "#c62828",
         };
         let mx = x(m.time_micros.clamp(t0, t1));
@@ -280,7 +282,12 @@ table{{border-collapse:collapse}} td,th{{border-bottom:1px solid #eee;padding:.2
     let _ = write!(
         html,
         "<section><h2>Notifications ({})</h2><table><tr><th>event time</th><th>kind</th><th>subject</th></tr>",
-        report.notifications.len()
+        // Lines of kind `silenced` were held back, not sent.
+        report
+            .notifications
+            .iter()
+            .filter(|n| n.kind != "silenced")
+            .count()
     );
     for n in &report.notifications {
         let _ = write!(

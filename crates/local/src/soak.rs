@@ -220,6 +220,8 @@ pub async fn run(opts: &SoakOptions, mut progress: impl FnMut(&str)) -> Result<S
             p.replay_accidents(&rows.payloads, 2, start + MINUTE).await;
             report.notifications += p.deliver_alerts().await.len() as u64;
         }
+        // The alerter's one-minute schedule: grouped accidents go out here.
+        report.notifications += p.alerter_schedule(start + MINUTE + 1_000_000).await.len() as u64;
         // Check every window that ended a minute ago or more, then let the TTL take it.
         let now = start + MINUTE;
         let due: Vec<(String, i64)> = expected

@@ -66,10 +66,15 @@ async fn close_start<W: WindowStore, A: AlertOutbox, P, C>(
         let head = deps.store.head(name).await?;
         let chunks = deps.store.chunks(name, start, None).await?;
         if let Some(last) = head.last_closed.filter(|l| *l >= start) {
-            // Decided already (a closer stopped before taking the start out of the index);
-            // or, past it, opened after its turn, which the watermark rules out: should it
-            // happen, its readings are counted late, not dropped unseen.
+            // Decided already: by a closer that stopped before taking the start out of the
+            // index, or by one that overtook this one since it froze the start (a closer
+            // settles a start before it moves the head past it, so the start reads settled).
+            // Past it and never settled: opened after its turn, which the watermark rules
+            // out; should it happen, its readings are counted late, not dropped unseen.
             if last > start {
+                if !deps.store.close_start(name, start).await? {
+                    return Ok(());
+                }
                 count_passed(deps, start, &chunks, report).await?;
             }
             return deps.store.settle_start(name, start).await;

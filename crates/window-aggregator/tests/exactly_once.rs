@@ -6,7 +6,7 @@ mod common;
 
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 
-use common::{MIN, T0, TestClock};
+use common::{HOUR, MIN, T0, TestClock};
 use proptest::prelude::*;
 use streamwatch_adapters::EmbeddedAlertOutbox;
 use streamwatch_adapters::shards::EmbeddedShardProbe;
@@ -383,4 +383,189 @@ async fn a_transient_failure_retries_from_the_first_record_not_durable() {
     model.deliver(&plan, &shard0);
     let got = common::observed_windows_open(&d.store.inner.windows());
     assert_eq!(got, model.windows());
+}
+
+/// A store where the first closer to read the head after freezing a start (once armed)
+/// stalls there until another closer has decided that start and the next one and settled
+/// both, as a schedule invocation descheduled between two requests would; it counts the
+/// late markers put.
+struct Overtaken {
+    inner: EmbeddedWindowStore,
+    /// Whether the next head read stalls.
+    armed: AtomicBool,
+    /// The start the other closer must have settled before the stalled one goes on.
+    until: AtomicI64,
+    marks: std::sync::atomic::AtomicUsize,
+}
+ledger_of_inner!(Overtaken);
+
+impl WindowStore for Overtaken {
+    delegate!(@one starts(rule: &str, starts: &[Micros]) -> Vec<Option<bool>>);
+    delegate!(@one open_start(rule: &str, start: Micros, end: Micros, close_at: Micros) -> ());
+    delegate!(@one chunks(rule: &str, start: Micros, shards: Option<&[String]>) -> Vec<Chunk>);
+    delegate!(@one due_starts(rule: &str, t: Micros, limit: usize) -> Vec<Micros>);
+    delegate!(@one settle_start(rule: &str, start: Micros) -> ());
+    delegate!(@one put_chunk(rule: &str, start: Micros, chunk: &Chunk) -> Written);
+    delegate!(@one close_start(rule: &str, start: Micros) -> bool);
+    delegate!(@one put_head(rule: &str, head: &Head) -> Written);
+    async fn head(&self, rule: &str) -> Result<Head, PortError> {
+        if self.armed.swap(false, Ordering::SeqCst) {
+            let until = self.until.load(Ordering::SeqCst);
+            // Yields to the other closer (no timer: it runs whenever this task yields).
+            for _ in 0..10_000 {
+                let settled = !self
+                    .inner
+                    .due_starts(rule, Micros::MAX, 100)
+                    .await?
+                    .contains(&until);
+                if self.inner.head(rule).await?.last_closed >= Some(until) && settled {
+                    break;
+                }
+                tokio::task::yield_now().await;
+            }
+        }
+        self.inner.head(rule).await
+    }
+    async fn mark_once(&self, rule: &str, start: Micros, mark: &Mark) -> Result<bool, PortError> {
+        let created = self.inner.mark_once(rule, start, mark).await?;
+        self.marks.fetch_add(usize::from(created), Ordering::SeqCst);
+        Ok(created)
+    }
+}
+
+/// Two schedule invocations closing the same starts: one freezes the oldest start, then
+/// pauses before reading the head while the other decides that start and the next. The
+/// paused one finds the head past its start — settled by the other, not a start opened
+/// after its turn — and counts nothing late. (The concurrency test through moto found it:
+/// the ~100 readings of one start counted late, in 2 runs of 42.)
+#[tokio::test]
+async fn a_closer_overtaken_by_another_counts_nothing_late() {
+    // Readings of two devices over three minutes, with an hour of lateness: nothing closes
+    // before the schedule.
+    let steps: Vec<common::Step> = (0..9)
+        .map(|i| common::Step::Put {
+            item: i % 2,
+            device: i % 2,
+            value: 40 + 5 * i as u32,
+            advance_ms: 20_000,
+            back_ms: 0,
+            ahead: false,
+        })
+        .collect();
+    let plan = common::plan(&steps, 3);
+    let mut model = common::Model::with_window(MIN, HOUR);
+    let d = Deps {
+        config: common::config_with("w", "a", &[("ALLOWED_LATENESS_SECONDS", "3600")]),
+        ..deps(Overtaken {
+            inner: EmbeddedWindowStore::new(),
+            armed: AtomicBool::new(false),
+            until: AtomicI64::new(0),
+            marks: Default::default(),
+        })
+    };
+    for action in &plan.actions {
+        if let common::Action::Deliver { batch, .. } = action {
+            model.deliver(&plan, batch);
+            let event = KinesisEvent {
+                records: batch.iter().map(|r| r.record.clone()).collect(),
+            };
+            let (response, report) = process_batch(&d, &event).await;
+            assert!(response.batch_item_failures.is_empty());
+            assert_eq!(
+                report.windows_closed, 0,
+                "nothing closes before the schedule"
+            );
+        }
+    }
+    let starts: std::collections::BTreeSet<Micros> = d
+        .store
+        .inner
+        .windows()
+        .iter()
+        .map(|w| w.start_micros)
+        .collect();
+    assert!(starts.len() >= 3, "readings in three minutes: {starts:?}");
+    d.store
+        .until
+        .store(*starts.iter().nth(1).unwrap(), Ordering::SeqCst);
+    d.store.armed.store(true, Ordering::SeqCst);
+
+    d.clock.0.store(T0 + 2 * HOUR, Ordering::SeqCst);
+    common::StreamView::default().show(&d.probe, &plan, T0 + 2 * HOUR);
+    let (a, b) = tokio::join!(close_idle(&d), close_idle(&d));
+    let (a, b) = (a.unwrap(), b.unwrap());
+
+    assert!(!d.store.armed.load(Ordering::SeqCst), "a closer paused");
+    assert_eq!((a.late, b.late), (0, 0), "nothing counted late");
+    assert_eq!(
+        d.store.marks.load(Ordering::SeqCst),
+        0,
+        "no late marker put"
+    );
+    let windows = d.store.inner.windows();
+    assert_eq!(
+        a.windows_closed + b.windows_closed,
+        windows.len(),
+        "every window decided once"
+    );
+    assert!(windows.iter().all(|w| w.closed && w.settled));
+    assert_eq!(common::observed_windows(&windows), model.windows());
+}
+
+/// The other side of the same check: a start opened after the head passed it (which the
+/// watermark rules out) and never settled has its readings counted late, once each, by
+/// whichever closers find it.
+#[tokio::test]
+async fn a_start_opened_after_its_turn_has_its_readings_counted_late_once() {
+    let d = deps(EmbeddedWindowStore::new());
+    let rule = d.config.rule.name.clone();
+    let head = Head {
+        last_closed: Some(T0 + 5 * MIN),
+        ..Head::default()
+    };
+    assert_eq!(d.store.put_head(&rule, &head).await.unwrap(), Written::Ok);
+    let start = T0 + MIN;
+    d.store
+        .open_start(&rule, start, start + MIN, start + MIN + 5_000_000)
+        .await
+        .unwrap();
+    let mut chunk = racer("1", "a", 70.0, start + 1_000_000);
+    chunk.push(
+        "device2",
+        reading_key("b"),
+        Entry {
+            value: 71.0,
+            changed_micros: start + 2_000_000,
+            deleted: false,
+        },
+    );
+    assert_eq!(
+        d.store.put_chunk(&rule, start, &chunk).await.unwrap(),
+        Written::Ok
+    );
+
+    // Two closers at a watermark past it (the stream's, as a batch or the schedule has it).
+    let close = || async {
+        let mut r = window_aggregator::BatchReport::default();
+        window_aggregator::close_due(&d, T0 + HOUR, None, &mut r)
+            .await
+            .unwrap();
+        r
+    };
+    let (a, b) = tokio::join!(close(), close());
+    assert_eq!(a.late + b.late, 2, "both readings counted late, once");
+    assert_eq!(
+        a.windows_closed + b.windows_closed,
+        0,
+        "not decided: its turn passed"
+    );
+    assert_eq!(close().await.late, 0, "settled: not counted again");
+    assert!(
+        d.store
+            .due_starts(&rule, Micros::MAX, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(d.outbox.alerts().is_empty());
 }

@@ -133,6 +133,25 @@ async fn redrive_command(args: RedriveArgs) -> Result<(), Failure> {
     let topic = aws
         .resolve(args.topic_arn.as_deref(), "--topic-arn", "AlertsTopicArn")
         .await?;
+    // The stack's per-rule topic (AccidentTopicArn), unless --topic-arn names one topic, and
+    // its HTTPS format: a redriven notification goes out as the alerter would have sent it.
+    let parameters = aws.stack_parameters().await?;
+    let https_format = parameters
+        .get("HttpsMessageFormat")
+        .map(|f| f.parse())
+        .transpose()
+        .map_err(|e| Failure::runtime(format!("the stack's HttpsMessageFormat: {e}")))?
+        .unwrap_or_default();
+    let routes = match &args.topic_arn {
+        Some(_) => Default::default(),
+        None => parameters
+            .get("AccidentTopicArn")
+            .filter(|arn| !arn.is_empty())
+            .map(|arn| alerter::config::parse_routes(&format!("accident-severity={arn}")))
+            .transpose()
+            .map_err(|e| Failure::runtime(format!("the stack's AccidentTopicArn: {e}")))?
+            .unwrap_or_default(),
+    };
     let config = &aws.config;
     let dynamodb = aws_sdk_dynamodb::Client::new(config);
     let deps = Deps {
@@ -143,7 +162,9 @@ async fn redrive_command(args: RedriveArgs) -> Result<(), Failure> {
         ),
         silences: alerter::Silences::off(),
         store: DynamoDbAlertStateStore::new(dynamodb, table),
-        notifier: SnsNotifier::new(aws_sdk_sns::Client::new(config), topic),
+        notifier: SnsNotifier::new(aws_sdk_sns::Client::new(config), topic)
+            .with_routes(routes)
+            .with_https_format(https_format),
         clock: SystemClock,
         settings: Settings {
             claim_wait: Duration::from_secs(5),

@@ -9,10 +9,9 @@
 //! function log a subscription filter watches is read from its last offset and the
 //! matching lines delivered the same way. Checkpoints: `archive-checkpoints.json`.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aws_sdk_s3::primitives::ByteStream;
@@ -23,6 +22,7 @@ use streamwatch_core::archive::{PartitionQuery, object_name};
 use streamwatch_emulator::stream::StreamReader;
 use streamwatch_local::archive::{Layout, Objects, StreamRecord, gzip_lines};
 
+use super::checkpoints::Checkpoints;
 use super::template::{self, Context, Resource};
 use super::{Stack, error_code, sdk_error};
 use crate::Failure;
@@ -219,8 +219,7 @@ pub struct Archiver {
     s3: aws_sdk_s3::Client,
     kinesis: aws_sdk_kinesis::Client,
     logs: PathBuf,
-    checkpoint_file: PathBuf,
-    checkpoints: Mutex<BTreeMap<String, String>>,
+    checkpoints: Checkpoints,
     records: AtomicU64,
     objects: AtomicU64,
 }
@@ -250,11 +249,6 @@ impl Archiver {
                 (f.clone(), layout)
             })
             .collect();
-        let checkpoint_file = state_dir.join(CHECKPOINTS);
-        let checkpoints = std::fs::read_to_string(&checkpoint_file)
-            .ok()
-            .and_then(|t| serde_json::from_str(&t).ok())
-            .unwrap_or_default();
         Some(Arc::new(Self {
             feeds,
             s3: aws_sdk_s3::Client::from_conf(
@@ -264,8 +258,7 @@ impl Archiver {
             ),
             kinesis: aws_sdk_kinesis::Client::new(config),
             logs: state_dir.join("logs"),
-            checkpoint_file,
-            checkpoints: Mutex::new(checkpoints),
+            checkpoints: Checkpoints::load(state_dir.join(CHECKPOINTS)),
             records: AtomicU64::new(0),
             objects: AtomicU64::new(0),
         }))
@@ -352,7 +345,7 @@ impl Archiver {
             self.records
                 .fetch_add(records.len() as u64, Ordering::Relaxed);
             if let Some(seq) = last {
-                self.set_checkpoint(&key, &seq);
+                self.checkpoints.set(&key, &seq);
             }
         }
         Ok(())
@@ -365,7 +358,7 @@ impl Archiver {
         shard: &str,
         key: &str,
     ) -> Result<(Vec<StreamRecord>, Option<String>), String> {
-        let after = self.checkpoint(key);
+        let after = self.checkpoints.get(key);
         let mut iterator = reader.iterator(shard, after.as_deref()).await?;
         let (mut records, mut last) = (Vec::new(), None);
         while let Some(it) = iterator {
@@ -407,7 +400,8 @@ impl Archiver {
         };
         let ck = format!("{}|{log_file}", feed.name);
         let from: usize = self
-            .checkpoint(&ck)
+            .checkpoints
+            .get(&ck)
             .and_then(|o| o.parse().ok())
             .unwrap_or(0);
         // Only whole lines: a sandbox may be writing the next one.
@@ -431,7 +425,7 @@ impl Archiver {
         }
         self.put(feed, objects, now).await?;
         self.records.fetch_add(n, Ordering::Relaxed);
-        self.set_checkpoint(&ck, &end.to_string());
+        self.checkpoints.set(&ck, &end.to_string());
         Ok(())
     }
 
@@ -453,26 +447,4 @@ impl Archiver {
         }
         Ok(())
     }
-
-    fn checkpoint(&self, key: &str) -> Option<String> {
-        lock(&self.checkpoints).get(key).cloned()
-    }
-
-    fn set_checkpoint(&self, key: &str, value: &str) {
-        let text = {
-            let mut c = lock(&self.checkpoints);
-            c.insert(key.to_owned(), value.to_owned());
-            serde_json::to_string_pretty(&*c).unwrap_or_default()
-        };
-        if let Err(e) = std::fs::write(&self.checkpoint_file, text) {
-            eprintln!(
-                "dev run: cannot write {}: {e}",
-                self.checkpoint_file.display()
-            );
-        }
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }

@@ -5,6 +5,7 @@
 //! The two meet in `target/dev/stack.json`.
 
 pub mod archive;
+pub mod checkpoints;
 pub mod run;
 pub mod template;
 pub mod up;

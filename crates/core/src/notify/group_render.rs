@@ -79,7 +79,8 @@ fn plural(n: usize) -> &'static str {
     if n == 1 { "" } else { "s" }
 }
 
-/// `Severity  Time                  Key        Summary` rows, worst first.
+/// `Severity  Time                     Key              Summary` rows, worst first (the
+/// time column holds `format_micros`' 24 characters).
 fn email(batch: &GroupBatch) -> String {
     let n = batch.alerts.len();
     let mut out = String::new();
@@ -94,13 +95,13 @@ fn email(batch: &GroupBatch) -> String {
     let _ = writeln!(out);
     let _ = writeln!(
         out,
-        "{:<9} {:<21} {:<16} Summary",
+        "{:<9} {:<24} {:<16} Summary",
         "Severity", "Time", "Key"
     );
     for a in batch.alerts.iter().take(TABLE_ROWS) {
         let _ = writeln!(
             out,
-            "{:<9} {:<21} {:<16} {}",
+            "{:<9} {:<24} {:<16} {}",
             truncate_chars(&a.severity, 9),
             format_micros(a.event_time_micros),
             truncate_chars(&a.key, 16),

@@ -11,6 +11,7 @@
 //!   [`group::GroupStore`] port; [`group_render`]: one sealed group batch as one message.
 //! * [`silence`]: silences (rule + attribute matchers + start/end) and their
 //!   [`silence::SilenceStore`] port.
+//! * [`slack`]: the `https` text of a message: the machine JSON or a Slack-style message.
 //!
 //! All decisions are by *event time* (the alerts' window end / event timestamp), never by
 //! the wall clock, so replaying the same alerts in any batching gives the same notifications.
@@ -21,6 +22,7 @@ pub mod group;
 pub mod group_render;
 pub mod render;
 pub mod silence;
+pub mod slack;
 pub mod store;
 
 pub use decide::*;

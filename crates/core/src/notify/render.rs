@@ -13,6 +13,7 @@ use crate::ports::PortError;
 use crate::time::{Micros, format_micros};
 
 use super::decide::NotificationKind;
+use super::slack::{HttpsFormat, slack_json};
 use super::store::NotificationRecord;
 
 /// SNS's limit for a whole Publish payload (message, subject and attributes), in bytes.
@@ -49,6 +50,16 @@ pub struct Message {
 impl Message {
     /// The `Message` parameter for `MessageStructure: json`: one text per protocol.
     pub fn structured(&self) -> String {
+        self.structured_for(HttpsFormat::Json)
+    }
+
+    /// [`Message::structured`] with the `https` text in `https` format (a Slack-style
+    /// message, or the machine JSON as for every other machine subscriber).
+    pub fn structured_for(&self, https: HttpsFormat) -> String {
+        let https = match https {
+            HttpsFormat::Json => self.json.clone(),
+            HttpsFormat::Slack => slack_json(self),
+        };
         json!({
             "default": self.email,
             "email": self.email,
@@ -57,7 +68,7 @@ impl Message {
             "sqs": self.json,
             "lambda": self.json,
             "http": self.json,
-            "https": self.json,
+            "https": https,
         })
         .to_string()
     }
@@ -490,7 +501,8 @@ pub fn human_duration(micros: Micros) -> String {
     }
 }
 
-pub(crate) fn truncate_chars(s: &str, max: usize) -> String {
+/// `s` cut to `max` characters, ending in `...` when cut.
+pub fn truncate_chars(s: &str, max: usize) -> String {
     match s.char_indices().nth(max) {
         None => s.to_owned(),
         Some(_) if max < 3 => s.chars().take(max).collect(),

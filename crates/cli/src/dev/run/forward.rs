@@ -94,7 +94,7 @@ async fn forward_shard(
             .forwarded
             .fetch_add(entries.len() as u64, Ordering::Relaxed);
         if let Some(last) = records.last() {
-            shared.set_checkpoint(&key, &last.seq);
+            shared.checkpoints.set(&key, &last.seq);
         }
         shared.touch();
         holding.set(false);

@@ -23,7 +23,6 @@ mod poll;
 mod sandbox;
 mod schedule;
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -33,6 +32,7 @@ use serde_json::Value;
 use streamwatch_emulator::stream::StreamReader;
 
 use super::Stack;
+use super::checkpoints::Checkpoints;
 use super::template::{self, ACCOUNT, Context};
 use crate::Failure;
 use poll::Mapping;
@@ -75,8 +75,7 @@ struct Shared {
     region: String,
     account: String,
     sqs: aws_sdk_sqs::Client,
-    checkpoints: Mutex<BTreeMap<String, String>>,
-    checkpoint_file: PathBuf,
+    checkpoints: Checkpoints,
     last_activity: Mutex<Instant>,
     holding: AtomicUsize,
     stopping: AtomicBool,
@@ -87,24 +86,6 @@ struct Shared {
 impl Shared {
     fn touch(&self) {
         *lock(&self.last_activity) = Instant::now();
-    }
-
-    fn checkpoint(&self, key: &str) -> Option<String> {
-        lock(&self.checkpoints).get(key).cloned()
-    }
-
-    fn set_checkpoint(&self, key: &str, seq: &str) {
-        let text = {
-            let mut c = lock(&self.checkpoints);
-            c.insert(key.to_owned(), seq.to_owned());
-            serde_json::to_string_pretty(&*c).unwrap_or_default()
-        };
-        if let Err(e) = std::fs::write(&self.checkpoint_file, text) {
-            eprintln!(
-                "dev run: cannot write {}: {e}",
-                self.checkpoint_file.display()
-            );
-        }
     }
 
     fn stopping(&self) -> bool {
@@ -159,14 +140,14 @@ async fn resume(
         if shared.stopping() {
             return Err(Stopping);
         }
-        let after = shared.checkpoint(key);
+        let after = shared.checkpoints.get(key);
         match source.iterator(shard, after.as_deref()).await {
             Ok(it) => return Ok(it),
             Err(e) if after.is_some() => {
                 eprintln!(
                     "dev run: {shard}: cannot resume after checkpoint {after:?} ({e}); starting at the shard's beginning"
                 );
-                lock(&shared.checkpoints).remove(key);
+                shared.checkpoints.forget(key);
             }
             Err(e) => {
                 eprintln!("dev run: {shard}: {e}");
@@ -280,17 +261,11 @@ fn account_of(stack: &Stack) -> String {
 }
 
 fn shared(args: &RunArgs, stack: &Stack, account: &str, config: &aws_config::SdkConfig) -> Shared {
-    let checkpoint_file = args.state_dir.join("checkpoints.json");
-    let checkpoints = std::fs::read_to_string(&checkpoint_file)
-        .ok()
-        .and_then(|t| serde_json::from_str(&t).ok())
-        .unwrap_or_default();
     Shared {
         region: stack.region.clone(),
         account: account.to_owned(),
         sqs: aws_sdk_sqs::Client::new(config),
-        checkpoints: Mutex::new(checkpoints),
-        checkpoint_file,
+        checkpoints: Checkpoints::load(args.state_dir.join("checkpoints.json")),
         last_activity: Mutex::new(Instant::now()),
         holding: AtomicUsize::new(0),
         stopping: AtomicBool::new(false),

@@ -291,7 +291,7 @@ impl Poller<'_> {
         if self.pending.is_empty() {
             // Everything read was filtered out: the mapping moves past it all the same.
             if let Some(seq) = self.last_read.take() {
-                self.shared.set_checkpoint(&self.key, &seq);
+                self.shared.checkpoints.set(&self.key, &seq);
             }
             return false;
         }
@@ -312,7 +312,7 @@ impl Poller<'_> {
             batch_end
         };
         if let Some(seq) = done {
-            self.shared.set_checkpoint(&self.key, &seq);
+            self.shared.checkpoints.set(&self.key, &seq);
         }
         true
     }
