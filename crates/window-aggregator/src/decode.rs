@@ -75,106 +75,122 @@ pub fn decode(
     user: &UserRecord<'_>,
     parent: usize,
 ) -> Result<Vec<Op>, &'static str> {
-    let arrival = user.arrival.timestamp_micros();
-    let window = |key: String, t: Micros| WindowKey {
+    match config.input {
+        InputFormat::Json => decode_json(config, user, parent),
+        InputFormat::DynamoDb => decode_change(config, user, parent),
+    }
+}
+
+fn window_of(config: &Config, key: String, t: Micros) -> WindowKey {
+    WindowKey {
         rule: config.rule.name.clone(),
         key,
         start_micros: config.spec.start_of(t),
+    }
+}
+
+/// A JSON reading: one upsert, identified by its Kinesis coordinates.
+fn decode_json(
+    config: &Config,
+    user: &UserRecord<'_>,
+    parent: usize,
+) -> Result<Vec<Op>, &'static str> {
+    let arrival = user.arrival.timestamp_micros();
+    let obj = JsonObject::parse(user.data).map_err(|_| "payload is not a JSON object")?;
+    let key = text_key(obj.field(&config.key).ok_or("key field missing")?)?;
+    let value = number(obj.field(&config.value))?;
+    let t = time_of(&obj, config.event_time.as_ref(), arrival)?;
+    let id = format!(
+        "{}:{}:{}",
+        user.shard_id,
+        user.sequence_number,
+        user.sub_sequence_number.unwrap_or(0)
+    );
+    Ok(vec![Op {
+        window: window_of(config, key, t),
+        change: Change::Upsert {
+            id,
+            value,
+            changed_micros: t,
+        },
+        event_time: t,
+        record_time: arrival,
+        parent,
+    }])
+}
+
+/// A DynamoDB change record: an upsert (INSERT, MODIFY), a delete (REMOVE), and for a MODIFY
+/// that moved the reading to another window, a delete from the old one. Identified by the
+/// item's keys, so a change record delivered twice is one change.
+fn decode_change(
+    config: &Config,
+    user: &UserRecord<'_>,
+    parent: usize,
+) -> Result<Vec<Op>, &'static str> {
+    let c = ChangeRecord::from_slice(user.data).map_err(|_| "not a DynamoDB change record")?;
+    let changed = c.creation_time_micros();
+    let id = serde_json::to_string(&c.dynamodb.keys).map_err(|_| "keys not serialisable")?;
+    let old = |c: &ChangeRecord| -> Result<(String, Micros), &'static str> {
+        let (Some(kp), Some(_)) = (config.old_key.as_ref(), c.dynamodb.old_image.as_ref()) else {
+            return Err("no OldImage: cannot tell which window the reading was in");
+        };
+        let key = text_key(c.field(kp).ok_or("key field missing in OldImage")?)?;
+        let t = time_of(c, config.old_event_time.as_ref(), changed)?;
+        Ok((key, t))
     };
-    match config.input {
-        InputFormat::Json => {
-            let obj = JsonObject::parse(user.data).map_err(|_| "payload is not a JSON object")?;
-            let key = text_key(obj.field(&config.key).ok_or("key field missing")?)?;
-            let value = number(obj.field(&config.value))?;
-            let t = time_of(&obj, config.event_time.as_ref(), arrival)?;
-            let id = format!(
-                "{}:{}:{}",
-                user.shard_id,
-                user.sequence_number,
-                user.sub_sequence_number.unwrap_or(0)
-            );
-            Ok(vec![Op {
-                window: window(key, t),
-                change: Change::Upsert {
+    let op = |window: WindowKey, change: Change, event_time: Micros| Op {
+        window,
+        change,
+        event_time,
+        record_time: changed,
+        parent,
+    };
+    match c.event_name {
+        EventName::Remove => {
+            let (key, t) = old(&c)?;
+            Ok(vec![op(
+                window_of(config, key, t),
+                Change::Delete {
                     id,
-                    value,
-                    changed_micros: t,
+                    changed_micros: changed,
                 },
-                event_time: t,
-                record_time: arrival,
-                parent,
-            }])
+                t,
+            )])
         }
-        InputFormat::DynamoDb => {
-            let c =
-                ChangeRecord::from_slice(user.data).map_err(|_| "not a DynamoDB change record")?;
-            let changed = c.creation_time_micros();
-            let id =
-                serde_json::to_string(&c.dynamodb.keys).map_err(|_| "keys not serialisable")?;
-            let old = |c: &ChangeRecord| -> Result<(String, Micros), &'static str> {
-                let (Some(kp), Some(_)) = (config.old_key.as_ref(), c.dynamodb.old_image.as_ref())
-                else {
-                    return Err("no OldImage: cannot tell which window the reading was in");
-                };
-                let key = text_key(c.field(kp).ok_or("key field missing in OldImage")?)?;
-                let t = time_of(c, config.old_event_time.as_ref(), changed)?;
-                Ok((key, t))
-            };
-            let op = |window: WindowKey, change: Change, event_time: Micros| Op {
-                window,
-                change,
-                event_time,
-                record_time: changed,
-                parent,
-            };
-            match c.event_name {
-                EventName::Remove => {
-                    let (key, t) = old(&c)?;
-                    Ok(vec![op(
-                        window(key, t),
-                        Change::Delete {
-                            id,
-                            changed_micros: changed,
-                        },
-                        t,
-                    )])
-                }
-                EventName::Insert | EventName::Modify => {
-                    if c.dynamodb.new_image.is_none() {
-                        return Err("no NewImage");
-                    }
-                    let key = text_key(c.field(&config.key).ok_or("key field missing")?)?;
-                    let value = number(c.field(&config.value))?;
-                    let t = time_of(&c, config.event_time.as_ref(), changed)?;
-                    let new = window(key, t);
-                    let mut ops = Vec::with_capacity(2);
-                    if c.event_name == EventName::Modify
-                        && let Ok((old_key, old_t)) = old(&c)
-                    {
-                        let was = window(old_key, old_t);
-                        if was != new {
-                            ops.push(op(
-                                was,
-                                Change::Delete {
-                                    id: id.clone(),
-                                    changed_micros: changed,
-                                },
-                                old_t,
-                            ));
-                        }
-                    }
+        EventName::Insert | EventName::Modify => {
+            if c.dynamodb.new_image.is_none() {
+                return Err("no NewImage");
+            }
+            let key = text_key(c.field(&config.key).ok_or("key field missing")?)?;
+            let value = number(c.field(&config.value))?;
+            let t = time_of(&c, config.event_time.as_ref(), changed)?;
+            let new = window_of(config, key, t);
+            let mut ops = Vec::with_capacity(2);
+            if c.event_name == EventName::Modify
+                && let Ok((old_key, old_t)) = old(&c)
+            {
+                let was = window_of(config, old_key, old_t);
+                if was != new {
                     ops.push(op(
-                        new,
-                        Change::Upsert {
-                            id,
-                            value,
+                        was,
+                        Change::Delete {
+                            id: id.clone(),
                             changed_micros: changed,
                         },
-                        t,
+                        old_t,
                     ));
-                    Ok(ops)
                 }
             }
+            ops.push(op(
+                new,
+                Change::Upsert {
+                    id,
+                    value,
+                    changed_micros: changed,
+                },
+                t,
+            ));
+            Ok(ops)
         }
     }
 }
