@@ -78,6 +78,9 @@ impl Config {
         Self::from_source(&streamwatch_core::config::Env)
     }
 
+    /// Reads and checks every variable, one block each (the first bad one is the error, named).
+    /// Longer than 80 lines because the function has that many settings: one flat list reads
+    /// better than the same blocks spread over helpers.
     pub fn from_source(src: &impl Source) -> Result<Self, ConfigError> {
         let bad = |variable: &str, reason: &str| ConfigError {
             variable: variable.into(),
