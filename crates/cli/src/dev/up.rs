@@ -182,81 +182,22 @@ async fn create(args: &UpArgs, tpl: &Value, endpoint: &str) -> Result<Stack, Fai
         if !ctx.enabled(res) {
             continue;
         }
-        let name = physical(logical);
-        let created = kinesis
-            .create_stream()
-            .stream_name(&name)
-            .shard_count(args.shards)
-            .send()
-            .await;
-        if let Err(e) = created
-            && error_code(&e).as_deref() != Some("ResourceInUseException")
-        {
-            return Err(Failure::runtime(sdk_error("Kinesis CreateStream", &e)));
-        }
-        let arn = wait_for_stream(&kinesis, &name).await?;
-        ctx.resources.insert(
-            logical.to_owned(),
-            Resource {
-                kind: "AWS::Kinesis::Stream".into(),
-                reference: name,
-                attributes: [("Arn".to_owned(), arn)].into(),
-            },
-        );
+        let resource = create_stream(&kinesis, physical(logical), args.shards).await?;
+        ctx.resources.insert(logical.to_owned(), resource);
     }
     for (logical, res) in template::resources_of(tpl, "AWS::SNS::Topic") {
         if !ctx.enabled(res) {
             continue;
         }
-        let name = physical(logical);
-        let out = sns
-            .create_topic()
-            .name(&name)
-            .send()
-            .await
-            .map_err(|e| Failure::runtime(sdk_error("SNS CreateTopic", &e)))?;
-        let arn = out.topic_arn().unwrap_or_default().to_owned();
-        ctx.resources.insert(
-            logical.to_owned(),
-            Resource {
-                kind: "AWS::SNS::Topic".into(),
-                reference: arn.clone(),
-                attributes: [("TopicArn".to_owned(), arn), ("TopicName".to_owned(), name)].into(),
-            },
-        );
+        let resource = create_topic(&sns, physical(logical)).await?;
+        ctx.resources.insert(logical.to_owned(), resource);
     }
     for (logical, res) in template::resources_of(tpl, "AWS::SQS::Queue") {
         if !ctx.enabled(res) {
             continue;
         }
-        let name = physical(logical);
-        let out = sqs
-            .create_queue()
-            .queue_name(&name)
-            .send()
-            .await
-            .map_err(|e| Failure::runtime(sdk_error("SQS CreateQueue", &e)))?;
-        let url = out.queue_url().unwrap_or_default().to_owned();
-        let attrs = sqs
-            .get_queue_attributes()
-            .queue_url(&url)
-            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
-            .send()
-            .await
-            .map_err(|e| Failure::runtime(sdk_error("SQS GetQueueAttributes", &e)))?;
-        let arn = attrs
-            .attributes()
-            .and_then(|a| a.get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn))
-            .cloned()
-            .unwrap_or_default();
-        ctx.resources.insert(
-            logical.to_owned(),
-            Resource {
-                kind: "AWS::SQS::Queue".into(),
-                reference: url,
-                attributes: [("Arn".to_owned(), arn), ("QueueName".to_owned(), name)].into(),
-            },
-        );
+        let resource = create_queue(&sqs, physical(logical)).await?;
+        ctx.resources.insert(logical.to_owned(), resource);
     }
     let mut forwards = Vec::new();
     for (logical, res) in template::resources_of(tpl, "AWS::DynamoDB::Table") {
@@ -273,20 +214,9 @@ async fn create(args: &UpArgs, tpl: &Value, endpoint: &str) -> Result<Stack, Fai
             .build(),
     );
     let archives = super::archive::create(&s3, tpl, &mut ctx).await?;
-    let mut skipped: BTreeMap<&str, usize> = BTreeMap::new();
-    if let Some(all) = tpl["Resources"].as_object() {
-        for (logical, res) in all {
-            if !ctx.resources.contains_key(logical) {
-                *skipped
-                    .entry(res["Type"].as_str().unwrap_or("?"))
-                    .or_default() += 1;
-            }
-        }
-    }
-    let skipped: Vec<String> = skipped.iter().map(|(k, n)| format!("{k} x{n}")).collect();
     eprintln!(
         "dev up: not created locally (no part in a local run, or condition false): {}",
-        skipped.join(", ")
+        not_created(tpl, &ctx)
     );
     Ok(Stack {
         endpoint: endpoint.to_owned(),
@@ -341,6 +271,88 @@ fn key_schema(list: &Value, what: &str) -> Result<Vec<KeySchemaElement>, Failure
                 .map_err(|e| Failure::usage(format!("template: {what}: {e}")))
         })
         .collect()
+}
+
+async fn create_stream(
+    kinesis: &aws_sdk_kinesis::Client,
+    name: String,
+    shards: i32,
+) -> Result<Resource, Failure> {
+    let created = kinesis
+        .create_stream()
+        .stream_name(&name)
+        .shard_count(shards)
+        .send()
+        .await;
+    if let Err(e) = created
+        && error_code(&e).as_deref() != Some("ResourceInUseException")
+    {
+        return Err(Failure::runtime(sdk_error("Kinesis CreateStream", &e)));
+    }
+    let arn = wait_for_stream(kinesis, &name).await?;
+    Ok(Resource {
+        kind: "AWS::Kinesis::Stream".into(),
+        reference: name,
+        attributes: [("Arn".to_owned(), arn)].into(),
+    })
+}
+
+async fn create_topic(sns: &aws_sdk_sns::Client, name: String) -> Result<Resource, Failure> {
+    let out = sns
+        .create_topic()
+        .name(&name)
+        .send()
+        .await
+        .map_err(|e| Failure::runtime(sdk_error("SNS CreateTopic", &e)))?;
+    let arn = out.topic_arn().unwrap_or_default().to_owned();
+    Ok(Resource {
+        kind: "AWS::SNS::Topic".into(),
+        reference: arn.clone(),
+        attributes: [("TopicArn".to_owned(), arn), ("TopicName".to_owned(), name)].into(),
+    })
+}
+
+async fn create_queue(sqs: &aws_sdk_sqs::Client, name: String) -> Result<Resource, Failure> {
+    let out = sqs
+        .create_queue()
+        .queue_name(&name)
+        .send()
+        .await
+        .map_err(|e| Failure::runtime(sdk_error("SQS CreateQueue", &e)))?;
+    let url = out.queue_url().unwrap_or_default().to_owned();
+    let attrs = sqs
+        .get_queue_attributes()
+        .queue_url(&url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .map_err(|e| Failure::runtime(sdk_error("SQS GetQueueAttributes", &e)))?;
+    let arn = attrs
+        .attributes()
+        .and_then(|a| a.get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn))
+        .cloned()
+        .unwrap_or_default();
+    Ok(Resource {
+        kind: "AWS::SQS::Queue".into(),
+        reference: url,
+        attributes: [("Arn".to_owned(), arn), ("QueueName".to_owned(), name)].into(),
+    })
+}
+
+/// The template's resources `dev up` did not create, by type: `AWS::IAM::Role x3, …`.
+fn not_created(tpl: &Value, ctx: &Context) -> String {
+    let mut skipped: BTreeMap<&str, usize> = BTreeMap::new();
+    if let Some(all) = tpl["Resources"].as_object() {
+        for (logical, res) in all {
+            if !ctx.resources.contains_key(logical) {
+                *skipped
+                    .entry(res["Type"].as_str().unwrap_or("?"))
+                    .or_default() += 1;
+            }
+        }
+    }
+    let skipped: Vec<String> = skipped.iter().map(|(k, n)| format!("{k} x{n}")).collect();
+    skipped.join(", ")
 }
 
 async fn create_table(
