@@ -12,11 +12,11 @@ use streamwatch_core::notify::group::is_batch_id;
 use streamwatch_core::notify::silence::Silence;
 use streamwatch_core::time::format_micros;
 
-use crate::accidents::{check_header, read_slices};
+use crate::accidents::{Slices, check_header, read_slices};
 use crate::pipeline::Pipeline;
 use crate::readings::{Imperfections, ReadingsStream};
 use crate::report::{DemoReport, Marker, NotificationLine, TurbineSeries, render_html};
-use crate::scenario::TurbineScenario;
+use crate::scenario::{Reading, TurbineScenario};
 use crate::sent_log::{SentLog, group_alerts};
 use crate::summary::summary_rows;
 pub use crate::summary::{Sent, Summary, summary_table};
@@ -114,59 +114,12 @@ pub async fn run(opts: &Options, out: &mut impl Write) -> Result<(Summary, DemoR
     };
     let mut log = SentLog::default();
     if let Some(device) = &opts.silence {
-        let silence = demo_silence(&p, device);
-        p.silence(&silence)
-            .await
-            .map_err(|e| DemoError::Options(format!("silence: {e}")))?;
-        let _ = writeln!(
-            out,
-            "  silence {}: {} alerts of {} held back until {} ({})",
-            silence.id,
-            p.aggregator.config.rule.name,
-            device,
-            &format_micros(silence.ends_micros)[11..16],
-            silence.comment
-        );
-        summary.silence = Some(format!("{} ({device})", silence.id));
+        add_silence(&mut p, device, out, &mut summary).await?;
     }
-
     // Accidents: the CSV replayed in slices over the run (accidents::SLICE_MINUTES apart).
-    let mut slices = BTreeMap::new();
-    if opts.accidents_on {
-        let csv = opts.csv.as_deref().unwrap_or(SAMPLE_CSV);
-        check_header(csv).map_err(|e| DemoError::Options(format!("--csv: {e}")))?;
-        let (by_time, bad_rows) = read_slices(csv, START_MICROS, opts.minutes)?;
-        summary.accident_rows = by_time.values().map(|s| s.len() as u64).sum();
-        summary.accident_bad_rows = bad_rows.len() as u64;
-        for b in &bad_rows {
-            let _ = writeln!(out, "  skipped CSV line {}: {}", b.line, b.reason);
-        }
-        summary.reference_put_metric_data_calls = by_time
-            .values()
-            .flatten()
-            .filter(|(_, d)| severity(d).is_some_and(|s| s > 2))
-            .count() as u64;
-        slices = by_time;
-    }
-
+    let mut slices = accident_slices(opts, out, &mut summary)?;
     // Turbines: the story, fed in ticks of 10 simulated seconds.
-    let mut turbines = opts.turbines_on.then(|| {
-        let scenario = TurbineScenario::default_story(
-            opts.turbines,
-            opts.minutes,
-            opts.min,
-            opts.max,
-            opts.threshold,
-            opts.seed,
-            START_MICROS,
-        );
-        let readings = scenario.readings();
-        summary.turbine_readings = readings.len() as u64;
-        (
-            readings,
-            ReadingsStream::new(opts.shards, Imperfections::default(), opts.seed),
-        )
-    });
+    let mut turbines = opts.turbines_on.then(|| turbine_feed(opts, &mut summary));
     let mut next = 0;
     let mut t = START_MICROS + TICK;
     let end = START_MICROS + i64::from(opts.minutes) * MINUTE;
@@ -222,6 +175,75 @@ pub async fn run(opts: &Options, out: &mut impl Write) -> Result<(Summary, DemoR
     let series = turbine_series(&p, &mut summary);
     let report = finish(opts, &p, log, series, &mut summary, started)?;
     Ok((summary, report))
+}
+
+/// Adds the demo's silence on `device` (a turbine under maintenance) before the run.
+async fn add_silence(
+    p: &mut Pipeline,
+    device: &str,
+    out: &mut impl Write,
+    summary: &mut Summary,
+) -> Result<(), DemoError> {
+    let silence = demo_silence(p, device);
+    p.silence(&silence)
+        .await
+        .map_err(|e| DemoError::Options(format!("silence: {e}")))?;
+    let _ = writeln!(
+        out,
+        "  silence {}: {} alerts of {} held back until {} ({})",
+        silence.id,
+        p.aggregator.config.rule.name,
+        device,
+        &format_micros(silence.ends_micros)[11..16],
+        silence.comment
+    );
+    summary.silence = Some(format!("{} ({device})", silence.id));
+    Ok(())
+}
+
+/// The accident CSV's rows by the simulated time their slice is replayed (none when the
+/// accidents are off); bad rows printed and counted.
+fn accident_slices(
+    opts: &Options,
+    out: &mut impl Write,
+    summary: &mut Summary,
+) -> Result<Slices, DemoError> {
+    if !opts.accidents_on {
+        return Ok(Slices::new());
+    }
+    let csv = opts.csv.as_deref().unwrap_or(SAMPLE_CSV);
+    check_header(csv).map_err(|e| DemoError::Options(format!("--csv: {e}")))?;
+    let (by_time, bad_rows) = read_slices(csv, START_MICROS, opts.minutes)?;
+    summary.accident_rows = by_time.values().map(|s| s.len() as u64).sum();
+    summary.accident_bad_rows = bad_rows.len() as u64;
+    for b in &bad_rows {
+        let _ = writeln!(out, "  skipped CSV line {}: {}", b.line, b.reason);
+    }
+    summary.reference_put_metric_data_calls = by_time
+        .values()
+        .flatten()
+        .filter(|(_, d)| severity(d).is_some_and(|s| s > 2))
+        .count() as u64;
+    Ok(by_time)
+}
+
+/// The turbines' readings of the whole story and the stream that delivers them.
+fn turbine_feed(opts: &Options, summary: &mut Summary) -> (Vec<Reading>, ReadingsStream) {
+    let scenario = TurbineScenario::default_story(
+        opts.turbines,
+        opts.minutes,
+        opts.min,
+        opts.max,
+        opts.threshold,
+        opts.seed,
+        START_MICROS,
+    );
+    let readings = scenario.readings();
+    summary.turbine_readings = readings.len() as u64;
+    (
+        readings,
+        ReadingsStream::new(opts.shards, Imperfections::default(), opts.seed),
+    )
 }
 
 /// Prints the progress line of simulated time `t`.
