@@ -21,7 +21,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use aws_lambda_events::event::dynamodb::Event;
+use aws_lambda_events::event::dynamodb::{Event, EventRecord};
 use aws_lambda_events::event::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
 use lambda_runtime::LambdaEvent;
 use serde::Serialize;
@@ -246,126 +246,178 @@ where
     deps.silences.refresh(deps.clock.now_micros()).await;
     for (i, record) in event.records.iter().enumerate() {
         report.records += 1;
-        let sequence = record.change.sequence_number.as_deref();
-        let event_id = record.event_id.as_str();
-        let alert = match classify(record) {
-            StreamItem::Ignored(reason) => {
-                report.ignored += 1;
-                debug!(event_id, sequence, reason, "ignored stream record");
-                continue;
-            }
-            StreamItem::Malformed(reason) => {
-                report.malformed += 1;
-                error!(event_id, sequence, reason, "malformed alert record skipped");
-                continue;
-            }
-            StreamItem::Alert(alert, seq) => (alert, seq),
-        };
-        let (alert, seq) = alert;
-        let Some(sequence) = sequence else {
-            // Without a sequence number the record cannot be reported for a retry.
-            report.malformed += 1;
-            error!(
-                event_id,
-                alert_id = alert.id,
-                "alert record without SequenceNumber skipped"
-            );
+        let Some((alert, seq, sequence)) = admit(record, &mut report) else {
             continue;
         };
         report.alerts += 1;
         let mut earlier = Vec::new();
         let result = process_alert(deps, &alert, seq, invocation, &mut earlier).await;
-        for (id, kind) in earlier {
-            report.count_sent(kind);
-            info!(
-                alert_id = id,
-                rule = alert.rule,
-                key = alert.key,
-                state = kind.as_str(),
-                seq,
-                "notification sent for an earlier alert of the key (caught up)"
-            );
-        }
-        match result {
-            Ok(Processed::Sent { kind, lease_lost }) => {
-                report.count_sent(kind);
-                if lease_lost {
-                    report.lease_lost += 1;
-                    warn!(
-                        alert_id = alert.id,
-                        sequence,
-                        "sent after our claim expired: the notification may have gone out twice"
-                    );
-                }
-                info!(
-                    alert_id = alert.id,
-                    rule = alert.rule,
-                    key = alert.key,
-                    state = kind.as_str(),
-                    "notification sent"
-                );
-            }
-            Ok(Processed::Suppressed(reason)) => {
-                report.suppressed += 1;
-                info!(
-                    alert_id = alert.id,
-                    rule = alert.rule,
-                    key = alert.key,
-                    reason,
-                    "notification suppressed"
-                );
-            }
-            Ok(Processed::Silenced(reason)) => {
-                report.silenced += 1;
-                info!(
-                    alert_id = alert.id,
-                    rule = alert.rule,
-                    key = alert.key,
-                    reason,
-                    "notification silenced"
-                );
-            }
-            Ok(Processed::Grouped) => {
-                report.grouped += 1;
-                debug!(
-                    alert_id = alert.id,
-                    rule = alert.rule,
-                    "alert joined its group"
-                );
-            }
-            Ok(Processed::Duplicate) => {
-                report.duplicates += 1;
-                debug!(alert_id = alert.id, sequence, "alert handled before");
-            }
-            // A permanent refusal (a missing topic, a disabled KMS key) outlasts Lambda's
-            // retries; the notification is decided and stays pending in the table, where the
-            // recovery schedule resends it once SNS accepts again. The batch goes on.
-            Err(AlertError::Publish(err)) if !err.is_transient() => {
-                report.unsent += 1;
-                error!(alert_id = alert.id, event_id, sequence, error = %err, "SNS refused the notification; left pending for the recovery schedule");
-            }
-            Err(err) => {
-                report.failed += 1;
-                report.not_processed = event.records.len() - i - 1;
-                let transient = match &err {
-                    AlertError::Port(e) | AlertError::Publish(e) => e.is_transient(),
-                    AlertError::InProgress { .. } | AlertError::Contention { .. } => true,
-                };
-                if transient {
-                    warn!(alert_id = alert.id, event_id, sequence, error = %err, "alert not sent yet; reporting it for a retry");
-                } else {
-                    error!(alert_id = alert.id, event_id, sequence, error = %err, "alert failed permanently; reporting it (Lambda retries, then the on-failure destination)");
-                }
-                let mut failure = DynamoDbBatchItemFailure::default();
-                failure.item_identifier = Some(sequence.to_owned());
-                response.batch_item_failures.push(failure);
-                // Lambda retries from the lowest reported record on; later records must
-                // wait, so that per-key state sees them in order.
-                break;
-            }
+        count_earlier(&mut report, &alert, seq, earlier);
+        let event_id = record.event_id.as_str();
+        if let Err(err) = count_outcome(&mut report, &alert, result, event_id, sequence) {
+            report.failed += 1;
+            report.not_processed = event.records.len() - i - 1;
+            response
+                .batch_item_failures
+                .push(retry_item(&alert, event_id, sequence, &err));
+            // Lambda retries from the lowest reported record on; later records must
+            // wait, so that per-key state sees them in order.
+            break;
         }
     }
     (response, report)
+}
+
+/// The alert a stream record holds, with its per-key number and the record's sequence
+/// number; `None` (counted and logged) for a record that is not an alert, a malformed one,
+/// and one without a sequence number.
+fn admit<'r>(
+    record: &'r EventRecord,
+    report: &mut BatchReport,
+) -> Option<(Box<AlertRecord>, Option<u64>, &'r str)> {
+    let sequence = record.change.sequence_number.as_deref();
+    let event_id = record.event_id.as_str();
+    let (alert, seq) = match classify(record) {
+        StreamItem::Ignored(reason) => {
+            report.ignored += 1;
+            debug!(event_id, sequence, reason, "ignored stream record");
+            return None;
+        }
+        StreamItem::Malformed(reason) => {
+            report.malformed += 1;
+            error!(event_id, sequence, reason, "malformed alert record skipped");
+            return None;
+        }
+        StreamItem::Alert(alert, seq) => (alert, seq),
+    };
+    let Some(sequence) = sequence else {
+        // Without a sequence number the record cannot be reported for a retry.
+        report.malformed += 1;
+        error!(
+            event_id,
+            alert_id = alert.id,
+            "alert record without SequenceNumber skipped"
+        );
+        return None;
+    };
+    Some((alert, seq, sequence))
+}
+
+/// Counts and logs the notifications sent for earlier alerts of the key while catching up.
+fn count_earlier(
+    report: &mut BatchReport,
+    alert: &AlertRecord,
+    seq: Option<u64>,
+    earlier: Vec<(String, NotificationKind)>,
+) {
+    for (id, kind) in earlier {
+        report.count_sent(kind);
+        info!(
+            alert_id = id,
+            rule = alert.rule,
+            key = alert.key,
+            state = kind.as_str(),
+            seq,
+            "notification sent for an earlier alert of the key (caught up)"
+        );
+    }
+}
+
+/// Counts and logs how one alert ended. Gives back the error that stops the batch; a
+/// permanent SNS refusal does not (it is counted as unsent and the batch goes on).
+fn count_outcome(
+    report: &mut BatchReport,
+    alert: &AlertRecord,
+    result: Result<Processed, AlertError>,
+    event_id: &str,
+    sequence: &str,
+) -> Result<(), AlertError> {
+    let processed = match result {
+        Ok(processed) => processed,
+        // A permanent refusal (a missing topic, a disabled KMS key) outlasts Lambda's
+        // retries; the notification is decided and stays pending in the table, where the
+        // recovery schedule resends it once SNS accepts again. The batch goes on.
+        Err(AlertError::Publish(err)) if !err.is_transient() => {
+            report.unsent += 1;
+            error!(alert_id = alert.id, event_id, sequence, error = %err, "SNS refused the notification; left pending for the recovery schedule");
+            return Ok(());
+        }
+        Err(err) => return Err(err),
+    };
+    match processed {
+        Processed::Sent { kind, lease_lost } => {
+            report.count_sent(kind);
+            if lease_lost {
+                report.lease_lost += 1;
+                warn!(
+                    alert_id = alert.id,
+                    sequence,
+                    "sent after our claim expired: the notification may have gone out twice"
+                );
+            }
+            info!(
+                alert_id = alert.id,
+                rule = alert.rule,
+                key = alert.key,
+                state = kind.as_str(),
+                "notification sent"
+            );
+        }
+        Processed::Suppressed(reason) => {
+            report.suppressed += 1;
+            info!(
+                alert_id = alert.id,
+                rule = alert.rule,
+                key = alert.key,
+                reason,
+                "notification suppressed"
+            );
+        }
+        Processed::Silenced(reason) => {
+            report.silenced += 1;
+            info!(
+                alert_id = alert.id,
+                rule = alert.rule,
+                key = alert.key,
+                reason,
+                "notification silenced"
+            );
+        }
+        Processed::Grouped => {
+            report.grouped += 1;
+            debug!(
+                alert_id = alert.id,
+                rule = alert.rule,
+                "alert joined its group"
+            );
+        }
+        Processed::Duplicate => {
+            report.duplicates += 1;
+            debug!(alert_id = alert.id, sequence, "alert handled before");
+        }
+    }
+    Ok(())
+}
+
+/// Logs the error that stops the batch and names its record as the batch item failure.
+fn retry_item(
+    alert: &AlertRecord,
+    event_id: &str,
+    sequence: &str,
+    err: &AlertError,
+) -> DynamoDbBatchItemFailure {
+    let transient = match err {
+        AlertError::Port(e) | AlertError::Publish(e) => e.is_transient(),
+        AlertError::InProgress { .. } | AlertError::Contention { .. } => true,
+    };
+    if transient {
+        warn!(alert_id = alert.id, event_id, sequence, error = %err, "alert not sent yet; reporting it for a retry");
+    } else {
+        error!(alert_id = alert.id, event_id, sequence, error = %err, "alert failed permanently; reporting it (Lambda retries, then the on-failure destination)");
+    }
+    let mut failure = DynamoDbBatchItemFailure::default();
+    failure.item_identifier = Some(sequence.to_owned());
+    failure
 }
 
 /// Brings one alert to a final state. A numbered alert (see `streamwatch_adapters::alerts`)
