@@ -26,8 +26,8 @@ use aws_lambda_events::event::streams::{DynamoDbBatchItemFailure, DynamoDbEventR
 use lambda_runtime::LambdaEvent;
 use serde::Serialize;
 use streamwatch_core::notify::{
-    AlertStateStore, MessageContext, NotificationKind, NotificationRecord, NotificationStatus,
-    Notifier, RecordOutcome, StoredDecision, decide, expire, render,
+    AlertState, AlertStateStore, MessageContext, NotificationKind, NotificationRecord,
+    NotificationStatus, Notifier, RecordOutcome, StoredDecision, decide, expire, render,
 };
 use streamwatch_core::time::{Micros, format_micros};
 use streamwatch_core::{AlertKind, AlertRecord, PortError};
@@ -495,7 +495,6 @@ where
     Z: SilenceStore,
 {
     let policy = &deps.settings.retry;
-    let repeat = micros(deps.settings.repeat_interval);
     let mut to_send = Vec::new();
     let mut decided = None;
     let mut missing_reads = 0;
@@ -504,7 +503,6 @@ where
     let mut rounds = 0;
     loop {
         let state = retry(policy, || deps.store.state(&alert.rule, &alert.key)).await?;
-        let lifetime = micros(deps.settings.state_lifetime);
         let next = match state.as_ref().map(|s| s.decided_seq) {
             // No state yet: the key's first alerts may still be on their way.
             None => floor,
@@ -544,18 +542,7 @@ where
                 }
             }
         };
-        let seen = expire(state.clone(), &current, lifetime);
-        let mut transition = decide(seen.as_ref(), &current, repeat);
-        if let Some(next_state) = transition.next.as_mut() {
-            next_state.decided_seq = Some(next);
-        }
-        let record = decided_record(deps, &current, &transition);
-        let expected = state.as_ref().map(|s| s.version);
-        let outcome = retry(policy, || {
-            deps.store
-                .record(&record, transition.next.as_ref(), expected)
-        })
-        .await?;
+        let (record, outcome) = record_decision(deps, state, &current, Some(next)).await?;
         match outcome {
             RecordOutcome::Recorded => {
                 if next < seq && record.kind().is_some() {
@@ -594,8 +581,7 @@ where
     let settings = &deps.settings;
     let policy = &settings.retry;
     let repeat = micros(settings.repeat_interval);
-    let mut waited = Duration::ZERO;
-    let mut poll = Duration::from_millis(50);
+    let mut wait = ClaimWait::default();
     let mut rounds = 0;
     loop {
         let current = retry(policy, || deps.store.notification(&alert.id)).await?;
@@ -606,7 +592,7 @@ where
                 if rounds > MAX_ROUNDS {
                     return Err(AlertError::Contention { rounds });
                 }
-                match decide_once(deps, alert, repeat).await? {
+                match decide_once(deps, alert).await? {
                     Some(record) => match &record.outcome {
                         _ if is_silenced(&record) => {
                             return Ok(Processed::Silenced(reason_of(&record)));
@@ -633,17 +619,8 @@ where
                 owner: holder,
                 lease_until_micros,
             } if holder != owner && *lease_until_micros >= now => {
-                if waited >= settings.claim_wait {
-                    return Err(AlertError::InProgress {
-                        owner: holder.clone(),
-                        until: *lease_until_micros,
-                    });
-                }
-                let to_expiry = Duration::from_micros((*lease_until_micros - now) as u64 + 1_000);
-                let pause = poll.min(settings.claim_wait - waited).min(to_expiry);
-                tokio::time::sleep(pause).await;
-                waited += pause;
-                poll = (poll * 2).min(Duration::from_secs(1));
+                wait.pause(settings.claim_wait, holder, *lease_until_micros, now)
+                    .await?;
                 continue;
             }
             NotificationStatus::Pending | NotificationStatus::Sending { .. } => {}
@@ -667,6 +644,47 @@ where
             // Not claimable (someone else moved it), or our claim was taken over: read again.
             None => continue,
         }
+    }
+}
+
+/// Waiting for another invocation's live claim on a notification: looks again after 50 ms,
+/// doubling up to 1 s, never sleeping past the lease's expiry nor `claim_wait` in all.
+struct ClaimWait {
+    waited: Duration,
+    poll: Duration,
+}
+
+impl Default for ClaimWait {
+    fn default() -> Self {
+        Self {
+            waited: Duration::ZERO,
+            poll: Duration::from_millis(50),
+        }
+    }
+}
+
+impl ClaimWait {
+    /// Sleeps until the next look at a claim `holder` holds until `until`, or gives up
+    /// with [`AlertError::InProgress`] once `limit` has been waited.
+    async fn pause(
+        &mut self,
+        limit: Duration,
+        holder: &str,
+        until: Micros,
+        now: Micros,
+    ) -> Result<(), AlertError> {
+        if self.waited >= limit {
+            return Err(AlertError::InProgress {
+                owner: holder.to_owned(),
+                until,
+            });
+        }
+        let to_expiry = Duration::from_micros((until - now) as u64 + 1_000);
+        let pause = self.poll.min(limit - self.waited).min(to_expiry);
+        tokio::time::sleep(pause).await;
+        self.waited += pause;
+        self.poll = (self.poll * 2).min(Duration::from_secs(1));
+        Ok(())
     }
 }
 
@@ -701,7 +719,6 @@ fn reason_of(record: &NotificationRecord) -> String {
 async fn decide_once<S, N, C, G, Z>(
     deps: &Deps<S, N, C, G, Z>,
     alert: &AlertRecord,
-    repeat: Micros,
 ) -> Result<Option<NotificationRecord>, PortError>
 where
     S: AlertStateStore,
@@ -717,17 +734,41 @@ where
             retry(policy, || deps.store.state(&alert.rule, &alert.key)).await?
         }
     };
-    let seen = expire(state.clone(), alert, micros(deps.settings.state_lifetime));
-    let transition = decide(seen.as_ref(), alert, repeat);
-    let record = decided_record(deps, alert, &transition);
-    let expected = state.as_ref().map(|s| s.version);
-    let outcome = retry(policy, || {
-        deps.store
-            .record(&record, transition.next.as_ref(), expected)
-    })
-    .await?;
+    let (record, outcome) = record_decision(deps, state, alert, None).await?;
     Ok(match outcome {
         RecordOutcome::Recorded => Some(record),
         RecordOutcome::AlreadyDecided | RecordOutcome::StateChanged => None,
     })
+}
+
+/// Decides about `alert` given its key's stored `state` (expired first) and records the
+/// decision together with the state it leads to, numbered `seq` when the alert has a
+/// per-key number. The one decide-and-record step of [`catch_up`] and [`decide_once`].
+async fn record_decision<S, N, C, G, Z>(
+    deps: &Deps<S, N, C, G, Z>,
+    state: Option<AlertState>,
+    alert: &AlertRecord,
+    seq: Option<u64>,
+) -> Result<(NotificationRecord, RecordOutcome), PortError>
+where
+    S: AlertStateStore,
+    N: Notifier,
+    C: Clock,
+    G: GroupStore,
+    Z: SilenceStore,
+{
+    let settings = &deps.settings;
+    let seen = expire(state.clone(), alert, micros(settings.state_lifetime));
+    let mut transition = decide(seen.as_ref(), alert, micros(settings.repeat_interval));
+    if let (Some(seq), Some(next_state)) = (seq, transition.next.as_mut()) {
+        next_state.decided_seq = Some(seq);
+    }
+    let record = decided_record(deps, alert, &transition);
+    let expected = state.as_ref().map(|s| s.version);
+    let outcome = retry(&settings.retry, || {
+        deps.store
+            .record(&record, transition.next.as_ref(), expected)
+    })
+    .await?;
+    Ok((record, outcome))
 }
