@@ -169,63 +169,24 @@ struct DemoArgs {
 }
 
 fn run_demo(args: DemoArgs) -> ExitCode {
-    let csv = match &args.csv {
-        None => None,
-        Some(path) => match std::fs::read(path) {
-            // Checked before the banner, so a wrong file is one line.
-            Ok(b) if args.sources.contains(&DemoSource::Accidents) => {
-                if let Err(e) = streamwatch_local::accidents::check_header(&b) {
-                    eprintln!("streamwatch: {}: {e}", path.display());
-                    return ExitCode::from(EXIT_USAGE);
-                }
-                Some(b)
-            }
-            Ok(b) => Some(b),
-            Err(e) => {
-                eprintln!("streamwatch: cannot read {}: {e}", path.display());
-                return ExitCode::from(1);
-            }
-        },
+    let fail = |(code, message): (u8, String)| {
+        eprintln!("streamwatch: {message}");
+        ExitCode::from(code)
     };
-    if args.turbines == 0 || args.minutes == 0 || args.min >= args.max || args.shards == 0 {
-        eprintln!(
-            "streamwatch: need --turbines >= 1, --minutes >= 1, --min < --max, --shards >= 1"
-        );
-        return ExitCode::from(EXIT_USAGE);
-    }
-    if !(args.speed >= 0.0 && args.speed.is_finite()) {
-        eprintln!("streamwatch: --speed must be a non-negative number");
-        return ExitCode::from(EXIT_USAGE);
-    }
-    let opts = streamwatch_local::demo::Options {
-        turbines: args.turbines,
-        minutes: args.minutes,
-        min: args.min,
-        max: args.max,
-        seed: args.seed,
-        speed: args.speed,
-        shards: args.shards,
-        turbines_on: args.sources.contains(&DemoSource::Turbines),
-        accidents_on: args.sources.contains(&DemoSource::Accidents),
-        csv,
-        archive_dir: Some(args.archive_dir.clone()),
-        silence: Some(args.silence.clone()).filter(|s| s != "none"),
-        ..Default::default()
+    let opts = match demo_options(&args) {
+        Ok(o) => o,
+        Err(e) => return fail(e),
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("streamwatch: cannot start the runtime: {e}");
-            return ExitCode::from(1);
-        }
+        Err(e) => return fail((1, format!("cannot start the runtime: {e}"))),
     };
     let mut progress = io::stderr();
-    if args.json {
-        // Keep stdout for the JSON document.
-    } else {
+    if !args.json {
+        // (With --json, stdout is kept for the JSON document.)
         let _ = writeln!(
             progress,
             "streamwatch demo: {} turbines x {} min (seed {}), accidents from {}",
@@ -241,39 +202,84 @@ fn run_demo(args: DemoArgs) -> ExitCode {
     let (summary, report) = match result {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("streamwatch: {e}");
-            return ExitCode::from(
-                if matches!(e, streamwatch_local::demo::DemoError::Options(_)) {
-                    EXIT_USAGE
-                } else {
-                    1
-                },
-            );
+            let code = if matches!(e, streamwatch_local::demo::DemoError::Options(_)) {
+                EXIT_USAGE
+            } else {
+                1
+            };
+            return fail((code, e.to_string()));
         }
     };
-    if let Some(dir) = args.report.parent().filter(|d| !d.as_os_str().is_empty())
-        && let Err(e) = std::fs::create_dir_all(dir)
-    {
-        eprintln!("streamwatch: cannot create {}: {e}", dir.display());
-        return ExitCode::from(1);
+    match demo_outputs(&args, &summary, &report) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => fail((1, message)),
     }
-    if let Err(e) = std::fs::write(&args.report, streamwatch_local::demo::html(&report)) {
-        eprintln!("streamwatch: cannot write {}: {e}", args.report.display());
-        return ExitCode::from(1);
-    }
-    if args.json {
-        match serde_json::to_string_pretty(&summary) {
-            Ok(j) => println!("{j}"),
-            Err(e) => {
-                eprintln!("streamwatch: {e}");
-                return ExitCode::from(1);
+}
+
+/// The demo's options from its arguments; an error is (exit code, message).
+fn demo_options(args: &DemoArgs) -> Result<streamwatch_local::demo::Options, (u8, String)> {
+    let csv = match &args.csv {
+        None => None,
+        Some(path) => match std::fs::read(path) {
+            // Checked before the banner, so a wrong file is one line.
+            Ok(b) if args.sources.contains(&DemoSource::Accidents) => {
+                if let Err(e) = streamwatch_local::accidents::check_header(&b) {
+                    return Err((EXIT_USAGE, format!("{}: {e}", path.display())));
+                }
+                Some(b)
             }
-        }
+            Ok(b) => Some(b),
+            Err(e) => return Err((1, format!("cannot read {}: {e}", path.display()))),
+        },
+    };
+    if args.turbines == 0 || args.minutes == 0 || args.min >= args.max || args.shards == 0 {
+        return Err((
+            EXIT_USAGE,
+            "need --turbines >= 1, --minutes >= 1, --min < --max, --shards >= 1".into(),
+        ));
+    }
+    if !(args.speed >= 0.0 && args.speed.is_finite()) {
+        return Err((EXIT_USAGE, "--speed must be a non-negative number".into()));
+    }
+    Ok(streamwatch_local::demo::Options {
+        turbines: args.turbines,
+        minutes: args.minutes,
+        min: args.min,
+        max: args.max,
+        seed: args.seed,
+        speed: args.speed,
+        shards: args.shards,
+        turbines_on: args.sources.contains(&DemoSource::Turbines),
+        accidents_on: args.sources.contains(&DemoSource::Accidents),
+        csv,
+        archive_dir: Some(args.archive_dir.clone()),
+        silence: Some(args.silence.clone()).filter(|s| s != "none"),
+        ..Default::default()
+    })
+}
+
+/// Writes the HTML report, then prints the summary (a table, or JSON with --json).
+fn demo_outputs(
+    args: &DemoArgs,
+    summary: &streamwatch_local::demo::Summary,
+    report: &streamwatch_local::report::DemoReport,
+) -> Result<(), String> {
+    if let Some(dir) = args.report.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    std::fs::write(&args.report, streamwatch_local::demo::html(report))
+        .map_err(|e| format!("cannot write {}: {e}", args.report.display()))?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(summary).map_err(|e| e.to_string())?
+        );
     } else {
         println!(
             "\nSummary ({:.1} s wall clock)\n{}",
             summary.wall_seconds,
-            streamwatch_local::demo::summary_table(&summary)
+            streamwatch_local::demo::summary_table(summary)
         );
         println!("Report: {}", args.report.display());
         println!(
@@ -283,7 +289,7 @@ fn run_demo(args: DemoArgs) -> ExitCode {
             args.archive_dir.display()
         );
     }
-    ExitCode::SUCCESS
+    Ok(())
 }
 
 fn main() -> ExitCode {

@@ -146,31 +146,7 @@ pub async fn run(args: AccidentsArgs) -> Result<(), Failure> {
     let client = aws_sdk_kinesis::Client::new(&aws.config);
 
     let (tx, rx) = mpsc::channel(CHANNEL_ROWS);
-    let (start_row, rate) = (args.start_row, args.rate);
-    let (reader_task, size) = match source {
-        RowSource::Csv {
-            reader,
-            headers,
-            key_column,
-            size,
-        } => (
-            tokio::task::spawn_blocking(move || {
-                read_rows(reader, headers, key_column, start_row, rate, tx)
-            }),
-            size,
-        ),
-        RowSource::Archive(uri) => {
-            let s3 = crate::archive_source::client(&aws.config);
-            let key = args.partition_key.clone();
-            (
-                tokio::spawn(crate::archive_source::read(
-                    s3, uri, key, start_row, rate, tx,
-                )),
-                None,
-            )
-        }
-    };
-
+    let (reader_task, size) = spawn_reader(source, &args, &aws.config, tx);
     let bar = progress_bar(size);
     let started = Instant::now();
     let mut sender = Sender {
@@ -208,10 +184,57 @@ pub async fn run(args: AccidentsArgs) -> Result<(), Failure> {
     }
     let t = &sender.totals;
     let seconds = started.elapsed().as_secs_f64().max(1e-9);
-    // Only what Kinesis acknowledged counts as replayed; rows read but never accepted
-    // (the run failed or was interrupted with them buffered) are named apart.
+    println!("{}", totals_line(t, &stream, args.no_aggregate, seconds));
+    let resume = sender.resume_point();
+    exit_status(
+        outcome,
+        read_error,
+        resume,
+        args.start_row,
+        t.bad_rows,
+        &label,
+    )
+}
+
+/// Starts the task that reads rows (a CSV file on a thread, or the raw archive in S3) into
+/// `tx`; with the input's size in bytes when known (the progress bar's length).
+fn spawn_reader(
+    source: RowSource,
+    args: &AccidentsArgs,
+    config: &aws_config::SdkConfig,
+    tx: mpsc::Sender<Row>,
+) -> (tokio::task::JoinHandle<Result<u64, String>>, Option<u64>) {
+    let (start_row, rate) = (args.start_row, args.rate);
+    match source {
+        RowSource::Csv {
+            reader,
+            headers,
+            key_column,
+            size,
+        } => (
+            tokio::task::spawn_blocking(move || {
+                read_rows(reader, headers, key_column, start_row, rate, tx)
+            }),
+            size,
+        ),
+        RowSource::Archive(uri) => {
+            let s3 = crate::archive_source::client(config);
+            let key = args.partition_key.clone();
+            (
+                tokio::spawn(crate::archive_source::read(
+                    s3, uri, key, start_row, rate, tx,
+                )),
+                None,
+            )
+        }
+    }
+}
+
+/// The final totals line. Only what Kinesis acknowledged counts as replayed; rows read but
+/// never accepted (the run failed or was interrupted with them buffered) are named apart.
+fn totals_line(t: &Totals, stream: &str, no_aggregate: bool, seconds: f64) -> String {
     let unsent = (t.rows - t.bad_rows).saturating_sub(t.user_records);
-    println!(
+    format!(
         "replayed {} {} to {stream} ({} bad{}): {} user {} in {} Kinesis {}{}, {} PutRecords {}, {} {} retried, {} throttled and {} failed calls retried; {:.1} MB in {:.1} s: {:.0} rows/s, {:.2} MB/s",
         t.user_records,
         plural(t.user_records, "row"),
@@ -225,7 +248,7 @@ pub async fn run(args: AccidentsArgs) -> Result<(), Failure> {
         plural(t.user_records, "record"),
         t.kinesis_records,
         plural(t.kinesis_records, "record"),
-        if args.no_aggregate {
+        if no_aggregate {
             ""
         } else {
             " (KPL-aggregated)"
@@ -240,8 +263,19 @@ pub async fn run(args: AccidentsArgs) -> Result<(), Failure> {
         seconds,
         t.user_records as f64 / seconds,
         t.bytes as f64 / 1e6 / seconds,
-    );
-    let resume = sender.resume_point();
+    )
+}
+
+/// The run's exit: interrupted (130, with where to resume), failed (with where to resume),
+/// bad rows skipped (2), or success.
+fn exit_status(
+    outcome: Result<(), SendError>,
+    read_error: Option<String>,
+    resume: u64,
+    start_row: u64,
+    bad_rows: u64,
+    label: &str,
+) -> Result<(), Failure> {
     match (outcome, read_error) {
         (Err(SendError::Interrupted), _) => Err(Failure::with_code(
             130,
@@ -250,9 +284,7 @@ pub async fn run(args: AccidentsArgs) -> Result<(), Failure> {
             ),
         )),
         // Nothing in the stream and a hint of its own (the endpoint is down): that hint.
-        (Err(SendError::Failed(failure)), _)
-            if resume == args.start_row && failure.hint.is_some() =>
-        {
+        (Err(SendError::Failed(failure)), _) if resume == start_row && failure.hint.is_some() => {
             Err(failure)
         }
         (Err(SendError::Failed(failure)), _) => Err(failure.hint(format!(
@@ -261,12 +293,12 @@ pub async fn run(args: AccidentsArgs) -> Result<(), Failure> {
         (Ok(()), Some(e)) => Err(Failure::runtime(format!("{label}: {e}")).hint(format!(
             "rows before {resume} are in the stream: resume with --start-row {resume}"
         ))),
-        (Ok(()), None) if t.bad_rows > 0 => Err(Failure::with_code(
+        (Ok(()), None) if bad_rows > 0 => Err(Failure::with_code(
             2,
             format!(
                 "{} bad {} skipped (see above)",
-                t.bad_rows,
-                plural(t.bad_rows, "row")
+                bad_rows,
+                plural(bad_rows, "row")
             ),
         )),
         (Ok(()), None) => Ok(()),

@@ -161,25 +161,7 @@ pub async fn run(args: TurbinesArgs) -> Result<(), Failure> {
     let mut tick: u64 = 0;
     let outcome: Result<(), Failure> = async {
         loop {
-            if args.count.is_some_and(|c| tick >= c) {
-                break;
-            }
-            if let Some(rate) = rate {
-                let due = Duration::from_secs_f64(tick as f64 / rate);
-                if args.duration.is_some_and(|d| due.as_secs_f64() >= d) {
-                    break;
-                }
-                tokio::select! {
-                    () = tokio::time::sleep_until((started + due).into()) => {}
-                    () = interrupted.notified() => {}
-                }
-            } else if args
-                .duration
-                .is_some_and(|d| started.elapsed().as_secs_f64() >= d)
-            {
-                break;
-            }
-            if interrupted.is_set() {
+            if !tick_due(&args, rate, tick, started, &interrupted).await {
                 break;
             }
             let elapsed = started.elapsed().as_secs_f64();
@@ -232,7 +214,43 @@ pub async fn run(args: TurbinesArgs) -> Result<(), Failure> {
     .await;
     bar.finish_and_clear();
     let seconds = started.elapsed().as_secs_f64();
-    println!(
+    println!("{}", totals_line(&args, &totals, &table, seconds));
+    outcome
+}
+
+/// Waits until tick `tick` is due (paced runs); false when the run is over: `--count` ticks
+/// done, `--duration` passed, or Ctrl-C.
+async fn tick_due(
+    args: &TurbinesArgs,
+    rate: Option<f64>,
+    tick: u64,
+    started: Instant,
+    interrupted: &Interrupt,
+) -> bool {
+    if args.count.is_some_and(|c| tick >= c) {
+        return false;
+    }
+    if let Some(rate) = rate {
+        let due = Duration::from_secs_f64(tick as f64 / rate);
+        if args.duration.is_some_and(|d| due.as_secs_f64() >= d) {
+            return false;
+        }
+        tokio::select! {
+            () = tokio::time::sleep_until((started + due).into()) => {}
+            () = interrupted.notified() => {}
+        }
+    } else if args
+        .duration
+        .is_some_and(|d| started.elapsed().as_secs_f64() >= d)
+    {
+        return false;
+    }
+    !interrupted.is_set()
+}
+
+/// The final totals line.
+fn totals_line(args: &TurbinesArgs, totals: &Totals, table: &str, seconds: f64) -> String {
+    format!(
         "wrote {} {} of {} {} to {table} in {seconds:.1} s ({:.0} readings/s): {} BatchWriteItem {}, {} unprocessed {}, {} throttled and {} failed calls retried",
         totals.readings,
         plural(totals.readings, "reading"),
@@ -245,8 +263,7 @@ pub async fn run(args: TurbinesArgs) -> Result<(), Failure> {
         plural(totals.unprocessed_retried, "item"),
         totals.throttled_retried,
         totals.failed_retried,
-    );
-    outcome
+    )
 }
 
 fn validate(args: &TurbinesArgs) -> Result<(), Failure> {

@@ -21,7 +21,7 @@ use crate::accidents::read_csv;
 use crate::demo::{SAMPLE_CSV, START_MICROS};
 use crate::pipeline::Pipeline;
 use crate::readings::{Imperfections, ReadingsStream};
-use crate::scenario::{Gust, TurbineScenario};
+use crate::scenario::{Gust, Reading, TurbineScenario};
 
 const MINUTE: i64 = 60_000_000;
 const TICK: i64 = 10_000_000;
@@ -152,31 +152,12 @@ pub async fn run(opts: &SoakOptions, mut progress: impl FnMut(&str)) -> Result<S
     let mut firing_expected: BTreeSet<(String, i64)> = BTreeSet::new();
     let mut severe_ids: BTreeSet<String> = BTreeSet::new();
     let rule = p.aggregator.config.rule.name.clone();
-    let threshold_sum = 60 * 60; // avg > 60 over 60 readings
 
     let end = START_MICROS + i64::from(opts.minutes) * MINUTE;
     let warm = (opts.minutes / 10).max(1);
     for minute in 0..opts.minutes + 2 {
         let start = START_MICROS + i64::from(minute) * MINUTE;
-        let readings = if minute < opts.minutes {
-            TurbineScenario {
-                turbines: opts.turbines,
-                minutes: 1,
-                min: 25,
-                max: 60,
-                seed: opts.seed ^ (u64::from(minute) << 20),
-                start_micros: start,
-                gusts: gusts(opts.turbines, minute),
-            }
-            .readings()
-        } else {
-            Vec::new()
-        };
-        for r in &readings {
-            let e = expected.entry((r.device.clone(), start)).or_default();
-            e.0 += 1;
-            e.1 += r.value;
-        }
+        let readings = minute_readings(opts, minute, start, &mut expected);
         report.readings += readings.len() as u64;
         // Ticks of ten seconds: each tick's readings go through the stream and the mapping.
         let mut next = 0;
@@ -195,75 +176,13 @@ pub async fn run(opts: &SoakOptions, mut progress: impl FnMut(&str)) -> Result<S
             && minute < opts.minutes
             && minute % opts.accidents_every_minutes == 0
         {
-            let rows = read_csv(SAMPLE_CSV, |i| {
-                format_micros(start + i as i64 * 10_000)
-                    .trim_end_matches('Z')
-                    .to_owned()
-            })
-            .map_err(|e| e.to_string())?;
-            for (_, d) in &rows.payloads {
-                let row = serde_json::from_slice::<serde_json::Value>(d).ok();
-                let severity = row
-                    .as_ref()
-                    .and_then(|v| v["Severity"].as_i64())
-                    .unwrap_or(0);
-                report.accidents_selected_expected += u64::from(severity > 2);
-                // One alert per accident (its `ID`), however often it is replayed.
-                if severity >= 4 {
-                    let id = row.as_ref().and_then(|v| v["ID"].as_str()).unwrap_or("");
-                    severe_ids.insert(id.to_owned());
-                }
-            }
-            report.event_alerts_expected = severe_ids.len() as u64;
-            report.accident_records += rows.payloads.len() as u64;
-            report.accident_loops += 1;
-            p.replay_accidents(&rows.payloads, 2, start + MINUTE).await;
-            report.notifications += p.deliver_alerts().await.len() as u64;
+            replay_accidents(&mut p, &mut report, &mut severe_ids, start).await?;
         }
         // The alerter's one-minute schedule: grouped accidents go out here.
         report.notifications += p.alerter_schedule(start + MINUTE + 1_000_000).await.len() as u64;
         // Check every window that ended a minute ago or more, then let the TTL take it.
         let now = start + MINUTE;
-        let due: Vec<(String, i64)> = expected
-            .keys()
-            .filter(|(_, s)| *s + 2 * MINUTE <= now)
-            .cloned()
-            .collect();
-        if !due.is_empty() {
-            let stored: BTreeMap<(String, i64), _> = p
-                .aggregator
-                .store
-                .windows()
-                .into_iter()
-                .map(|w| ((w.key.clone(), w.start_micros), w))
-                .collect();
-            for key in due {
-                let Some((count, sum)) = expected.remove(&key) else {
-                    continue;
-                };
-                report.windows_expected += 1;
-                if sum > threshold_sum * count / 60 {
-                    firing_expected.insert(key.clone());
-                }
-                let ok = stored.get(&key).is_some_and(|w| {
-                    let s = w.stats();
-                    w.closed
-                        && w.settled
-                        && s.is_some_and(|s| s.count == count && s.sum == sum as f64)
-                });
-                if ok {
-                    report.windows_checked += 1;
-                } else if report.window_mismatches.len() < 10 {
-                    report.window_mismatches.push(format!(
-                        "{} at {}: expected {count} readings summing to {sum}, stored {:?}",
-                        key.0,
-                        format_micros(key.1),
-                        stored.get(&key).map(|w| (w.closed, w.settled, w.stats()))
-                    ));
-                }
-            }
-            p.aggregator.store.expire(now - MINUTE);
-        }
+        check_windows(&p, &mut expected, &mut firing_expected, &mut report, now);
         if minute + 1 == warm {
             report.memory_start = Memory::now();
         }
@@ -283,6 +202,134 @@ pub async fn run(opts: &SoakOptions, mut progress: impl FnMut(&str)) -> Result<S
     report.memory_end = Memory::now();
     report.wall_seconds = started.elapsed().as_secs_f64();
 
+    final_counts(&p, &mut report, &firing_expected, &rule);
+    Ok(report)
+}
+
+/// The readings of simulated minute `minute` (none after the last), each added to the
+/// expected (count, sum) of its device's window.
+fn minute_readings(
+    opts: &SoakOptions,
+    minute: u32,
+    start: i64,
+    expected: &mut BTreeMap<(String, i64), (u64, u64)>,
+) -> Vec<Reading> {
+    let readings = if minute < opts.minutes {
+        TurbineScenario {
+            turbines: opts.turbines,
+            minutes: 1,
+            min: 25,
+            max: 60,
+            seed: opts.seed ^ (u64::from(minute) << 20),
+            start_micros: start,
+            gusts: gusts(opts.turbines, minute),
+        }
+        .readings()
+    } else {
+        Vec::new()
+    };
+    for r in &readings {
+        let e = expected.entry((r.device.clone(), start)).or_default();
+        e.0 += 1;
+        e.1 += r.value;
+    }
+    readings
+}
+
+/// One replay of the sample CSV stamped at `start`, with what it must produce: accidents
+/// selected for metrics (severity > 2) and one alert per severe accident ID, however often
+/// it is replayed.
+async fn replay_accidents(
+    p: &mut Pipeline,
+    report: &mut SoakReport,
+    severe_ids: &mut BTreeSet<String>,
+    start: i64,
+) -> Result<(), String> {
+    let rows = read_csv(SAMPLE_CSV, |i| {
+        format_micros(start + i as i64 * 10_000)
+            .trim_end_matches('Z')
+            .to_owned()
+    })
+    .map_err(|e| e.to_string())?;
+    for (_, d) in &rows.payloads {
+        let row = serde_json::from_slice::<serde_json::Value>(d).ok();
+        let severity = row
+            .as_ref()
+            .and_then(|v| v["Severity"].as_i64())
+            .unwrap_or(0);
+        report.accidents_selected_expected += u64::from(severity > 2);
+        // One alert per accident (its `ID`), however often it is replayed.
+        if severity >= 4 {
+            let id = row.as_ref().and_then(|v| v["ID"].as_str()).unwrap_or("");
+            severe_ids.insert(id.to_owned());
+        }
+    }
+    report.event_alerts_expected = severe_ids.len() as u64;
+    report.accident_records += rows.payloads.len() as u64;
+    report.accident_loops += 1;
+    p.replay_accidents(&rows.payloads, 2, start + MINUTE).await;
+    report.notifications += p.deliver_alerts().await.len() as u64;
+    Ok(())
+}
+
+/// Checks every window that ended two minutes before `now` against its readings (and notes
+/// whether it must fire), then expires what the TTL would.
+fn check_windows(
+    p: &Pipeline,
+    expected: &mut BTreeMap<(String, i64), (u64, u64)>,
+    firing_expected: &mut BTreeSet<(String, i64)>,
+    report: &mut SoakReport,
+    now: i64,
+) {
+    let threshold_sum = 60 * 60; // avg > 60 over 60 readings
+    let due: Vec<(String, i64)> = expected
+        .keys()
+        .filter(|(_, s)| *s + 2 * MINUTE <= now)
+        .cloned()
+        .collect();
+    if !due.is_empty() {
+        let stored: BTreeMap<(String, i64), _> = p
+            .aggregator
+            .store
+            .windows()
+            .into_iter()
+            .map(|w| ((w.key.clone(), w.start_micros), w))
+            .collect();
+        for key in due {
+            let Some((count, sum)) = expected.remove(&key) else {
+                continue;
+            };
+            report.windows_expected += 1;
+            if sum > threshold_sum * count / 60 {
+                firing_expected.insert(key.clone());
+            }
+            let ok = stored.get(&key).is_some_and(|w| {
+                let s = w.stats();
+                w.closed && w.settled && s.is_some_and(|s| s.count == count && s.sum == sum as f64)
+            });
+            if ok {
+                report.windows_checked += 1;
+            } else if report.window_mismatches.len() < 10 {
+                report.window_mismatches.push(format!(
+                    "{} at {}: expected {count} readings summing to {sum}, stored {:?}",
+                    key.0,
+                    format_micros(key.1),
+                    stored.get(&key).map(|w| (w.closed, w.settled, w.stats()))
+                ));
+            }
+        }
+        p.aggregator.store.expire(now - MINUTE);
+    }
+}
+
+/// The totals read from the pipeline at the end: firing alerts against the expected ones,
+/// event alerts, accidents counted in the metrics, invocations.
+fn final_counts(
+    p: &Pipeline,
+    report: &mut SoakReport,
+    firing_expected: &BTreeSet<(String, i64)>,
+    rule: &str,
+) {
     let alerts = p.outbox.alerts();
     let firing: BTreeSet<(String, i64)> = alerts
         .iter()
@@ -292,7 +339,7 @@ pub async fn run(opts: &SoakOptions, mut progress: impl FnMut(&str)) -> Result<S
     report.firing_windows_expected = firing_expected.len() as u64;
     report.firing_alerts = firing.len() as u64;
     report.firing_alerts_missing_or_extra =
-        firing.symmetric_difference(&firing_expected).count() as u64;
+        firing.symmetric_difference(firing_expected).count() as u64;
     report.event_alerts = alerts.iter().filter(|a| a.window.is_none()).count() as u64;
     report.accidents_counted = p
         .sink
@@ -304,5 +351,4 @@ pub async fn run(opts: &SoakOptions, mut progress: impl FnMut(&str)) -> Result<S
     report.lambda_invocations = p.publisher_mapping.invocations
         + p.aggregator_mapping.invocations
         + p.alerter_mapping.invocations;
-    Ok(report)
 }

@@ -16,7 +16,7 @@ use tracing::warn;
 use crate::close::close_due;
 use crate::decode::{Op, decode};
 use crate::report::BatchReport;
-use crate::{Clock, Deps, shards};
+use crate::{Clock, Config, Deps, shards};
 
 /// Conflicting writers settle within a few rounds; beyond that something is wrong.
 pub(crate) const MAX_ROUNDS: usize = 20;
@@ -93,76 +93,8 @@ where
         return finish(event, report, Some(0), &e);
     }
 
-    // Judge every change against its shard's progress as it stood when the change arrived,
-    // in shard order. Records the shard already finished (a replayed batch) are skipped.
-    let mut progress: BTreeMap<String, Option<Micros>> = BTreeMap::new();
-    let mut marks: Vec<ShardMark> = Vec::new();
-    let mut ops: Vec<(Op, bool)> = Vec::new();
-    for parent in record::parents(event) {
-        let shard = parent.shard_id;
-        let known = ledger.get(shard);
-        if let Some(done) = known.and_then(|s| s.sequence.as_deref())
-            && !sequence_after(parent.sequence_number, done)
-        {
-            report.replayed += 1;
-            continue;
-        }
-        let p = progress
-            .entry(shard.to_owned())
-            .or_insert_with(|| start_of_shard(&ledger, shard));
-        match parent.user_records() {
-            Err(e) => {
-                report.malformed += 1;
-                warn!(shard, sequence = parent.sequence_number, reason = %e.error, "skipping malformed record");
-            }
-            Ok(users) => {
-                for user in users {
-                    match decode(config, &user, parent.index) {
-                        Ok(decoded) => {
-                            report.readings += 1;
-                            let before = *p;
-                            for op in decoded {
-                                *p = (*p).max(Some(op.bounded_time()));
-                                if op.is_future(skew) {
-                                    warn!(shard, sequence = user.sequence_number, key = %op.window.key,
-                                        ahead_s = (op.event_time - op.record_time) / 1_000_000,
-                                        "reading stamped ahead of its record: kept in its window, progress not moved");
-                                }
-                                let late = before.is_some_and(|b| {
-                                    config.spec.close_at(op.window.start_micros) <= b
-                                });
-                                ops.push((op, late));
-                            }
-                        }
-                        Err(reason) => skip(&mut report, &user, reason),
-                    }
-                }
-            }
-        }
-        marks.push(ShardMark {
-            parent: parent.index,
-            shard: shard.to_owned(),
-            progress: *p,
-            sequence: parent.sequence_number.to_owned(),
-        });
-    }
-
-    let mut groups: BTreeMap<Micros, Group> = BTreeMap::new();
-    for (op, late) in ops {
-        let future = op.is_future(skew);
-        let g = groups
-            .entry(op.window.start_micros)
-            .or_insert_with(|| Group {
-                parent: op.parent,
-                ..Group::default()
-            });
-        g.parent = g.parent.min(op.parent);
-        if late {
-            g.late.push(op);
-        } else {
-            g.on_time.push((op, future));
-        }
-    }
+    let (marks, ops) = judge(config, event, &ledger, &mut report);
+    let groups = by_start(ops, skew);
     let starts: Vec<Micros> = groups.keys().copied().collect();
     let known = match deps.store.starts(rule, &starts).await {
         Ok(k) => k,
@@ -188,6 +120,115 @@ where
 
     // What is finished moves its shard: everything before the first failed record.
     let done_before = failed.as_ref().map_or(usize::MAX, |(p, _)| *p);
+    advance_shards(deps, &mut ledger, &marks, done_before).await;
+    if let Some((parent, e)) = failed {
+        return finish(event, report, Some(parent), &e);
+    }
+    // Closing is not an effect of particular records: a failure here is logged and left
+    // to the next batch or the schedule, never a reason to retry records.
+    if let Some(wm) = ledger.watermark()
+        && let Err(e) = close_due(deps, wm, deadline, &mut report).await
+    {
+        warn!(error = %e, "closing windows failed; the next pass retries");
+    }
+    (KinesisEventResponse::default(), report)
+}
+
+/// Judges every change against its shard's progress as it stood when the change arrived, in
+/// shard order: on time or late. Records the shard already finished (a replayed batch) are
+/// skipped, malformed ones counted. Returns where each record left its shard, and the changes.
+fn judge(
+    config: &Config,
+    event: &KinesisEvent,
+    ledger: &Ledger,
+    report: &mut BatchReport,
+) -> (Vec<ShardMark>, Vec<(Op, bool)>) {
+    let skew = config.max_future_skew.as_micros() as Micros;
+    let mut progress: BTreeMap<String, Option<Micros>> = BTreeMap::new();
+    let mut marks: Vec<ShardMark> = Vec::new();
+    let mut ops: Vec<(Op, bool)> = Vec::new();
+    for parent in record::parents(event) {
+        let shard = parent.shard_id;
+        let known = ledger.get(shard);
+        if let Some(done) = known.and_then(|s| s.sequence.as_deref())
+            && !sequence_after(parent.sequence_number, done)
+        {
+            report.replayed += 1;
+            continue;
+        }
+        let p = progress
+            .entry(shard.to_owned())
+            .or_insert_with(|| start_of_shard(ledger, shard));
+        match parent.user_records() {
+            Err(e) => {
+                report.malformed += 1;
+                warn!(shard, sequence = parent.sequence_number, reason = %e.error, "skipping malformed record");
+            }
+            Ok(users) => {
+                for user in users {
+                    match decode(config, &user, parent.index) {
+                        Ok(decoded) => {
+                            report.readings += 1;
+                            let before = *p;
+                            for op in decoded {
+                                *p = (*p).max(Some(op.bounded_time()));
+                                if op.is_future(skew) {
+                                    warn!(shard, sequence = user.sequence_number, key = %op.window.key,
+                                        ahead_s = (op.event_time - op.record_time) / 1_000_000,
+                                        "reading stamped ahead of its record: kept in its window, progress not moved");
+                                }
+                                let late = before.is_some_and(|b| {
+                                    config.spec.close_at(op.window.start_micros) <= b
+                                });
+                                ops.push((op, late));
+                            }
+                        }
+                        Err(reason) => skip(report, &user, reason),
+                    }
+                }
+            }
+        }
+        marks.push(ShardMark {
+            parent: parent.index,
+            shard: shard.to_owned(),
+            progress: *p,
+            sequence: parent.sequence_number.to_owned(),
+        });
+    }
+
+    (marks, ops)
+}
+
+/// The batch's changes by window start, each start with the first record that touches it.
+fn by_start(ops: Vec<(Op, bool)>, skew: Micros) -> BTreeMap<Micros, Group> {
+    let mut groups: BTreeMap<Micros, Group> = BTreeMap::new();
+    for (op, late) in ops {
+        let future = op.is_future(skew);
+        let g = groups
+            .entry(op.window.start_micros)
+            .or_insert_with(|| Group {
+                parent: op.parent,
+                ..Group::default()
+            });
+        g.parent = g.parent.min(op.parent);
+        if late {
+            g.late.push(op);
+        } else {
+            g.on_time.push((op, future));
+        }
+    }
+    groups
+}
+
+/// Moves each shard's progress to the last record before `done_before` (the first failed
+/// one), in the store and in `ledger`.
+async fn advance_shards<W: WindowStore + ShardLedger, A, P, C>(
+    deps: &Deps<W, A, P, C>,
+    ledger: &mut Ledger,
+    marks: &[ShardMark],
+    done_before: usize,
+) {
+    let rule = &deps.config.rule.name;
     let mut last: BTreeMap<&str, &ShardMark> = BTreeMap::new();
     for m in marks.iter().filter(|m| m.parent < done_before) {
         last.insert(&m.shard, m);
@@ -205,17 +246,6 @@ where
             s.sequence = Some(m.sequence.clone());
         }
     }
-    if let Some((parent, e)) = failed {
-        return finish(event, report, Some(parent), &e);
-    }
-    // Closing is not an effect of particular records: a failure here is logged and left
-    // to the next batch or the schedule, never a reason to retry records.
-    if let Some(wm) = ledger.watermark()
-        && let Err(e) = close_due(deps, wm, deadline, &mut report).await
-    {
-        warn!(error = %e, "closing windows failed; the next pass retries");
-    }
-    (KinesisEventResponse::default(), report)
 }
 
 /// A shard's progress before this batch: its own or — the first batches of a child shard —

@@ -351,65 +351,7 @@ async fn create_table(
 ) -> Result<(Resource, Option<Forward>), Failure> {
     let name = physical(logical);
     let what = format!("table {logical}");
-    let mut request = ddb
-        .create_table()
-        .table_name(&name)
-        .billing_mode(BillingMode::PayPerRequest)
-        .set_key_schema(Some(key_schema(&props["KeySchema"], &what)?));
-    for a in props["AttributeDefinitions"]
-        .as_array()
-        .into_iter()
-        .flatten()
-    {
-        request = request.attribute_definitions(
-            AttributeDefinition::builder()
-                .attribute_name(str_field(a, "AttributeName", &what)?)
-                .attribute_type(ScalarAttributeType::from(str_field(
-                    a,
-                    "AttributeType",
-                    &what,
-                )?))
-                .build()
-                .map_err(|e| Failure::usage(format!("template: {what}: {e}")))?,
-        );
-    }
-    for g in props["GlobalSecondaryIndexes"]
-        .as_array()
-        .into_iter()
-        .flatten()
-    {
-        let projection = &g["Projection"];
-        let mut p = Projection::builder();
-        if let Some(t) = projection["ProjectionType"].as_str() {
-            p = p.projection_type(ProjectionType::from(t));
-        }
-        for a in projection["NonKeyAttributes"]
-            .as_array()
-            .into_iter()
-            .flatten()
-        {
-            if let Some(a) = a.as_str() {
-                p = p.non_key_attributes(a);
-            }
-        }
-        request = request.global_secondary_indexes(
-            GlobalSecondaryIndex::builder()
-                .index_name(str_field(g, "IndexName", &what)?)
-                .set_key_schema(Some(key_schema(&g["KeySchema"], &what)?))
-                .projection(p.build())
-                .build()
-                .map_err(|e| Failure::usage(format!("template: {what}: {e}")))?,
-        );
-    }
-    if let Some(view) = props["StreamSpecification"]["StreamViewType"].as_str() {
-        request = request.stream_specification(
-            StreamSpecification::builder()
-                .stream_enabled(true)
-                .stream_view_type(StreamViewType::from(view))
-                .build()
-                .map_err(|e| Failure::usage(format!("template: {what}: {e}")))?,
-        );
-    }
+    let request = table_request(ddb, &name, props, &what)?;
     let mut fresh = true;
     if let Err(e) = request.send().await {
         if error_code(&e).as_deref() == Some("ResourceInUseException") {
@@ -445,6 +387,102 @@ async fn create_table(
             .await
             .map_err(|e| Failure::runtime(sdk_error("DynamoDB UpdateTimeToLive", &e)))?;
     }
+    let forward = kinesis_destination(ddb, ctx, &name, props, &what, &mut stream_arn).await?;
+    let mut attributes: BTreeMap<String, String> = [("Arn".to_owned(), arn)].into();
+    if let Some(s) = stream_arn {
+        attributes.insert("StreamArn".into(), s);
+    }
+    Ok((
+        Resource {
+            kind: "AWS::DynamoDB::Table".into(),
+            reference: name,
+            attributes,
+        },
+        forward,
+    ))
+}
+
+/// The template's CreateTable request for a table: keys, attributes, indexes, stream.
+fn table_request(
+    ddb: &aws_sdk_dynamodb::Client,
+    name: &str,
+    props: &Value,
+    what: &str,
+) -> Result<aws_sdk_dynamodb::operation::create_table::builders::CreateTableFluentBuilder, Failure>
+{
+    let mut request = ddb
+        .create_table()
+        .table_name(name)
+        .billing_mode(BillingMode::PayPerRequest)
+        .set_key_schema(Some(key_schema(&props["KeySchema"], what)?));
+    for a in props["AttributeDefinitions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        request = request.attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name(str_field(a, "AttributeName", what)?)
+                .attribute_type(ScalarAttributeType::from(str_field(
+                    a,
+                    "AttributeType",
+                    what,
+                )?))
+                .build()
+                .map_err(|e| Failure::usage(format!("template: {what}: {e}")))?,
+        );
+    }
+    for g in props["GlobalSecondaryIndexes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        let projection = &g["Projection"];
+        let mut p = Projection::builder();
+        if let Some(t) = projection["ProjectionType"].as_str() {
+            p = p.projection_type(ProjectionType::from(t));
+        }
+        for a in projection["NonKeyAttributes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            if let Some(a) = a.as_str() {
+                p = p.non_key_attributes(a);
+            }
+        }
+        request = request.global_secondary_indexes(
+            GlobalSecondaryIndex::builder()
+                .index_name(str_field(g, "IndexName", what)?)
+                .set_key_schema(Some(key_schema(&g["KeySchema"], what)?))
+                .projection(p.build())
+                .build()
+                .map_err(|e| Failure::usage(format!("template: {what}: {e}")))?,
+        );
+    }
+    if let Some(view) = props["StreamSpecification"]["StreamViewType"].as_str() {
+        request = request.stream_specification(
+            StreamSpecification::builder()
+                .stream_enabled(true)
+                .stream_view_type(StreamViewType::from(view))
+                .build()
+                .map_err(|e| Failure::usage(format!("template: {what}: {e}")))?,
+        );
+    }
+    Ok(request)
+}
+
+/// The table's Kinesis streaming destination (`KinesisStreamSpecification`). Where the
+/// endpoint has none (moto), a DynamoDB stream instead (`stream_arn` set), and what `dev run`
+/// must forward from it to the Kinesis stream.
+async fn kinesis_destination(
+    ddb: &aws_sdk_dynamodb::Client,
+    ctx: &Context,
+    name: &str,
+    props: &Value,
+    what: &str,
+    stream_arn: &mut Option<String>,
+) -> Result<Option<Forward>, Failure> {
     let mut forward = None;
     let spec = &props["KinesisStreamSpecification"];
     if !spec.is_null() {
@@ -462,7 +500,7 @@ async fn create_table(
             .to_owned();
         let enabled = ddb
             .enable_kinesis_streaming_destination()
-            .table_name(&name)
+            .table_name(name)
             .stream_arn(&kinesis_arn)
             .send()
             .await;
@@ -477,7 +515,7 @@ async fn create_table(
             if stream_arn.is_none() {
                 let updated = ddb
                     .update_table()
-                    .table_name(&name)
+                    .table_name(name)
                     .stream_specification(
                         StreamSpecification::builder()
                             .stream_enabled(true)
@@ -488,7 +526,7 @@ async fn create_table(
                     .send()
                     .await
                     .map_err(|e| Failure::runtime(sdk_error("DynamoDB UpdateTable", &e)))?;
-                stream_arn = updated
+                *stream_arn = updated
                     .table_description()
                     .and_then(|t| t.latest_stream_arn())
                     .map(str::to_owned);
@@ -497,25 +535,14 @@ async fn create_table(
                 Failure::runtime(format!("{name}: the endpoint enabled no DynamoDB stream"))
             })?;
             forward = Some(Forward {
-                table: name.clone(),
+                table: name.to_owned(),
                 table_stream_arn,
                 kinesis_stream: kinesis_name,
                 precision,
             });
         }
     }
-    let mut attributes: BTreeMap<String, String> = [("Arn".to_owned(), arn)].into();
-    if let Some(s) = stream_arn {
-        attributes.insert("StreamArn".into(), s);
-    }
-    Ok((
-        Resource {
-            kind: "AWS::DynamoDB::Table".into(),
-            reference: name,
-            attributes,
-        },
-        forward,
-    ))
+    Ok(forward)
 }
 
 fn print_summary(stack: &Stack, path: &std::path::Path) {
