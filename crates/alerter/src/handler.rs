@@ -21,13 +21,13 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use aws_lambda_events::event::dynamodb::Event;
+use aws_lambda_events::event::dynamodb::{Event, EventRecord};
 use aws_lambda_events::event::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
 use lambda_runtime::LambdaEvent;
 use serde::Serialize;
 use streamwatch_core::notify::{
-    AlertStateStore, MessageContext, NotificationKind, NotificationRecord, NotificationStatus,
-    Notifier, RecordOutcome, StoredDecision, decide, expire, render,
+    AlertState, AlertStateStore, MessageContext, NotificationKind, NotificationRecord,
+    NotificationStatus, Notifier, RecordOutcome, StoredDecision, decide, expire, render,
 };
 use streamwatch_core::time::{Micros, format_micros};
 use streamwatch_core::{AlertKind, AlertRecord, PortError};
@@ -246,126 +246,178 @@ where
     deps.silences.refresh(deps.clock.now_micros()).await;
     for (i, record) in event.records.iter().enumerate() {
         report.records += 1;
-        let sequence = record.change.sequence_number.as_deref();
-        let event_id = record.event_id.as_str();
-        let alert = match classify(record) {
-            StreamItem::Ignored(reason) => {
-                report.ignored += 1;
-                debug!(event_id, sequence, reason, "ignored stream record");
-                continue;
-            }
-            StreamItem::Malformed(reason) => {
-                report.malformed += 1;
-                error!(event_id, sequence, reason, "malformed alert record skipped");
-                continue;
-            }
-            StreamItem::Alert(alert, seq) => (alert, seq),
-        };
-        let (alert, seq) = alert;
-        let Some(sequence) = sequence else {
-            // Without a sequence number the record cannot be reported for a retry.
-            report.malformed += 1;
-            error!(
-                event_id,
-                alert_id = alert.id,
-                "alert record without SequenceNumber skipped"
-            );
+        let Some((alert, seq, sequence)) = admit(record, &mut report) else {
             continue;
         };
         report.alerts += 1;
         let mut earlier = Vec::new();
         let result = process_alert(deps, &alert, seq, invocation, &mut earlier).await;
-        for (id, kind) in earlier {
-            report.count_sent(kind);
-            info!(
-                alert_id = id,
-                rule = alert.rule,
-                key = alert.key,
-                state = kind.as_str(),
-                seq,
-                "notification sent for an earlier alert of the key (caught up)"
-            );
-        }
-        match result {
-            Ok(Processed::Sent { kind, lease_lost }) => {
-                report.count_sent(kind);
-                if lease_lost {
-                    report.lease_lost += 1;
-                    warn!(
-                        alert_id = alert.id,
-                        sequence,
-                        "sent after our claim expired: the notification may have gone out twice"
-                    );
-                }
-                info!(
-                    alert_id = alert.id,
-                    rule = alert.rule,
-                    key = alert.key,
-                    state = kind.as_str(),
-                    "notification sent"
-                );
-            }
-            Ok(Processed::Suppressed(reason)) => {
-                report.suppressed += 1;
-                info!(
-                    alert_id = alert.id,
-                    rule = alert.rule,
-                    key = alert.key,
-                    reason,
-                    "notification suppressed"
-                );
-            }
-            Ok(Processed::Silenced(reason)) => {
-                report.silenced += 1;
-                info!(
-                    alert_id = alert.id,
-                    rule = alert.rule,
-                    key = alert.key,
-                    reason,
-                    "notification silenced"
-                );
-            }
-            Ok(Processed::Grouped) => {
-                report.grouped += 1;
-                debug!(
-                    alert_id = alert.id,
-                    rule = alert.rule,
-                    "alert joined its group"
-                );
-            }
-            Ok(Processed::Duplicate) => {
-                report.duplicates += 1;
-                debug!(alert_id = alert.id, sequence, "alert handled before");
-            }
-            // A permanent refusal (a missing topic, a disabled KMS key) outlasts Lambda's
-            // retries; the notification is decided and stays pending in the table, where the
-            // recovery schedule resends it once SNS accepts again. The batch goes on.
-            Err(AlertError::Publish(err)) if !err.is_transient() => {
-                report.unsent += 1;
-                error!(alert_id = alert.id, event_id, sequence, error = %err, "SNS refused the notification; left pending for the recovery schedule");
-            }
-            Err(err) => {
-                report.failed += 1;
-                report.not_processed = event.records.len() - i - 1;
-                let transient = match &err {
-                    AlertError::Port(e) | AlertError::Publish(e) => e.is_transient(),
-                    AlertError::InProgress { .. } | AlertError::Contention { .. } => true,
-                };
-                if transient {
-                    warn!(alert_id = alert.id, event_id, sequence, error = %err, "alert not sent yet; reporting it for a retry");
-                } else {
-                    error!(alert_id = alert.id, event_id, sequence, error = %err, "alert failed permanently; reporting it (Lambda retries, then the on-failure destination)");
-                }
-                let mut failure = DynamoDbBatchItemFailure::default();
-                failure.item_identifier = Some(sequence.to_owned());
-                response.batch_item_failures.push(failure);
-                // Lambda retries from the lowest reported record on; later records must
-                // wait, so that per-key state sees them in order.
-                break;
-            }
+        count_earlier(&mut report, &alert, seq, earlier);
+        let event_id = record.event_id.as_str();
+        if let Err(err) = count_outcome(&mut report, &alert, result, event_id, sequence) {
+            report.failed += 1;
+            report.not_processed = event.records.len() - i - 1;
+            response
+                .batch_item_failures
+                .push(retry_item(&alert, event_id, sequence, &err));
+            // Lambda retries from the lowest reported record on; later records must
+            // wait, so that per-key state sees them in order.
+            break;
         }
     }
     (response, report)
+}
+
+/// The alert a stream record holds, with its per-key number and the record's sequence
+/// number; `None` (counted and logged) for a record that is not an alert, a malformed one,
+/// and one without a sequence number.
+fn admit<'r>(
+    record: &'r EventRecord,
+    report: &mut BatchReport,
+) -> Option<(Box<AlertRecord>, Option<u64>, &'r str)> {
+    let sequence = record.change.sequence_number.as_deref();
+    let event_id = record.event_id.as_str();
+    let (alert, seq) = match classify(record) {
+        StreamItem::Ignored(reason) => {
+            report.ignored += 1;
+            debug!(event_id, sequence, reason, "ignored stream record");
+            return None;
+        }
+        StreamItem::Malformed(reason) => {
+            report.malformed += 1;
+            error!(event_id, sequence, reason, "malformed alert record skipped");
+            return None;
+        }
+        StreamItem::Alert(alert, seq) => (alert, seq),
+    };
+    let Some(sequence) = sequence else {
+        // Without a sequence number the record cannot be reported for a retry.
+        report.malformed += 1;
+        error!(
+            event_id,
+            alert_id = alert.id,
+            "alert record without SequenceNumber skipped"
+        );
+        return None;
+    };
+    Some((alert, seq, sequence))
+}
+
+/// Counts and logs the notifications sent for earlier alerts of the key while catching up.
+fn count_earlier(
+    report: &mut BatchReport,
+    alert: &AlertRecord,
+    seq: Option<u64>,
+    earlier: Vec<(String, NotificationKind)>,
+) {
+    for (id, kind) in earlier {
+        report.count_sent(kind);
+        info!(
+            alert_id = id,
+            rule = alert.rule,
+            key = alert.key,
+            state = kind.as_str(),
+            seq,
+            "notification sent for an earlier alert of the key (caught up)"
+        );
+    }
+}
+
+/// Counts and logs how one alert ended. Gives back the error that stops the batch; a
+/// permanent SNS refusal does not (it is counted as unsent and the batch goes on).
+fn count_outcome(
+    report: &mut BatchReport,
+    alert: &AlertRecord,
+    result: Result<Processed, AlertError>,
+    event_id: &str,
+    sequence: &str,
+) -> Result<(), AlertError> {
+    let processed = match result {
+        Ok(processed) => processed,
+        // A permanent refusal (a missing topic, a disabled KMS key) outlasts Lambda's
+        // retries; the notification is decided and stays pending in the table, where the
+        // recovery schedule resends it once SNS accepts again. The batch goes on.
+        Err(AlertError::Publish(err)) if !err.is_transient() => {
+            report.unsent += 1;
+            error!(alert_id = alert.id, event_id, sequence, error = %err, "SNS refused the notification; left pending for the recovery schedule");
+            return Ok(());
+        }
+        Err(err) => return Err(err),
+    };
+    match processed {
+        Processed::Sent { kind, lease_lost } => {
+            report.count_sent(kind);
+            if lease_lost {
+                report.lease_lost += 1;
+                warn!(
+                    alert_id = alert.id,
+                    sequence,
+                    "sent after our claim expired: the notification may have gone out twice"
+                );
+            }
+            info!(
+                alert_id = alert.id,
+                rule = alert.rule,
+                key = alert.key,
+                state = kind.as_str(),
+                "notification sent"
+            );
+        }
+        Processed::Suppressed(reason) => {
+            report.suppressed += 1;
+            info!(
+                alert_id = alert.id,
+                rule = alert.rule,
+                key = alert.key,
+                reason,
+                "notification suppressed"
+            );
+        }
+        Processed::Silenced(reason) => {
+            report.silenced += 1;
+            info!(
+                alert_id = alert.id,
+                rule = alert.rule,
+                key = alert.key,
+                reason,
+                "notification silenced"
+            );
+        }
+        Processed::Grouped => {
+            report.grouped += 1;
+            debug!(
+                alert_id = alert.id,
+                rule = alert.rule,
+                "alert joined its group"
+            );
+        }
+        Processed::Duplicate => {
+            report.duplicates += 1;
+            debug!(alert_id = alert.id, sequence, "alert handled before");
+        }
+    }
+    Ok(())
+}
+
+/// Logs the error that stops the batch and names its record as the batch item failure.
+fn retry_item(
+    alert: &AlertRecord,
+    event_id: &str,
+    sequence: &str,
+    err: &AlertError,
+) -> DynamoDbBatchItemFailure {
+    let transient = match err {
+        AlertError::Port(e) | AlertError::Publish(e) => e.is_transient(),
+        AlertError::InProgress { .. } | AlertError::Contention { .. } => true,
+    };
+    if transient {
+        warn!(alert_id = alert.id, event_id, sequence, error = %err, "alert not sent yet; reporting it for a retry");
+    } else {
+        error!(alert_id = alert.id, event_id, sequence, error = %err, "alert failed permanently; reporting it (Lambda retries, then the on-failure destination)");
+    }
+    let mut failure = DynamoDbBatchItemFailure::default();
+    failure.item_identifier = Some(sequence.to_owned());
+    failure
 }
 
 /// Brings one alert to a final state. A numbered alert (see `streamwatch_adapters::alerts`)
@@ -443,7 +495,6 @@ where
     Z: SilenceStore,
 {
     let policy = &deps.settings.retry;
-    let repeat = micros(deps.settings.repeat_interval);
     let mut to_send = Vec::new();
     let mut decided = None;
     let mut missing_reads = 0;
@@ -452,7 +503,6 @@ where
     let mut rounds = 0;
     loop {
         let state = retry(policy, || deps.store.state(&alert.rule, &alert.key)).await?;
-        let lifetime = micros(deps.settings.state_lifetime);
         let next = match state.as_ref().map(|s| s.decided_seq) {
             // No state yet: the key's first alerts may still be on their way.
             None => floor,
@@ -492,18 +542,7 @@ where
                 }
             }
         };
-        let seen = expire(state.clone(), &current, lifetime);
-        let mut transition = decide(seen.as_ref(), &current, repeat);
-        if let Some(next_state) = transition.next.as_mut() {
-            next_state.decided_seq = Some(next);
-        }
-        let record = decided_record(deps, &current, &transition);
-        let expected = state.as_ref().map(|s| s.version);
-        let outcome = retry(policy, || {
-            deps.store
-                .record(&record, transition.next.as_ref(), expected)
-        })
-        .await?;
+        let (record, outcome) = record_decision(deps, state, &current, Some(next)).await?;
         match outcome {
             RecordOutcome::Recorded => {
                 if next < seq && record.kind().is_some() {
@@ -542,8 +581,7 @@ where
     let settings = &deps.settings;
     let policy = &settings.retry;
     let repeat = micros(settings.repeat_interval);
-    let mut waited = Duration::ZERO;
-    let mut poll = Duration::from_millis(50);
+    let mut wait = ClaimWait::default();
     let mut rounds = 0;
     loop {
         let current = retry(policy, || deps.store.notification(&alert.id)).await?;
@@ -554,7 +592,7 @@ where
                 if rounds > MAX_ROUNDS {
                     return Err(AlertError::Contention { rounds });
                 }
-                match decide_once(deps, alert, repeat).await? {
+                match decide_once(deps, alert).await? {
                     Some(record) => match &record.outcome {
                         _ if is_silenced(&record) => {
                             return Ok(Processed::Silenced(reason_of(&record)));
@@ -581,17 +619,8 @@ where
                 owner: holder,
                 lease_until_micros,
             } if holder != owner && *lease_until_micros >= now => {
-                if waited >= settings.claim_wait {
-                    return Err(AlertError::InProgress {
-                        owner: holder.clone(),
-                        until: *lease_until_micros,
-                    });
-                }
-                let to_expiry = Duration::from_micros((*lease_until_micros - now) as u64 + 1_000);
-                let pause = poll.min(settings.claim_wait - waited).min(to_expiry);
-                tokio::time::sleep(pause).await;
-                waited += pause;
-                poll = (poll * 2).min(Duration::from_secs(1));
+                wait.pause(settings.claim_wait, holder, *lease_until_micros, now)
+                    .await?;
                 continue;
             }
             NotificationStatus::Pending | NotificationStatus::Sending { .. } => {}
@@ -615,6 +644,47 @@ where
             // Not claimable (someone else moved it), or our claim was taken over: read again.
             None => continue,
         }
+    }
+}
+
+/// Waiting for another invocation's live claim on a notification: looks again after 50 ms,
+/// doubling up to 1 s, never sleeping past the lease's expiry nor `claim_wait` in all.
+struct ClaimWait {
+    waited: Duration,
+    poll: Duration,
+}
+
+impl Default for ClaimWait {
+    fn default() -> Self {
+        Self {
+            waited: Duration::ZERO,
+            poll: Duration::from_millis(50),
+        }
+    }
+}
+
+impl ClaimWait {
+    /// Sleeps until the next look at a claim `holder` holds until `until`, or gives up
+    /// with [`AlertError::InProgress`] once `limit` has been waited.
+    async fn pause(
+        &mut self,
+        limit: Duration,
+        holder: &str,
+        until: Micros,
+        now: Micros,
+    ) -> Result<(), AlertError> {
+        if self.waited >= limit {
+            return Err(AlertError::InProgress {
+                owner: holder.to_owned(),
+                until,
+            });
+        }
+        let to_expiry = Duration::from_micros((until - now) as u64 + 1_000);
+        let pause = self.poll.min(limit - self.waited).min(to_expiry);
+        tokio::time::sleep(pause).await;
+        self.waited += pause;
+        self.poll = (self.poll * 2).min(Duration::from_secs(1));
+        Ok(())
     }
 }
 
@@ -649,7 +719,6 @@ fn reason_of(record: &NotificationRecord) -> String {
 async fn decide_once<S, N, C, G, Z>(
     deps: &Deps<S, N, C, G, Z>,
     alert: &AlertRecord,
-    repeat: Micros,
 ) -> Result<Option<NotificationRecord>, PortError>
 where
     S: AlertStateStore,
@@ -665,17 +734,41 @@ where
             retry(policy, || deps.store.state(&alert.rule, &alert.key)).await?
         }
     };
-    let seen = expire(state.clone(), alert, micros(deps.settings.state_lifetime));
-    let transition = decide(seen.as_ref(), alert, repeat);
-    let record = decided_record(deps, alert, &transition);
-    let expected = state.as_ref().map(|s| s.version);
-    let outcome = retry(policy, || {
-        deps.store
-            .record(&record, transition.next.as_ref(), expected)
-    })
-    .await?;
+    let (record, outcome) = record_decision(deps, state, alert, None).await?;
     Ok(match outcome {
         RecordOutcome::Recorded => Some(record),
         RecordOutcome::AlreadyDecided | RecordOutcome::StateChanged => None,
     })
+}
+
+/// Decides about `alert` given its key's stored `state` (expired first) and records the
+/// decision together with the state it leads to, numbered `seq` when the alert has a
+/// per-key number. The one decide-and-record step of [`catch_up`] and [`decide_once`].
+async fn record_decision<S, N, C, G, Z>(
+    deps: &Deps<S, N, C, G, Z>,
+    state: Option<AlertState>,
+    alert: &AlertRecord,
+    seq: Option<u64>,
+) -> Result<(NotificationRecord, RecordOutcome), PortError>
+where
+    S: AlertStateStore,
+    N: Notifier,
+    C: Clock,
+    G: GroupStore,
+    Z: SilenceStore,
+{
+    let settings = &deps.settings;
+    let seen = expire(state.clone(), alert, micros(settings.state_lifetime));
+    let mut transition = decide(seen.as_ref(), alert, micros(settings.repeat_interval));
+    if let (Some(seq), Some(next_state)) = (seq, transition.next.as_mut()) {
+        next_state.decided_seq = Some(seq);
+    }
+    let record = decided_record(deps, alert, &transition);
+    let expected = state.as_ref().map(|s| s.version);
+    let outcome = retry(&settings.retry, || {
+        deps.store
+            .record(&record, transition.next.as_ref(), expected)
+    })
+    .await?;
+    Ok((record, outcome))
 }

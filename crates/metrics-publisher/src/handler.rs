@@ -14,7 +14,7 @@ use streamwatch_core::metrics::{
     Datum, Dimension, MetricSink, Resolution, SeriesAggregator, SeriesKey, Unit,
     check_dimension_value, check_timestamp, check_value, fold_to_ascii,
 };
-use streamwatch_core::record::parents;
+use streamwatch_core::record::{MalformedParent, ParentRecord, parents};
 use streamwatch_core::time::{Micros, parse_event_time};
 use streamwatch_core::{
     AlertKind, AlertOutbox, AlertRecord, FieldPath, FieldValue, Fields, JsonObject, KinesisEvent,
@@ -102,13 +102,16 @@ const DETAIL_FIELDS: [&str; 6] = [
 ];
 
 /// Processes one event. `now` decides which timestamps CloudWatch would still accept.
+///
+/// Alerts are written before metrics are published: a parent whose alert is not durable
+/// is retried, and the metrics of it and of every later parent are then left for the
+/// retry instead of being published twice.
 #[tracing::instrument(skip_all, fields(records = event.records.len()))]
 pub async fn process<S: MetricSink, A: AlertOutbox>(
     deps: &Deps<S, A>,
     event: &KinesisEvent,
     now: Micros,
 ) -> (KinesisEventResponse, BatchReport) {
-    let config = &deps.config;
     let mut report = BatchReport {
         records_in: event.records.len(),
         ..BatchReport::default()
@@ -116,39 +119,42 @@ pub async fn process<S: MetricSink, A: AlertOutbox>(
     if event.records.is_empty() {
         return (KinesisEventResponse::default(), report);
     }
+    let decoded = decode_batch(&deps.config, event, now, &mut report);
+    let retry_from = write_alerts(deps, &decoded, &mut report).await;
+    let retry_from = publish_metrics(deps, decoded.samples, retry_from, now, &mut report).await;
+    let response = batch_response(event, retry_from, &mut report);
+    log_report(&report);
+    (response, report)
+}
 
+/// What decoding and judging a batch gave: the metric samples and the per-event alerts,
+/// each with the index of the parent record it came from.
+#[derive(Default)]
+struct Decoded {
+    samples: Vec<Sample>,
+    /// Alerts and their parents side by side, so the records go to the outbox as one slice.
+    alerts: Vec<AlertRecord>,
+    alert_parents: Vec<usize>,
+}
+
+/// Decodes every user record of the batch and evaluates the filter and the alert rule on
+/// it, counting into `report`; malformed parents and user records are logged and skipped.
+fn decode_batch(
+    config: &Config,
+    event: &KinesisEvent,
+    now: Micros,
+    report: &mut BatchReport,
+) -> Decoded {
     let detail_paths: Vec<FieldPath> = DETAIL_FIELDS
         .iter()
         .filter_map(|f| FieldPath::parse(f).ok())
         .collect();
-    let mut samples: Vec<Sample> = Vec::new();
-    // Alerts and the index of the parent record each came from, side by side so the
-    // records can go to the outbox as one slice.
-    let mut alerts: Vec<AlertRecord> = Vec::new();
-    let mut alert_parents: Vec<usize> = Vec::new();
+    let mut decoded = Decoded::default();
     for parent in parents(event) {
         let users = match parent.user_records() {
             Ok(users) => users,
             Err(malformed) => {
-                report.malformed += 1;
-                tracing::warn!(
-                    shard = malformed.shard_id,
-                    sequence = malformed.sequence_number,
-                    reason = %malformed.error,
-                    "skipping malformed Kinesis record"
-                );
-                report.rejects.push(reject::line(&Reject {
-                    reason: malformed.error.to_string(),
-                    shard: malformed.shard_id,
-                    sequence: malformed.sequence_number,
-                    sub_sequence: None,
-                    partition_key: parent.partition_key.to_owned(),
-                    arrival: parent.arrival.to_rfc3339(),
-                    data: match parent.data {
-                        Ok(bytes) => bytes,
-                        Err(text) => text.as_bytes(),
-                    },
-                }));
+                skip_parent(&parent, &malformed, report);
                 continue;
             }
         };
@@ -156,30 +162,14 @@ pub async fn process<S: MetricSink, A: AlertOutbox>(
             report.user_records += 1;
             let e = evaluate(config, &user, &detail_paths, now);
             if let Some(reason) = e.malformed {
-                report.malformed += 1;
-                tracing::warn!(
-                    shard = user.shard_id,
-                    sequence = user.sequence_number,
-                    sub_sequence = user.sub_sequence_number,
-                    reason,
-                    "skipping malformed record"
-                );
-                report.rejects.push(reject::line(&Reject {
-                    reason,
-                    shard: user.shard_id.to_owned(),
-                    sequence: user.sequence_number.to_owned(),
-                    sub_sequence: user.sub_sequence_number,
-                    partition_key: user.partition_key.to_owned(),
-                    arrival: user.arrival.to_rfc3339(),
-                    data: user.data,
-                }));
+                skip_user(&user, reason, report);
             }
             if e.filtered_out {
                 report.filtered_out += 1;
             }
             if let Some((key, value)) = e.sample {
                 report.selected += 1;
-                samples.push(Sample {
+                decoded.samples.push(Sample {
                     parent: parent.index,
                     key,
                     value,
@@ -189,18 +179,70 @@ pub async fn process<S: MetricSink, A: AlertOutbox>(
                 if e.alert_without_key {
                     report.alerts_without_key += 1;
                 }
-                alerts.push(alert);
-                alert_parents.push(parent.index);
+                decoded.alerts.push(alert);
+                decoded.alert_parents.push(parent.index);
             }
         }
     }
+    decoded
+}
 
-    // Alerts first: a parent whose alert is not durable is retried, and metrics of it and
-    // every later parent are then left for the retry instead of being published twice.
+/// Counts, logs and keeps the reject line of a parent record that holds no user record.
+fn skip_parent(parent: &ParentRecord<'_>, malformed: &MalformedParent, report: &mut BatchReport) {
+    report.malformed += 1;
+    tracing::warn!(
+        shard = malformed.shard_id,
+        sequence = malformed.sequence_number,
+        reason = %malformed.error,
+        "skipping malformed Kinesis record"
+    );
+    report.rejects.push(reject::line(&Reject {
+        reason: malformed.error.to_string(),
+        shard: malformed.shard_id.clone(),
+        sequence: malformed.sequence_number.clone(),
+        sub_sequence: None,
+        partition_key: parent.partition_key.to_owned(),
+        arrival: parent.arrival.to_rfc3339(),
+        data: match parent.data {
+            Ok(bytes) => bytes,
+            Err(text) => text.as_bytes(),
+        },
+    }));
+}
+
+/// Counts, logs and keeps the reject line of a malformed user record.
+fn skip_user(user: &UserRecord<'_>, reason: String, report: &mut BatchReport) {
+    report.malformed += 1;
+    tracing::warn!(
+        shard = user.shard_id,
+        sequence = user.sequence_number,
+        sub_sequence = user.sub_sequence_number,
+        reason,
+        "skipping malformed record"
+    );
+    report.rejects.push(reject::line(&Reject {
+        reason,
+        shard: user.shard_id.to_owned(),
+        sequence: user.sequence_number.to_owned(),
+        sub_sequence: user.sub_sequence_number,
+        partition_key: user.partition_key.to_owned(),
+        arrival: user.arrival.to_rfc3339(),
+        data: user.data,
+    }));
+}
+
+/// Writes the batch's alerts to the outbox and counts the outcomes. Returns the lowest
+/// parent index whose alert failed transiently: the batch is retried from there.
+async fn write_alerts<S: MetricSink, A: AlertOutbox>(
+    deps: &Deps<S, A>,
+    decoded: &Decoded,
+    report: &mut BatchReport,
+) -> Option<usize> {
     let mut retry_from: Option<usize> = None;
     // In chunks, so a store that batches (DynamoDB: one BatchGetItem and four
     // BatchWriteItem calls per 100) makes a few calls instead of one per alert.
-    let writes: Vec<_> = alerts
+    let writes: Vec<_> = decoded
+        .alerts
         .chunks(ALERTS_PER_CALL)
         .enumerate()
         .map(|(chunk, records)| {
@@ -209,7 +251,7 @@ pub async fn process<S: MetricSink, A: AlertOutbox>(
         })
         .collect();
     let results: Vec<_> = futures::stream::iter(writes)
-        .buffer_unordered(config.alert_concurrency)
+        .buffer_unordered(deps.config.alert_concurrency)
         .collect()
         .await;
     let results = results.into_iter().flat_map(|(chunk, results)| {
@@ -219,7 +261,8 @@ pub async fn process<S: MetricSink, A: AlertOutbox>(
             .map(move |(k, result)| (chunk * ALERTS_PER_CALL + k, result))
     });
     for (i, result) in results {
-        let (Some(&parent), Some(alert)) = (alert_parents.get(i), alerts.get(i)) else {
+        let (Some(&parent), Some(alert)) = (decoded.alert_parents.get(i), decoded.alerts.get(i))
+        else {
             continue;
         };
         match result {
@@ -235,20 +278,34 @@ pub async fn process<S: MetricSink, A: AlertOutbox>(
             }
         }
     }
+    retry_from
+}
 
+/// Aggregates the samples of the parents before `retry_from` into datums and publishes
+/// them with the operational metrics. Returns `retry_from`, lowered to the first parent of
+/// any datum whose request failed transiently.
+async fn publish_metrics<S: MetricSink, A: AlertOutbox>(
+    deps: &Deps<S, A>,
+    samples: Vec<Sample>,
+    mut retry_from: Option<usize>,
+    now: Micros,
+    report: &mut BatchReport,
+) -> Option<usize> {
     let mut aggregator = SeriesAggregator::new();
     for s in samples {
         if retry_from.is_none_or(|r| s.parent < r) {
             aggregator.add(s.key, s.value, s.parent);
         }
     }
+    // Each datum's first parent; None for the operational metrics, which describe this
+    // invocation and are not retried.
     let (mut datums, mut sources): (Vec<Datum>, Vec<Option<usize>>) = aggregator
         .finish()
         .into_iter()
         .map(|(d, first)| (d, Some(first)))
         .unzip();
     report.datums = datums.len();
-    for datum in ops_datums(&config.ops_namespace, &report, now) {
+    for datum in ops_datums(&deps.config.ops_namespace, report, now) {
         datums.push(datum);
         sources.push(None);
     }
@@ -270,7 +327,16 @@ pub async fn process<S: MetricSink, A: AlertOutbox>(
             }
         }
     }
+    retry_from
+}
 
+/// The `batchItemFailures` answer: the sequence number of parent `retry_from`, if any
+/// (Lambda restarts from the lowest one reported), also noted in the report.
+fn batch_response(
+    event: &KinesisEvent,
+    retry_from: Option<usize>,
+    report: &mut BatchReport,
+) -> KinesisEventResponse {
     let mut response = KinesisEventResponse::default();
     if let Some(index) = retry_from {
         let sequence = event.records[index].kinesis.sequence_number.clone();
@@ -279,6 +345,10 @@ pub async fn process<S: MetricSink, A: AlertOutbox>(
         failure.item_identifier = Some(sequence);
         response.batch_item_failures.push(failure);
     }
+    response
+}
+
+fn log_report(report: &BatchReport) {
     tracing::info!(
         records_in = report.records_in,
         user_records = report.user_records,
@@ -292,7 +362,6 @@ pub async fn process<S: MetricSink, A: AlertOutbox>(
         retry_from = report.retry_from,
         "batch done"
     );
-    (response, report)
 }
 
 fn log_failure(error: &PortError, datums: usize, first_parent: Option<usize>) {
