@@ -15,22 +15,7 @@ use streamwatch_core::{AlertKind, AlertRecord};
 use streamwatch_tests::MotoServer;
 
 fn accident(i: usize, county: &str) -> AlertRecord {
-    AlertRecord {
-        id: format!("accident-severity#id#A-{i}"),
-        rule: "accident-severity".into(),
-        key: format!("A-{i}"),
-        kind: AlertKind::Event,
-        severity: "4".into(),
-        summary: format!("Severity 4 accident in {county} County, TX"),
-        event_time_micros: T0 + i as i64 * 1_000_000,
-        window: None,
-        details: [
-            ("County".to_owned(), county.to_owned()),
-            ("State".to_owned(), "TX".to_owned()),
-        ]
-        .into(),
-        source: vec![],
-    }
+    accident_alert(i, &[("County", county), ("State", "TX")])
 }
 
 /// Topic name → the subjects moto recorded as published to it.

@@ -42,18 +42,7 @@ fn deps() -> SilenceDeps {
 }
 
 fn accident(i: usize, county: &str) -> AlertRecord {
-    AlertRecord {
-        id: format!("accident-severity#id#A-{i}"),
-        rule: "accident-severity".into(),
-        key: format!("A-{i}"),
-        kind: AlertKind::Event,
-        severity: "4".into(),
-        summary: format!("Severity 4 accident in {county}"),
-        event_time_micros: T0 + i as i64 * SEC,
-        window: None,
-        details: BTreeMap::from([("County".to_owned(), county.to_owned())]),
-        source: vec![],
-    }
+    common::accident_alert(i, &[("County", county)])
 }
 
 /// One generated delivery: the alert, when (wall clock) it is first delivered, and the

@@ -85,6 +85,30 @@ pub fn window_alert(key: &str, i: i64, kind: AlertKind) -> AlertRecord {
     }
 }
 
+/// A severity-4 accident alert `A-{i}` as the metrics-publisher writes it, with `details`
+/// (the row's `County`, `State`, …) and its time `i` seconds after T0.
+pub fn accident_alert(i: usize, details: &[(&str, &str)]) -> AlertRecord {
+    let details: BTreeMap<String, String> = details
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    AlertRecord {
+        id: format!("accident-severity#id#A-{i}"),
+        rule: "accident-severity".into(),
+        key: format!("A-{i}"),
+        kind: AlertKind::Event,
+        severity: "4".into(),
+        summary: format!(
+            "Severity 4 accident in {}",
+            details.get("County").map_or("?", String::as_str)
+        ),
+        event_time_micros: T0 + i as i64 * 1_000_000,
+        window: None,
+        details,
+        source: vec![],
+    }
+}
+
 const STREAM_ARN: &str =
     "arn:aws:dynamodb:us-east-1:123456789012:table/alerts/stream/2026-11-21T00:00:00.000";
 
